@@ -1,0 +1,18 @@
+//! The rule table of DESIGN.md §2 as pure functions: facts in, a decision out.
+//!
+//! No client, no clock, no async. The controllers gather the facts (from reflector stores
+//! and the resolver) and write the decisions; everything in between lives here.
+
+mod customer_subscription;
+mod reason;
+mod registration;
+
+pub use customer_subscription::{
+    CustomerDecision, CustomerFacts, Duplicate, Eligible, Seniority, evaluate_customer,
+    find_duplicate, reject_duplicate,
+};
+pub use reason::Reason;
+pub use registration::{
+    ApprovalDecision, RegistrationDecision, RegistrationFacts, arm_resource_id, cloud_id_owner,
+    evaluate_registration, registration_key,
+};
