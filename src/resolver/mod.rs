@@ -3,6 +3,26 @@
 //! One trait, [`MetadataResolver`], with two backends: the catalog (a YAML document from a
 //! file or a ConfigMap) and http. Callers pass GUIDs in canonical lower-case form.
 
+pub mod cache;
+pub mod catalog;
+pub mod catalog_resolver;
+pub mod http;
+pub mod http_tls;
+pub mod stats;
+pub mod watch;
+
+#[cfg(test)]
+mod http_tests;
+#[cfg(test)]
+mod test_server;
+
+pub use cache::TtlCache;
+pub use catalog::{Catalog, CatalogError, CatalogSummary, check_catalog_file};
+pub use catalog_resolver::CatalogResolver;
+pub use http::{HttpResolver, HttpResolverError, HttpResolverOptions};
+pub use stats::{ResolverStats, StatsSnapshot};
+pub use watch::{ConfigMapRef, ConfigMapRefError, watch_configmap, watch_file};
+
 use std::{collections::BTreeSet, fmt, sync::Arc};
 
 use futures::future::BoxFuture;
