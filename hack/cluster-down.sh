@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Stops the local control plane started by cluster-up.sh (TERM, then KILL after
+# $STOP_GRACE_SECONDS) and removes its etcd data. The PKI and the logs are kept.
+set -euo pipefail
+# shellcheck source=cluster-lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/cluster-lib.sh"
+
+cluster_lock
+ports=()
+if load_cluster_env; then
+  ports=("$ETCD_CLIENT_PORT" "$ETCD_PEER_PORT" "$APISERVER_PORT" "$KCM_PORT")
+fi
+if [ ${#ports[@]} -eq 0 ] && [ ! -d "$PID_DIR" ] && [ -z "$(stray_pids)" ]; then
+  log "cluster not running"
+  rm -rf "$ETCD_DATA_DIR" "$CLUSTER_KUBECONFIG" "$RUN_DIR"
+  exit 0
+fi
+stop_cluster
+port_listening() { ss -Hltn "sport = :$1" 2>/dev/null | grep -q .; }
+for port in "${ports[@]}"; do
+  for ((i = 0; i < 50; i++)); do
+    port_listening "$port" || break
+    sleep 0.1
+  done
+  port_listening "$port" && die "port $port is still listening after stopping the cluster"
+done
+log "cluster stopped (logs kept in $LOG_DIR)"
