@@ -1,8 +1,12 @@
 //! azs-csp-operator: onboards CSP customers' Azure subscriptions to Azure Stack registrations.
 
 pub mod api;
+pub mod cli;
 pub mod conditions;
+pub mod controller;
 pub mod crd;
 pub mod guid;
 pub mod policy;
 pub mod resolver;
+pub mod run;
+pub mod verify;

@@ -1,3 +1,113 @@
-fn main() {
-    print!("{}", azs_csp_operator::crd::all_yaml().unwrap());
+use std::process::ExitCode;
+
+use azs_csp_operator::{
+    cli::{CatalogCommand, Cli, Command, LogFormat},
+    crd, resolver, run, verify,
+};
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+fn init_tracing(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+fn write_crd_files(dir: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
+    std::fs::create_dir_all(dir)?;
+    for (name, content) in crd::files()? {
+        std::fs::write(dir.join(name), content)?;
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Run(args) => {
+                init_tracing(args.log_format);
+                match run::run(args).await {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(error) => {
+                        tracing::error!(%error, "operator stopped");
+                        eprintln!("error: {error}");
+                        ExitCode::from(1)
+                    }
+                }
+            }
+            Command::Crds { output_dir: None } => match crd::all_yaml() {
+                Ok(yaml) => {
+                    print!("{yaml}");
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("error: cannot render the CRDs: {error}");
+                    ExitCode::from(2)
+                }
+            },
+            Command::Crds { output_dir: Some(dir) } => match write_crd_files(&dir) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("error: cannot write the CRDs to {}: {error}", dir.display());
+                    ExitCode::from(2)
+                }
+            },
+            Command::Catalog(CatalogCommand::Check { file }) => match resolver::check_catalog_file(&file) {
+                Ok(summary) => {
+                    println!("{}: valid catalog: {summary}", file.display());
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("{}: invalid catalog: {error}", file.display());
+                    ExitCode::from(1)
+                }
+            },
+            Command::Verify(args) => {
+                let client = match kube::Client::try_default().await {
+                    Ok(client) => client,
+                    Err(error) => {
+                        eprintln!("error: cannot build a Kubernetes client: {error}");
+                        return ExitCode::from(2);
+                    }
+                };
+                match verify::run(client, &args.namespace, &args.registration, &args.subscription_id).await {
+                    Ok(Ok(mapping)) => {
+                        println!(
+                            "Attached: CustomerSubscription {}/{} maps subscription {} (tenant {}) to registration {}",
+                            args.namespace,
+                            mapping.customer_subscription,
+                            mapping.subscription_id,
+                            mapping.tenant_id.as_deref().unwrap_or("unknown"),
+                            mapping.arm_resource_id.as_deref().unwrap_or(&args.registration),
+                        );
+                        ExitCode::SUCCESS
+                    }
+                    Ok(Err(failure)) => {
+                        println!("{}: {}", failure.reason, failure.message);
+                        ExitCode::from(1)
+                    }
+                    Err(error) => {
+                        eprintln!("error: {error}");
+                        ExitCode::from(2)
+                    }
+                }
+            }
+        }
+    })
 }

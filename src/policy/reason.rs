@@ -16,6 +16,8 @@ pub enum Reason {
     BadCustomerSubscriptionId,
     DuplicateCustomerSubscription,
     Reconciling,
+    // The verify operation
+    CustomerSubscriptionNotFound,
     // Registration Ready
     Registered,
     InvalidRegistrationSubscription,
@@ -26,7 +28,7 @@ pub enum Reason {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 15] = [
+    pub const ALL: [Reason; 16] = [
         Reason::Attached,
         Reason::InvalidCustomerSubscriptionId,
         Reason::RegistrationNotFound,
@@ -37,6 +39,7 @@ impl Reason {
         Reason::BadCustomerSubscriptionId,
         Reason::DuplicateCustomerSubscription,
         Reason::Reconciling,
+        Reason::CustomerSubscriptionNotFound,
         Reason::Registered,
         Reason::InvalidRegistrationSubscription,
         Reason::DuplicateCloudId,
@@ -56,6 +59,7 @@ impl Reason {
             Reason::BadCustomerSubscriptionId => "BadCustomerSubscriptionId",
             Reason::DuplicateCustomerSubscription => "DuplicateCustomerSubscription",
             Reason::Reconciling => "Reconciling",
+            Reason::CustomerSubscriptionNotFound => "CustomerSubscriptionNotFound",
             Reason::Registered => "Registered",
             Reason::InvalidRegistrationSubscription => "InvalidRegistrationSubscription",
             Reason::DuplicateCloudId => "DuplicateCloudId",

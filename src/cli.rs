@@ -1,0 +1,178 @@
+//! The command line of DESIGN.md §5. Every flag also reads an `AZS_CSP_*` variable.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::resolver::ConfigMapRef;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "azs-csp-operator",
+    version,
+    about = "Onboards CSP customers' Azure subscriptions to Azure Stack registrations for multitenant usage billing"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the controllers.
+    Run(RunArgs),
+    /// Print both CustomResourceDefinitions as YAML.
+    Crds {
+        /// Write one file per CRD into this directory instead (how crds/ is generated).
+        #[arg(long)]
+        output_dir: Option<PathBuf>,
+    },
+    /// Check that a customer subscription is attached to a registration.
+    Verify(VerifyArgs),
+    /// Work with catalog files.
+    #[command(subcommand)]
+    Catalog(CatalogCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CatalogCommand {
+    /// Validate a catalog file; exits non-zero with the reason when it is invalid.
+    Check {
+        /// The catalog YAML file.
+        file: PathBuf,
+    },
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResolverKind {
+    Catalog,
+    Http,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (write durations like 500ms, 5s, 5m)"))
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Where subscription metadata and approvals come from.
+    #[arg(long, env = "AZS_CSP_RESOLVER", value_enum, default_value = "catalog")]
+    pub resolver: ResolverKind,
+    /// Catalog YAML file, watched for changes (catalog resolver).
+    #[arg(
+        long,
+        env = "AZS_CSP_CATALOG_FILE",
+        conflicts_with = "catalog_configmap"
+    )]
+    pub catalog_file: Option<PathBuf>,
+    /// ConfigMap NS/NAME whose key catalog.yaml holds the catalog, watched through the API.
+    #[arg(long, env = "AZS_CSP_CATALOG_CONFIGMAP")]
+    pub catalog_configmap: Option<ConfigMapRef>,
+    /// Base URL of the metadata server (http resolver).
+    #[arg(long, env = "AZS_CSP_RESOLVER_URL")]
+    pub resolver_url: Option<String>,
+    /// File holding a bearer token for the metadata server, re-read on every request.
+    #[arg(long, env = "AZS_CSP_RESOLVER_TOKEN_FILE")]
+    pub resolver_token_file: Option<PathBuf>,
+    /// PEM file of CA certificates to trust for the metadata server.
+    #[arg(long, env = "AZS_CSP_RESOLVER_CA_FILE")]
+    pub resolver_ca_file: Option<PathBuf>,
+    /// Timeout of one request to the metadata server.
+    #[arg(long, env = "AZS_CSP_RESOLVER_TIMEOUT", value_parser = parse_duration, default_value = "5s")]
+    pub resolver_timeout: Duration,
+    /// How long http resolver answers are cached.
+    #[arg(long, env = "AZS_CSP_CACHE_TTL", value_parser = parse_duration, default_value = "5m")]
+    pub cache_ttl: Duration,
+    /// Namespace to watch; repeat for several (comma-separated in the variable). Default: all.
+    #[arg(
+        long = "watch-namespace",
+        env = "AZS_CSP_WATCH_NAMESPACE",
+        value_delimiter = ','
+    )]
+    pub watch_namespaces: Vec<String>,
+    /// Address of the metrics and health endpoints.
+    #[arg(long, env = "AZS_CSP_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    pub metrics_addr: SocketAddr,
+    /// Run as one of several replicas, writing only while holding the leader Lease.
+    #[arg(long, env = "AZS_CSP_LEADER_ELECTION")]
+    pub leader_election: bool,
+    /// Log line format.
+    #[arg(long, env = "AZS_CSP_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    /// Namespace of the Registration.
+    #[arg(long, env = "AZS_CSP_NAMESPACE")]
+    pub namespace: String,
+    /// Name of the Registration.
+    #[arg(long, env = "AZS_CSP_REGISTRATION")]
+    pub registration: String,
+    /// The customer's Azure subscription ID.
+    #[arg(long, env = "AZS_CSP_SUBSCRIPTION_ID")]
+    pub subscription_id: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations_and_repeated_namespaces() {
+        let cli = Cli::try_parse_from([
+            "azs-csp-operator",
+            "run",
+            "--catalog-file",
+            "c.yaml",
+            "--resolver-timeout",
+            "500ms",
+            "--cache-ttl",
+            "5m",
+            "--watch-namespace",
+            "a",
+            "--watch-namespace",
+            "b",
+        ])
+        .unwrap();
+        let Command::Run(args) = cli.command else {
+            panic!("not run")
+        };
+        assert_eq!(args.resolver_timeout, Duration::from_millis(500));
+        assert_eq!(args.cache_ttl, Duration::from_secs(300));
+        assert_eq!(args.watch_namespaces, ["a", "b"]);
+        assert_eq!(args.resolver, ResolverKind::Catalog);
+    }
+
+    #[test]
+    fn bad_input_is_refused() {
+        for argv in [
+            vec!["azs-csp-operator", "run", "--resolver-timeout", "soon"],
+            vec!["azs-csp-operator", "run", "--catalog-configmap", "no-slash"],
+            vec!["azs-csp-operator", "run", "--resolver", "ftp"],
+            vec![
+                "azs-csp-operator",
+                "run",
+                "--catalog-file",
+                "a",
+                "--catalog-configmap",
+                "ns/n",
+            ],
+            vec!["azs-csp-operator", "verify", "--namespace", "ns"],
+        ] {
+            assert!(Cli::try_parse_from(&argv).is_err(), "{argv:?}");
+        }
+    }
+}

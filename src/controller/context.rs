@@ -1,0 +1,148 @@
+//! What both controllers share: stores, the index, the resolver, the clock, the event recorder.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use kube::{
+    Client,
+    runtime::{events::Recorder, reflector::Store},
+};
+use rand::Rng;
+
+use super::index::{Index, ObjKey};
+use crate::{
+    api::{CustomerSubscription, Registration},
+    conditions::Clock,
+    resolver::MetadataResolver,
+};
+
+/// Reflector stores of one kind, one per watched scope (a namespace, or the whole cluster).
+pub struct Stores<K: kube::Resource<DynamicType = ()> + Clone + 'static> {
+    by_namespace: HashMap<String, Store<K>>,
+    cluster: Option<Store<K>>,
+}
+
+impl<K: kube::Resource<DynamicType = ()> + Clone + 'static> Stores<K> {
+    pub fn cluster(store: Store<K>) -> Self {
+        Self {
+            by_namespace: HashMap::new(),
+            cluster: Some(store),
+        }
+    }
+
+    pub fn namespaced(stores: HashMap<String, Store<K>>) -> Self {
+        Self {
+            by_namespace: stores,
+            cluster: None,
+        }
+    }
+
+    pub fn get(&self, key: &ObjKey) -> Option<Arc<K>> {
+        let store = match &self.cluster {
+            Some(store) => store,
+            None => self.by_namespace.get(&key.namespace)?,
+        };
+        store.get(&kube::runtime::reflector::ObjectRef::new(&key.name).within(&key.namespace))
+    }
+
+    pub fn all(&self) -> Vec<Arc<K>> {
+        match &self.cluster {
+            Some(store) => store.state(),
+            None => self.by_namespace.values().flat_map(|s| s.state()).collect(),
+        }
+    }
+
+    pub async fn wait_until_ready(
+        &self,
+    ) -> Result<(), kube::runtime::reflector::store::WriterDropped> {
+        for store in self.cluster.iter().chain(self.by_namespace.values()) {
+            store.wait_until_ready().await?;
+        }
+        Ok(())
+    }
+}
+
+/// Per-object exponential backoff with jitter for upstream failures, reset on success.
+pub struct Backoff {
+    base: Duration,
+    max: Duration,
+    attempts: Mutex<HashMap<String, u32>>,
+}
+
+impl Backoff {
+    pub fn new(base: Duration, max: Duration) -> Self {
+        Self {
+            base,
+            max,
+            attempts: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The delay before the next retry of `key`: base·2ⁿ capped at max, drawn uniformly
+    /// from its upper half so that objects failing together spread out.
+    pub fn next_delay(&self, key: &str) -> Duration {
+        let mut attempts = self.attempts.lock().unwrap_or_else(|p| p.into_inner());
+        let n = attempts.entry(key.to_string()).or_insert(0);
+        let exponent = (*n).min(20);
+        *n = n.saturating_add(1);
+        let ceiling = self.base.saturating_mul(1 << exponent).min(self.max);
+        let floor = ceiling / 2;
+        floor
+            + ceiling
+                .saturating_sub(floor)
+                .mul_f64(rand::rng().random::<f64>())
+    }
+
+    pub fn reset(&self, key: &str) {
+        self.attempts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key);
+    }
+}
+
+pub struct Context {
+    pub client: Client,
+    pub registrations: Stores<Registration>,
+    pub customers: Stores<CustomerSubscription>,
+    pub index: Arc<Index>,
+    pub resolver: Arc<dyn MetadataResolver>,
+    pub clock: Arc<dyn Clock>,
+    pub recorder: Recorder,
+    pub backoff: Backoff,
+}
+
+impl Context {
+    /// How long to wait before re-checking a settled object: the resolver's refresh interval
+    /// (http), plus jitter; `None` when the resolver pushes its changes (catalog).
+    pub fn refresh_after(&self) -> Option<Duration> {
+        self.resolver
+            .refresh_interval()
+            .map(|ttl| ttl + ttl.mul_f64(0.1 * rand::rng().random::<f64>()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_caps_and_resets() {
+        let backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
+        let delays: Vec<Duration> = (0..10).map(|_| backoff.next_delay("a")).collect();
+        for (n, delay) in delays.iter().enumerate() {
+            let ceiling = Duration::from_secs(1 << n.min(20)).min(Duration::from_secs(60));
+            assert!(
+                *delay >= ceiling / 2 && *delay <= ceiling,
+                "attempt {n}: {delay:?}"
+            );
+        }
+        // Another key has its own count.
+        assert!(backoff.next_delay("b") <= Duration::from_secs(1));
+        backoff.reset("a");
+        assert!(backoff.next_delay("a") <= Duration::from_secs(1));
+    }
+}

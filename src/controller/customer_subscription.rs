@@ -1,0 +1,195 @@
+//! The CustomerSubscription controller: gather facts from stores and the resolver, let the
+//! policy decide, write the Ready condition.
+
+use std::{sync::Arc, time::Duration};
+
+use kube::{ResourceExt, runtime::controller::Action};
+use tracing::{info, instrument};
+
+use super::{Error, context::Context, index::ObjKey, write};
+use crate::{
+    api::{BillingModel, CustomerSubscription, CustomerSubscriptionStatus},
+    conditions::{self, READY},
+    guid,
+    policy::{self, CustomerDecision, CustomerFacts, Seniority},
+    resolver::{ResolveError, SubscriptionMetadata},
+};
+
+/// Field manager of the status this controller writes.
+pub const MANAGER: &str = "azs-csp-operator-customersubscription";
+
+type Lookup = Result<Option<Arc<SubscriptionMetadata>>, ResolveError>;
+
+async fn lookup_subscription(ctx: &Context, id: &str) -> Lookup {
+    match guid::normalize(id) {
+        Some(id) => ctx.resolver.subscription(&id).await,
+        None => Ok(None),
+    }
+}
+
+/// Rules 0–7 for one CustomerSubscription, with the lookups they need.
+pub(super) async fn evaluate(ctx: &Context, customer: &CustomerSubscription) -> CustomerDecision {
+    let namespace = customer.namespace().unwrap_or_default();
+    let registration = ctx.registrations.get(&ObjKey::new(
+        &namespace,
+        &customer.spec.registration_ref.name,
+    ));
+    // Lookups only matter once rules 0–2 pass; skipping them otherwise spares the upstream.
+    let needs_lookups = guid::is_guid(&customer.spec.subscription_id)
+        && registration.as_ref().is_some_and(|r| {
+            r.metadata.deletion_timestamp.is_none()
+                && r.spec.billing_model == BillingModel::PayAsYouUse
+        });
+    let (approval, registration_subscription, customer_subscription) = match &registration {
+        Some(reg) if needs_lookups => {
+            let key = policy::registration_key(reg);
+            futures::join!(
+                ctx.resolver.multitenancy_approved(&key),
+                lookup_subscription(ctx, &reg.spec.subscription_id),
+                lookup_subscription(ctx, &customer.spec.subscription_id),
+            )
+        }
+        _ => (Ok(true), Ok(None), Ok(None)),
+    };
+    policy::evaluate_customer(&CustomerFacts {
+        customer,
+        registration: registration.as_deref(),
+        approval: &approval,
+        registration_subscription: &registration_subscription,
+        customer_subscription: &customer_subscription,
+    })
+}
+
+/// Rule 8 over the older siblings of the same Registration that pass rules 0–7.
+async fn apply_duplicate_rule(
+    ctx: &Context,
+    customer: &CustomerSubscription,
+    decision: &mut CustomerDecision,
+) {
+    let Some(eligible) = decision.eligible.clone() else {
+        return;
+    };
+    let namespace = customer.namespace().unwrap_or_default();
+    let me = Seniority::of(customer);
+    let registration = ObjKey::new(&namespace, &customer.spec.registration_ref.name);
+    let mut older = Vec::new();
+    for key in ctx.index.dependents(&registration) {
+        let Some(sibling) = ctx.customers.get(&key) else {
+            continue;
+        };
+        let rank = Seniority::of(&sibling);
+        if rank >= me || sibling.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        if let Some(theirs) = evaluate(ctx, &sibling).await.eligible {
+            older.push((rank, theirs));
+        }
+    }
+    if let Some(duplicate) =
+        policy::find_duplicate((&me, &eligible), older.iter().map(|(r, e)| (r, e)))
+    {
+        policy::reject_duplicate(decision, &namespace, &duplicate);
+    }
+}
+
+fn desired_status(
+    customer: &CustomerSubscription,
+    decision: &CustomerDecision,
+    ctx: &Context,
+) -> CustomerSubscriptionStatus {
+    let generation = customer.metadata.generation;
+    let mut conditions = customer
+        .status
+        .as_ref()
+        .map(|s| s.conditions.clone())
+        .unwrap_or_default();
+    conditions::set_condition(
+        &mut conditions,
+        READY,
+        decision.reason,
+        &decision.message,
+        generation,
+        ctx.clock.as_ref(),
+    );
+    CustomerSubscriptionStatus {
+        observed_generation: generation,
+        arm_resource_id: decision.arm_resource_id.clone(),
+        tenant_id: decision.tenant_id.clone(),
+        billing_partner_id: decision.billing_partner_id.clone(),
+        reseller_partner_id: decision.reseller_partner_id.clone(),
+        conditions,
+    }
+}
+
+#[instrument(skip_all, fields(namespace = customer.namespace().unwrap_or_default(), name = customer.name_any()))]
+pub async fn reconcile(
+    customer: Arc<CustomerSubscription>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    if customer.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let mut decision = evaluate(&ctx, &customer).await;
+    apply_duplicate_rule(&ctx, &customer, &mut decision).await;
+
+    let previous_reason = customer
+        .status
+        .as_ref()
+        .and_then(|s| conditions::find(&s.conditions, READY))
+        .map(|c| c.reason.clone());
+    let desired = desired_status(&customer, &decision, &ctx);
+    let written = write::apply_status(
+        &ctx,
+        customer.as_ref(),
+        MANAGER,
+        customer.status.as_ref(),
+        &desired,
+    )
+    .await?;
+    if written {
+        write::publish_reason_change(
+            &ctx,
+            customer.as_ref(),
+            previous_reason.as_deref(),
+            decision.reason,
+            &decision.message,
+        )
+        .await;
+        if previous_reason.as_deref() != Some(decision.reason.as_str()) {
+            info!(
+                reason = decision.reason.as_str(),
+                previous = previous_reason.as_deref().unwrap_or(""),
+                "decision changed"
+            );
+        }
+    }
+    Ok(next_action(
+        &ctx,
+        &ObjKey::of(customer.as_ref()),
+        decision.reason.is_transient(),
+    ))
+}
+
+pub(super) fn next_action(ctx: &Context, key: &ObjKey, transient: bool) -> Action {
+    let backoff_key = format!("{}/{}", key.namespace, key.name);
+    if transient {
+        return Action::requeue(ctx.backoff.next_delay(&backoff_key));
+    }
+    ctx.backoff.reset(&backoff_key);
+    ctx.refresh_after()
+        .map_or_else(Action::await_change, Action::requeue)
+}
+
+pub fn error_policy(
+    customer: Arc<CustomerSubscription>,
+    error: &Error,
+    ctx: Arc<Context>,
+) -> Action {
+    tracing::warn!(namespace = customer.namespace().unwrap_or_default(), name = customer.name_any(), %error, "reconcile failed");
+    let key = format!(
+        "customer/{}/{}",
+        customer.namespace().unwrap_or_default(),
+        customer.name_any()
+    );
+    Action::requeue(ctx.backoff.next_delay(&key).max(Duration::from_millis(100)))
+}

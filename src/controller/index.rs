@@ -1,0 +1,394 @@
+//! Reverse indexes over the watched objects, maintained from watch events, so that a change
+//! requeues exactly the objects it affects instead of a full list.
+
+use std::{
+    collections::{BTreeSet, HashMap, HashSet},
+    sync::Mutex,
+};
+
+use kube::ResourceExt;
+
+use crate::{
+    api::{CustomerSubscription, Registration},
+    conditions,
+    policy::registration_key,
+    resolver::{MetadataChange, RegistrationKey},
+};
+
+/// Namespace and name of a namespaced object.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjKey {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl ObjKey {
+    pub fn of<K: ResourceExt>(obj: &K) -> Self {
+        Self {
+            namespace: obj.namespace().unwrap_or_default(),
+            name: obj.name_any(),
+        }
+    }
+
+    pub fn new(namespace: &str, name: &str) -> Self {
+        Self {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+struct CustomerEntry {
+    registration: ObjKey,
+    subscription: String,
+    tenants: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+struct RegistrationEntry {
+    cloud_id: String,
+    subscription: String,
+    key: RegistrationKey,
+    generation: Option<i64>,
+    deleting: bool,
+}
+
+/// Objects to requeue after an event.
+#[derive(Debug, Default, PartialEq)]
+pub struct Affected {
+    pub registrations: BTreeSet<ObjKey>,
+    pub customers: BTreeSet<ObjKey>,
+}
+
+impl Affected {
+    fn extend(&mut self, other: Affected) {
+        self.registrations.extend(other.registrations);
+        self.customers.extend(other.customers);
+    }
+}
+
+type Multi<K> = HashMap<K, BTreeSet<ObjKey>>;
+
+fn insert<K: std::hash::Hash + Eq>(map: &mut Multi<K>, key: K, value: &ObjKey) {
+    map.entry(key).or_default().insert(value.clone());
+}
+
+fn remove<K: std::hash::Hash + Eq>(map: &mut Multi<K>, key: &K, value: &ObjKey) {
+    if let Some(set) = map.get_mut(key) {
+        set.remove(value);
+        if set.is_empty() {
+            map.remove(key);
+        }
+    }
+}
+
+fn lookup<'a, K: std::hash::Hash + Eq>(
+    map: &'a Multi<K>,
+    key: &K,
+) -> impl Iterator<Item = &'a ObjKey> {
+    map.get(key).into_iter().flatten()
+}
+
+#[derive(Default)]
+struct State {
+    customers: HashMap<ObjKey, CustomerEntry>,
+    customers_by_registration: Multi<ObjKey>,
+    customers_by_subscription: Multi<String>,
+    customers_by_tenant: Multi<String>,
+    registrations: HashMap<ObjKey, RegistrationEntry>,
+    registrations_by_cloud_id: Multi<String>,
+    registrations_by_subscription: Multi<String>,
+    registrations_by_key: Multi<RegistrationKey>,
+}
+
+/// The dependency index shared by both controllers.
+#[derive(Default)]
+pub struct Index {
+    state: Mutex<State>,
+}
+
+fn customer_entry(customer: &CustomerSubscription) -> CustomerEntry {
+    let spec = &customer.spec;
+    let mut tenants: Vec<String> = spec
+        .tenant_id
+        .iter()
+        .map(|t| t.to_ascii_lowercase())
+        .collect();
+    if let Some(resolved) = customer.status.as_ref().and_then(|s| s.tenant_id.as_ref()) {
+        let resolved = resolved.to_ascii_lowercase();
+        if !tenants.contains(&resolved) {
+            tenants.push(resolved);
+        }
+    }
+    CustomerEntry {
+        registration: ObjKey::new(
+            &customer.namespace().unwrap_or_default(),
+            &spec.registration_ref.name,
+        ),
+        subscription: spec.subscription_id.to_ascii_lowercase(),
+        tenants,
+    }
+}
+
+fn registration_entry(registration: &Registration) -> RegistrationEntry {
+    RegistrationEntry {
+        cloud_id: registration.spec.cloud_id.to_ascii_lowercase(),
+        subscription: registration.spec.subscription_id.to_ascii_lowercase(),
+        key: registration_key(registration),
+        generation: registration.metadata.generation,
+        deleting: registration.metadata.deletion_timestamp.is_some(),
+    }
+}
+
+impl State {
+    fn siblings_sharing(&self, me: &ObjKey, entry: &CustomerEntry, out: &mut BTreeSet<ObjKey>) {
+        let same_namespace = |k: &&ObjKey| k.namespace == me.namespace && *k != me;
+        out.extend(
+            lookup(&self.customers_by_subscription, &entry.subscription)
+                .filter(same_namespace)
+                .cloned(),
+        );
+        for tenant in &entry.tenants {
+            out.extend(
+                lookup(&self.customers_by_tenant, tenant)
+                    .filter(same_namespace)
+                    .cloned(),
+            );
+        }
+    }
+
+    fn remove_customer(&mut self, key: &ObjKey) -> Option<CustomerEntry> {
+        let old = self.customers.remove(key)?;
+        remove(&mut self.customers_by_registration, &old.registration, key);
+        remove(&mut self.customers_by_subscription, &old.subscription, key);
+        for tenant in &old.tenants {
+            remove(&mut self.customers_by_tenant, tenant, key);
+        }
+        Some(old)
+    }
+
+    fn remove_registration(&mut self, key: &ObjKey) -> Option<RegistrationEntry> {
+        let old = self.registrations.remove(key)?;
+        remove(&mut self.registrations_by_cloud_id, &old.cloud_id, key);
+        remove(
+            &mut self.registrations_by_subscription,
+            &old.subscription,
+            key,
+        );
+        remove(&mut self.registrations_by_key, &old.key, key);
+        Some(old)
+    }
+
+    fn dependents(&self, registration: &ObjKey) -> impl Iterator<Item = &ObjKey> {
+        lookup(&self.customers_by_registration, registration)
+    }
+
+    fn registration_changed(
+        &self,
+        key: &ObjKey,
+        old: Option<&RegistrationEntry>,
+        new: Option<&RegistrationEntry>,
+    ) -> Affected {
+        let mut affected = Affected::default();
+        for entry in [old, new].into_iter().flatten() {
+            affected.registrations.extend(
+                lookup(&self.registrations_by_cloud_id, &entry.cloud_id)
+                    .filter(|k| *k != key)
+                    .cloned(),
+            );
+        }
+        // Dependents decide on the spec and deletion state only, not on the status this
+        // operator writes; requeueing them on every status write would fan out for nothing.
+        let relevant = |e: &RegistrationEntry| {
+            (
+                e.generation,
+                e.deleting,
+                e.key.clone(),
+                e.subscription.clone(),
+            )
+        };
+        if old.map(relevant) != new.map(relevant) {
+            affected.customers.extend(self.dependents(key).cloned());
+        }
+        affected
+    }
+}
+
+impl Index {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding the lock leaves plain maps behind, still usable.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Records a created or updated CustomerSubscription.
+    pub fn apply_customer(&self, customer: &CustomerSubscription) -> Affected {
+        let key = ObjKey::of(customer);
+        let entry = customer_entry(customer);
+        let mut state = self.lock();
+        let mut affected = Affected::default();
+        let old = state.remove_customer(&key);
+        if let Some(old) = &old {
+            affected.registrations.insert(old.registration.clone());
+            state.siblings_sharing(&key, old, &mut affected.customers);
+        }
+        insert(
+            &mut state.customers_by_registration,
+            entry.registration.clone(),
+            &key,
+        );
+        insert(
+            &mut state.customers_by_subscription,
+            entry.subscription.clone(),
+            &key,
+        );
+        for tenant in &entry.tenants {
+            insert(&mut state.customers_by_tenant, tenant.clone(), &key);
+        }
+        affected.registrations.insert(entry.registration.clone());
+        state.siblings_sharing(&key, &entry, &mut affected.customers);
+        state.customers.insert(key, entry);
+        affected
+    }
+
+    /// Forgets a deleted CustomerSubscription.
+    pub fn delete_customer(&self, key: &ObjKey) -> Affected {
+        let mut state = self.lock();
+        let mut affected = Affected::default();
+        if let Some(old) = state.remove_customer(key) {
+            affected.registrations.insert(old.registration.clone());
+            state.siblings_sharing(key, &old, &mut affected.customers);
+        }
+        affected
+    }
+
+    /// Records a created or updated Registration.
+    pub fn apply_registration(&self, registration: &Registration) -> Affected {
+        let key = ObjKey::of(registration);
+        let entry = registration_entry(registration);
+        let mut state = self.lock();
+        let old = state.remove_registration(&key);
+        insert(
+            &mut state.registrations_by_cloud_id,
+            entry.cloud_id.clone(),
+            &key,
+        );
+        insert(
+            &mut state.registrations_by_subscription,
+            entry.subscription.clone(),
+            &key,
+        );
+        insert(&mut state.registrations_by_key, entry.key.clone(), &key);
+        let affected = state.registration_changed(&key, old.as_ref(), Some(&entry));
+        state.registrations.insert(key, entry);
+        affected
+    }
+
+    /// Forgets a deleted Registration.
+    pub fn delete_registration(&self, key: &ObjKey) -> Affected {
+        let mut state = self.lock();
+        let old = state.remove_registration(key);
+        state.registration_changed(key, old.as_ref(), None)
+    }
+
+    /// Forgets every object of one kind in `namespace` (all namespaces when `None`) that is not
+    /// in `keep`: what a relist found gone.
+    pub fn retain_customers(&self, namespace: Option<&str>, keep: &HashSet<ObjKey>) -> Affected {
+        let stale: Vec<ObjKey> = {
+            let state = self.lock();
+            state
+                .customers
+                .keys()
+                .filter(|k| namespace.is_none_or(|ns| k.namespace == ns) && !keep.contains(*k))
+                .cloned()
+                .collect()
+        };
+        let mut affected = Affected::default();
+        for key in stale {
+            affected.extend(self.delete_customer(&key));
+        }
+        affected
+    }
+
+    /// See [`Index::retain_customers`].
+    pub fn retain_registrations(
+        &self,
+        namespace: Option<&str>,
+        keep: &HashSet<ObjKey>,
+    ) -> Affected {
+        let stale: Vec<ObjKey> = {
+            let state = self.lock();
+            state
+                .registrations
+                .keys()
+                .filter(|k| namespace.is_none_or(|ns| k.namespace == ns) && !keep.contains(*k))
+                .cloned()
+                .collect()
+        };
+        let mut affected = Affected::default();
+        for key in stale {
+            affected.extend(self.delete_registration(&key));
+        }
+        affected
+    }
+
+    /// CustomerSubscriptions that name the Registration `registration`.
+    pub fn dependents(&self, registration: &ObjKey) -> Vec<ObjKey> {
+        self.lock().dependents(registration).cloned().collect()
+    }
+
+    /// Other Registrations with the same cloudId (case-insensitive).
+    pub fn same_cloud_id(&self, registration: &Registration) -> Vec<ObjKey> {
+        let key = ObjKey::of(registration);
+        let cloud_id = registration.spec.cloud_id.to_ascii_lowercase();
+        lookup(&self.lock().registrations_by_cloud_id, &cloud_id)
+            .filter(|k| **k != key)
+            .cloned()
+            .collect()
+    }
+
+    /// Objects whose decision may change with an upstream metadata change.
+    pub fn affected_by(&self, change: &MetadataChange) -> Affected {
+        let state = self.lock();
+        let mut affected = Affected::default();
+        if change.everything {
+            affected
+                .registrations
+                .extend(state.registrations.keys().cloned());
+            affected.customers.extend(state.customers.keys().cloned());
+            return affected;
+        }
+        for subscription in &change.subscriptions {
+            affected
+                .customers
+                .extend(lookup(&state.customers_by_subscription, subscription).cloned());
+            affected
+                .registrations
+                .extend(lookup(&state.registrations_by_subscription, subscription).cloned());
+        }
+        for key in &change.registrations {
+            affected
+                .registrations
+                .extend(lookup(&state.registrations_by_key, key).cloned());
+        }
+        // A registration's subscription and approval feed its dependents' decisions too.
+        let registrations: Vec<ObjKey> = affected.registrations.iter().cloned().collect();
+        for registration in &registrations {
+            affected
+                .customers
+                .extend(state.dependents(registration).cloned());
+        }
+        affected
+    }
+}
+
+/// Whether a CustomerSubscription's Ready condition is True.
+pub fn is_attached(customer: &CustomerSubscription) -> bool {
+    customer
+        .status
+        .as_ref()
+        .and_then(|s| conditions::find(&s.conditions, conditions::READY))
+        .is_some_and(|c| c.status == crate::api::ConditionStatus::True)
+}

@@ -1,0 +1,399 @@
+//! Thin controllers: watch → cache (reflector stores + index) → decide (policy) → write.
+
+mod context;
+mod customer_subscription;
+mod index;
+mod registration;
+mod write;
+
+use std::{
+    collections::{HashMap, HashSet},
+    future::Future,
+    sync::Arc,
+    time::Duration,
+};
+
+use futures::{StreamExt, channel::mpsc, future::BoxFuture};
+use kube::{
+    Api, Client, ResourceExt,
+    api::ListParams,
+    runtime::{
+        Config, Controller, WatchStreamExt,
+        events::{Recorder, Reporter},
+        reflector::{self, ObjectRef, Store},
+        watcher,
+    },
+};
+use tracing::{error, info, warn};
+
+pub use context::{Backoff, Context, Stores};
+pub use customer_subscription::MANAGER as CUSTOMER_SUBSCRIPTION_MANAGER;
+pub use index::{Index, ObjKey, is_attached};
+pub use registration::{FINALIZER, MANAGER as REGISTRATION_MANAGER};
+
+use crate::{
+    api::{CustomerSubscription, Registration},
+    conditions::Clock,
+    resolver::MetadataResolver,
+};
+
+#[derive(thiserror::Error, Debug)]
+pub enum Error {
+    #[error("writing {namespace}/{name} failed: {source}")]
+    Write {
+        namespace: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error(
+        "the CustomResourceDefinition {crd} is not installed in the cluster; install the CRDs first: kubectl apply --server-side -f crds/"
+    )]
+    CrdMissing { crd: String },
+    #[error("could not reach the Kubernetes API: {0}")]
+    Api(#[source] kube::Error),
+    #[error("a watch ended before its cache was filled")]
+    CacheNeverReady,
+}
+
+/// What the operator watches and how it behaves.
+pub struct Settings {
+    /// Namespaces to watch; empty means the whole cluster.
+    pub namespaces: Vec<String>,
+    /// Name under which Events are reported.
+    pub reporter: String,
+}
+
+/// A watched scope: one namespace, or the whole cluster (`None`).
+type Scope = Option<String>;
+
+/// Routes requeue requests to the controller of the scope an object lives in.
+#[derive(Clone)]
+struct Router {
+    registrations: Vec<(Scope, mpsc::UnboundedSender<ObjectRef<Registration>>)>,
+    customers: Vec<(
+        Scope,
+        mpsc::UnboundedSender<ObjectRef<CustomerSubscription>>,
+    )>,
+}
+
+fn in_scope(scope: &Scope, namespace: &str) -> bool {
+    scope.as_deref().is_none_or(|ns| ns == namespace)
+}
+
+impl Router {
+    fn send(&self, affected: index::Affected) {
+        for key in affected.registrations {
+            if let Some((_, tx)) = self
+                .registrations
+                .iter()
+                .find(|(s, _)| in_scope(s, &key.namespace))
+            {
+                let _ = tx.unbounded_send(ObjectRef::new(&key.name).within(&key.namespace));
+            }
+        }
+        for key in affected.customers {
+            if let Some((_, tx)) = self
+                .customers
+                .iter()
+                .find(|(s, _)| in_scope(s, &key.namespace))
+            {
+                let _ = tx.unbounded_send(ObjectRef::new(&key.name).within(&key.namespace));
+            }
+        }
+    }
+}
+
+fn api_for<K>(client: &Client, scope: &Scope) -> Api<K>
+where
+    K: kube::Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>,
+{
+    match scope {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Fails with a clear message when the CRDs are not installed.
+pub async fn ensure_crds_installed(client: &Client, namespaces: &[String]) -> Result<(), Error> {
+    let scope: Scope = namespaces.first().cloned();
+    let probe = ListParams::default().limit(1);
+    let missing = |e: &kube::Error| matches!(e, kube::Error::Api(s) if s.code == 404);
+    if let Err(e) = api_for::<Registration>(client, &scope)
+        .list_metadata(&probe)
+        .await
+    {
+        return Err(if missing(&e) {
+            Error::CrdMissing {
+                crd: "registrations.csp.azurestack.io".into(),
+            }
+        } else {
+            Error::Api(e)
+        });
+    }
+    if let Err(e) = api_for::<CustomerSubscription>(client, &scope)
+        .list_metadata(&probe)
+        .await
+    {
+        return Err(if missing(&e) {
+            Error::CrdMissing {
+                crd: "customersubscriptions.csp.azurestack.io".into(),
+            }
+        } else {
+            Error::Api(e)
+        });
+    }
+    Ok(())
+}
+
+/// Keeps the index in step with one watch and requeues what each event affects.
+fn index_events<K, F, D, R>(
+    events: impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+    scope: Scope,
+    index: Arc<Index>,
+    router: Router,
+    apply: F,
+    delete: D,
+    retain: R,
+) -> BoxFuture<'static, ()>
+where
+    K: kube::Resource<DynamicType = ()> + ResourceExt + Send + 'static,
+    F: Fn(&Index, &K) -> index::Affected + Send + 'static,
+    D: Fn(&Index, &ObjKey) -> index::Affected + Send + 'static,
+    R: Fn(&Index, Option<&str>, &HashSet<ObjKey>) -> index::Affected + Send + 'static,
+{
+    Box::pin(async move {
+        let mut relisted: HashSet<ObjKey> = HashSet::new();
+        let mut events = std::pin::pin!(events);
+        while let Some(event) = events.next().await {
+            let affected = match event {
+                Ok(watcher::Event::Apply(obj)) => apply(&index, &obj),
+                Ok(watcher::Event::InitApply(obj)) => {
+                    relisted.insert(ObjKey::of(&obj));
+                    apply(&index, &obj)
+                }
+                Ok(watcher::Event::Delete(obj)) => delete(&index, &ObjKey::of(&obj)),
+                Ok(watcher::Event::Init) => {
+                    relisted.clear();
+                    continue;
+                }
+                Ok(watcher::Event::InitDone) => {
+                    let affected = retain(&index, scope.as_deref(), &relisted);
+                    relisted.clear();
+                    affected
+                }
+                Err(error) => {
+                    // The watcher retries by itself with backoff; say why it had to.
+                    warn!(%error, kind = K::kind(&()).as_ref(), "watch failed, retrying");
+                    continue;
+                }
+            };
+            router.send(affected);
+        }
+    })
+}
+
+/// Runs both controllers until `shutdown` completes.
+pub async fn run(
+    client: Client,
+    resolver: Arc<dyn MetadataResolver>,
+    clock: Arc<dyn Clock>,
+    settings: Settings,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) -> Result<(), Error> {
+    ensure_crds_installed(&client, &settings.namespaces).await?;
+    let scopes: Vec<Scope> = if settings.namespaces.is_empty() {
+        vec![None]
+    } else {
+        settings.namespaces.iter().cloned().map(Some).collect()
+    };
+    let index = Arc::new(Index::default());
+    let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
+
+    let mut registration_rx = Vec::new();
+    let mut customer_rx = Vec::new();
+    let mut router = Router {
+        registrations: vec![],
+        customers: vec![],
+    };
+    for scope in &scopes {
+        let (tx, rx) = mpsc::unbounded();
+        router.registrations.push((scope.clone(), tx));
+        registration_rx.push(rx);
+        let (tx, rx) = mpsc::unbounded();
+        router.customers.push((scope.clone(), tx));
+        customer_rx.push(rx);
+    }
+
+    let mut tasks: Vec<BoxFuture<'static, ()>> = Vec::new();
+    let mut registration_stores: HashMap<String, Store<Registration>> = HashMap::new();
+    let mut customer_stores: HashMap<String, Store<CustomerSubscription>> = HashMap::new();
+    let mut cluster_stores = None;
+    let mut subscriptions = Vec::new();
+    for scope in &scopes {
+        let (registration_store, registration_writer) = reflector::store_shared(4096);
+        let (customer_store, customer_writer) = reflector::store_shared(4096);
+        let registration_events = registration_writer
+            .subscribe()
+            .ok_or(Error::CacheNeverReady)?;
+        let customer_events = customer_writer.subscribe().ok_or(Error::CacheNeverReady)?;
+
+        let registration_watch = watcher(
+            api_for::<Registration>(&client, scope),
+            watcher::Config::default(),
+        )
+        .default_backoff()
+        .reflect_shared(registration_writer);
+        tasks.push(index_events(
+            registration_watch,
+            scope.clone(),
+            index.clone(),
+            router.clone(),
+            Index::apply_registration,
+            Index::delete_registration,
+            Index::retain_registrations,
+        ));
+        let customer_watch = watcher(
+            api_for::<CustomerSubscription>(&client, scope),
+            watcher::Config::default(),
+        )
+        .default_backoff()
+        .reflect_shared(customer_writer);
+        tasks.push(index_events(
+            customer_watch,
+            scope.clone(),
+            index.clone(),
+            router.clone(),
+            Index::apply_customer,
+            Index::delete_customer,
+            Index::retain_customers,
+        ));
+        subscriptions.push((
+            registration_store.clone(),
+            registration_events,
+            customer_store.clone(),
+            customer_events,
+        ));
+        match scope {
+            Some(ns) => {
+                registration_stores.insert(ns.clone(), registration_store);
+                customer_stores.insert(ns.clone(), customer_store);
+            }
+            None => cluster_stores = Some((registration_store, customer_store)),
+        }
+    }
+
+    let (registrations, customers) = match cluster_stores {
+        Some((r, c)) => (Stores::cluster(r), Stores::cluster(c)),
+        None => (
+            Stores::namespaced(registration_stores),
+            Stores::namespaced(customer_stores),
+        ),
+    };
+    let reporter = Reporter {
+        controller: settings.reporter.clone(),
+        instance: std::env::var("POD_NAME").ok(),
+    };
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        registrations,
+        customers,
+        index: index.clone(),
+        resolver: resolver.clone(),
+        clock,
+        recorder: Recorder::new(client.clone(), reporter),
+        backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(300)),
+    });
+
+    // Upstream changes requeue exactly the objects they affect.
+    {
+        let mut changes = resolver.changes();
+        let index = index.clone();
+        let router = router.clone();
+        tasks.push(Box::pin(async move {
+            loop {
+                match changes.recv().await {
+                    Ok(change) => router.send(index.affected_by(&change)),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                        warn!(missed, "missed metadata changes; re-evaluating everything");
+                        router.send(index.affected_by(&crate::resolver::MetadataChange {
+                            everything: true,
+                            ..Default::default()
+                        }));
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                }
+            }
+        }));
+    }
+
+    for (
+        (registration_store, registration_events, customer_store, customer_events),
+        (reg_rx, cust_rx),
+    ) in subscriptions
+        .into_iter()
+        .zip(registration_rx.into_iter().zip(customer_rx))
+    {
+        let registration_controller =
+            Controller::for_shared_stream(registration_events, registration_store)
+                .with_config(
+                    Config::default()
+                        .debounce(Duration::from_millis(500))
+                        .concurrency(8),
+                )
+                .reconcile_on(reg_rx)
+                .graceful_shutdown_on(shutdown.clone())
+                .run(
+                    registration::reconcile,
+                    registration::error_policy,
+                    ctx.clone(),
+                )
+                .for_each(|result| async move {
+                    if let Err(error) = result {
+                        log_controller_error("Registration", &error);
+                    }
+                });
+        let customer_controller = Controller::for_shared_stream(customer_events, customer_store)
+            .with_config(
+                Config::default()
+                    .debounce(Duration::from_millis(50))
+                    .concurrency(32),
+            )
+            .reconcile_on(cust_rx)
+            .graceful_shutdown_on(shutdown.clone())
+            .run(
+                customer_subscription::reconcile,
+                customer_subscription::error_policy,
+                ctx.clone(),
+            )
+            .for_each(|result| async move {
+                if let Err(error) = result {
+                    log_controller_error("CustomerSubscription", &error);
+                }
+            });
+        tasks.push(Box::pin(registration_controller));
+        tasks.push(Box::pin(customer_controller));
+    }
+
+    info!(namespaces = ?settings.namespaces, "controllers starting");
+    // The controllers end on shutdown; the watch tasks would run forever, so stop with them.
+    let controllers = tasks.split_off(tasks.len() - 2 * scopes.len());
+    let background = futures::future::join_all(tasks);
+    tokio::select! {
+        _ = futures::future::join_all(controllers) => {}
+        _ = background => { error!("watch tasks ended unexpectedly"); }
+    }
+    info!("controllers stopped");
+    Ok(())
+}
+
+fn log_controller_error<E: std::error::Error, K: std::fmt::Display>(
+    kind: &str,
+    error: &kube::runtime::controller::Error<E, K>,
+) {
+    match error {
+        // Triggers for objects that are gone (or not yet cached) are routine.
+        kube::runtime::controller::Error::ObjectNotFound(_) => {}
+        other => warn!(kind, error = %other, "controller error"),
+    }
+}

@@ -1,0 +1,192 @@
+//! The Registration controller: deletion protection, the Ready and MultitenancyApproved
+//! conditions, and the count of attached customers.
+
+use std::{sync::Arc, time::Duration};
+
+use kube::{
+    Api, ResourceExt,
+    api::{Patch, PatchParams},
+    runtime::controller::Action,
+};
+use serde_json::json;
+use tracing::{info, instrument};
+
+use super::{
+    Error, context::Context, customer_subscription::next_action, index::ObjKey, index::is_attached,
+    write,
+};
+use crate::{
+    api::{Registration, RegistrationStatus},
+    conditions::{self, MULTITENANCY_APPROVED, READY},
+    guid,
+    policy::{self, RegistrationDecision, RegistrationFacts},
+};
+
+/// Field manager of the status this controller writes.
+pub const MANAGER: &str = "azs-csp-operator-registration";
+/// Field manager of the finalizer, separate so that status applies never touch metadata.
+pub const FINALIZER_MANAGER: &str = "azs-csp-operator-finalizer";
+/// Holds a Registration while CustomerSubscriptions reference it.
+pub const FINALIZER: &str = "csp.azurestack.io/registration-protection";
+
+fn has_finalizer(registration: &Registration) -> bool {
+    registration.finalizers().iter().any(|f| f == FINALIZER)
+}
+
+async fn set_finalizer(
+    ctx: &Context,
+    registration: &Registration,
+    present: bool,
+) -> Result<(), Error> {
+    let namespace = registration.namespace().unwrap_or_default();
+    let name = registration.name_any();
+    let api: Api<Registration> = Api::namespaced(ctx.client.clone(), &namespace);
+    let finalizers: Vec<&str> = if present { vec![FINALIZER] } else { vec![] };
+    let body = json!({
+        "apiVersion": "csp.azurestack.io/v1alpha1",
+        "kind": "Registration",
+        "metadata": {"name": name, "finalizers": finalizers},
+    });
+    api.patch(
+        &name,
+        &PatchParams::apply(FINALIZER_MANAGER).force(),
+        &Patch::Apply(body),
+    )
+    .await
+    .map_err(|source| Error::Write {
+        namespace,
+        name,
+        source,
+    })?;
+    Ok(())
+}
+
+fn desired_status(
+    registration: &Registration,
+    decision: &RegistrationDecision,
+    ctx: &Context,
+) -> RegistrationStatus {
+    let generation = registration.metadata.generation;
+    let mut conditions = registration
+        .status
+        .as_ref()
+        .map(|s| s.conditions.clone())
+        .unwrap_or_default();
+    let clock = ctx.clock.as_ref();
+    conditions::set_condition(
+        &mut conditions,
+        READY,
+        decision.reason,
+        &decision.message,
+        generation,
+        clock,
+    );
+    let approval = &decision.approval;
+    conditions::set_condition(
+        &mut conditions,
+        MULTITENANCY_APPROVED,
+        approval.reason,
+        &approval.message,
+        generation,
+        clock,
+    );
+    RegistrationStatus {
+        observed_generation: generation,
+        arm_resource_id: Some(decision.arm_resource_id.clone()),
+        billing_partner_id: decision.billing_partner_id.clone(),
+        multitenancy_approved: approval.approved,
+        customer_subscription_count: Some(decision.customer_subscription_count),
+        conditions,
+    }
+}
+
+#[instrument(skip_all, fields(namespace = registration.namespace().unwrap_or_default(), name = registration.name_any()))]
+pub async fn reconcile(
+    registration: Arc<Registration>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    let key = ObjKey::of(registration.as_ref());
+    let dependents = ctx.index.dependents(&key);
+    let deleting = registration.metadata.deletion_timestamp.is_some();
+    if deleting && dependents.is_empty() {
+        if has_finalizer(&registration) {
+            set_finalizer(&ctx, &registration, false).await?;
+            info!("no CustomerSubscription references it any more; deletion may proceed");
+        }
+        return Ok(Action::await_change());
+    }
+    if !deleting && !has_finalizer(&registration) {
+        set_finalizer(&ctx, &registration, true).await?;
+    }
+
+    let lookup_key = policy::registration_key(&registration);
+    let (subscription, approval) = futures::join!(
+        async {
+            match guid::normalize(&registration.spec.subscription_id) {
+                Some(id) => ctx.resolver.subscription(&id).await,
+                None => Ok(None),
+            }
+        },
+        ctx.resolver.multitenancy_approved(&lookup_key),
+    );
+    let same_cloud_id: Vec<Arc<Registration>> = ctx
+        .index
+        .same_cloud_id(&registration)
+        .iter()
+        .filter_map(|k| ctx.registrations.get(k))
+        .collect();
+    let attached = dependents
+        .iter()
+        .filter_map(|k| ctx.customers.get(k))
+        .filter(|c| is_attached(c))
+        .count();
+    let decision = policy::evaluate_registration(&RegistrationFacts {
+        registration: &registration,
+        same_cloud_id: &same_cloud_id,
+        subscription: &subscription,
+        approval: &approval,
+        referencing_customers: dependents.len(),
+        attached_customers: attached,
+    });
+
+    let previous_reason = registration
+        .status
+        .as_ref()
+        .and_then(|s| conditions::find(&s.conditions, READY))
+        .map(|c| c.reason.clone());
+    let desired = desired_status(&registration, &decision, &ctx);
+    let written = write::apply_status(
+        &ctx,
+        registration.as_ref(),
+        MANAGER,
+        registration.status.as_ref(),
+        &desired,
+    )
+    .await?;
+    if written {
+        write::publish_reason_change(
+            &ctx,
+            registration.as_ref(),
+            previous_reason.as_deref(),
+            decision.reason,
+            &decision.message,
+        )
+        .await;
+    }
+    let transient = decision.reason.is_transient() || decision.approval.reason.is_transient();
+    Ok(next_action(
+        &ctx,
+        &ObjKey::new(&format!("registration:{}", key.namespace), &key.name),
+        transient,
+    ))
+}
+
+pub fn error_policy(registration: Arc<Registration>, error: &Error, ctx: Arc<Context>) -> Action {
+    tracing::warn!(namespace = registration.namespace().unwrap_or_default(), name = registration.name_any(), %error, "reconcile failed");
+    let key = format!(
+        "registration/{}/{}",
+        registration.namespace().unwrap_or_default(),
+        registration.name_any()
+    );
+    Action::requeue(ctx.backoff.next_delay(&key).max(Duration::from_millis(100)))
+}

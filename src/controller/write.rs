@@ -1,0 +1,98 @@
+//! The write side: status by server-side apply, skipped when nothing would change, and one
+//! Event per change of reason.
+
+use kube::{
+    Api, Resource, ResourceExt,
+    api::{Patch, PatchParams},
+    runtime::events::{Event, EventType},
+};
+use serde::Serialize;
+use serde_json::json;
+use tracing::{debug, warn};
+
+use super::{Error, context::Context};
+use crate::policy::Reason;
+
+/// Applies `status` to `obj` as `manager`, unless it equals the current one.
+/// Returns whether a write was made.
+pub async fn apply_status<K, S>(
+    ctx: &Context,
+    obj: &K,
+    manager: &str,
+    current: Option<&S>,
+    desired: &S,
+) -> Result<bool, Error>
+where
+    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    S: Serialize + PartialEq,
+{
+    if current == Some(desired) {
+        return Ok(false);
+    }
+    let namespace = obj.namespace().unwrap_or_default();
+    let name = obj.name_any();
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &namespace);
+    let body = json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": desired,
+    });
+    api.patch_status(
+        &name,
+        &PatchParams::apply(manager).force(),
+        &Patch::Apply(body),
+    )
+    .await
+    .map_err(|source| Error::Write {
+        namespace: namespace.clone(),
+        name: name.clone(),
+        source,
+    })?;
+    debug!(%namespace, %name, manager, "status written");
+    Ok(true)
+}
+
+/// Publishes one Event for a change of Ready reason: Normal for success, Warning otherwise.
+pub async fn publish_reason_change<K>(
+    ctx: &Context,
+    obj: &K,
+    previous: Option<&str>,
+    reason: Reason,
+    message: &str,
+) where
+    K: Resource<DynamicType = ()>,
+{
+    if previous == Some(reason.as_str()) {
+        return;
+    }
+    let type_ = if reason.status() == crate::api::ConditionStatus::True {
+        EventType::Normal
+    } else {
+        EventType::Warning
+    };
+    let event = Event {
+        type_,
+        reason: reason.as_str().to_string(),
+        note: Some(truncate(message, 1000)),
+        action: "Evaluate".to_string(),
+        secondary: None,
+    };
+    if let Err(error) = ctx.recorder.publish(&event, &obj.object_ref(&())).await {
+        // An event is a courtesy: losing one must not fail the reconcile.
+        warn!(%error, reason = reason.as_str(), "could not publish event");
+    }
+}
+
+fn truncate(message: &str, max: usize) -> String {
+    if message.len() <= max {
+        return message.to_string();
+    }
+    let mut end = max;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    message[..end].to_string()
+}
