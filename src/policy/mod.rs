@@ -6,6 +6,8 @@
 mod customer_subscription;
 mod reason;
 mod registration;
+#[cfg(test)]
+mod tests;
 
 pub use customer_subscription::{
     CustomerDecision, CustomerFacts, Duplicate, Eligible, Seniority, evaluate_customer,
