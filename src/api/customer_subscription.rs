@@ -14,31 +14,11 @@ use super::Condition;
     shortname = "custsub",
     category = "azs-csp",
     derive = "PartialEq",
-    printcolumn(
-        name = "Registration",
-        type_ = "string",
-        json_path = ".spec.registrationRef.name"
-    ),
-    printcolumn(
-        name = "Subscription",
-        type_ = "string",
-        json_path = ".spec.subscriptionId"
-    ),
-    printcolumn(
-        name = "Ready",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
-    ),
-    printcolumn(
-        name = "Reason",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
-    ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn = r#"{"name":"Registration","type":"string","jsonPath":".spec.registrationRef.name"}"#,
+    printcolumn = r#"{"name":"Subscription","type":"string","jsonPath":".spec.subscriptionId"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
 pub struct CustomerSubscriptionSpec {

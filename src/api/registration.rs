@@ -14,32 +14,12 @@ use super::{BillingModel, Condition};
     shortname = "azsreg",
     category = "azs-csp",
     derive = "PartialEq",
-    printcolumn(name = "Billing", type_ = "string", json_path = ".spec.billingModel"),
-    printcolumn(
-        name = "Approved",
-        type_ = "boolean",
-        json_path = ".status.multitenancyApproved"
-    ),
-    printcolumn(
-        name = "Ready",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
-    ),
-    printcolumn(
-        name = "Reason",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
-    ),
-    printcolumn(
-        name = "Customers",
-        type_ = "integer",
-        json_path = ".status.customerSubscriptionCount"
-    ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn = r#"{"name":"Billing","type":"string","jsonPath":".spec.billingModel"}"#,
+    printcolumn = r#"{"name":"Approved","type":"boolean","jsonPath":".status.multitenancyApproved"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
+    printcolumn = r#"{"name":"Customers","type":"integer","jsonPath":".status.customerSubscriptionCount"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[x_kube(
     validation = Rule::new("self.billingModel != 'Capacity' || (has(self.agreementNumber) && size(self.agreementNumber) > 0)")
