@@ -395,7 +395,7 @@ impl fmt::Display for CatalogSummary {
 }
 
 /// Reads a catalog file as text; not UTF-8 is reported as such rather than as an I/O error.
-pub fn read_catalog_text(path: &Path, bytes: Vec<u8>) -> Result<String, CatalogError> {
+pub(crate) fn read_catalog_text(path: &Path, bytes: Vec<u8>) -> Result<String, CatalogError> {
     String::from_utf8(bytes).map_err(|_| CatalogError::NotUtf8 {
         path: path.to_path_buf(),
     })

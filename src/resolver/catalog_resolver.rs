@@ -169,6 +169,15 @@ impl CatalogResolver {
             .clone()
     }
 
+    /// Why the latest catalog from the source was not accepted, if it was not; e.g. to say
+    /// why [`CatalogResolver::wait_loaded`] timed out at startup.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     pub fn is_loaded(&self) -> bool {
         *self.loaded.borrow()
     }
@@ -198,12 +207,7 @@ impl CatalogResolver {
 
     fn loaded_catalog(&self) -> Result<Arc<Catalog>, ResolveError> {
         self.current().ok_or_else(|| {
-            let last_error = self
-                .last_error
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clone();
-            let reason = match last_error {
+            let reason = match self.last_error() {
                 Some(error) => format!("from {}: {error}", self.source),
                 None => format!("waiting for the first catalog from {}", self.source),
             };

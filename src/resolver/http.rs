@@ -291,7 +291,7 @@ impl Upstream {
         let started = Instant::now();
         let mut request = self.client.get(url.clone());
         if let Some(path) = &self.token_file {
-            let token = read_token(path).map_err(&unreachable)?;
+            let token = read_token_async(path).await.map_err(&unreachable)?;
             request = request.bearer_auth(token);
         }
         let result = self.send(request, url).await;
@@ -372,8 +372,16 @@ fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
 }
 
 fn read_token(path: &Path) -> Result<String, String> {
-    let token = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read the bearer token file {}: {e}", path.display()))?;
+    clean_token(path, std::fs::read_to_string(path))
+}
+
+async fn read_token_async(path: &Path) -> Result<String, String> {
+    clean_token(path, tokio::fs::read_to_string(path).await)
+}
+
+fn clean_token(path: &Path, read: std::io::Result<String>) -> Result<String, String> {
+    let token =
+        read.map_err(|e| format!("cannot read the bearer token file {}: {e}", path.display()))?;
     let token = token.trim();
     if token.is_empty() {
         return Err(format!("the bearer token file {} is empty", path.display()));
