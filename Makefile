@@ -23,3 +23,27 @@ cluster-down: ## Stop the local cluster and delete its etcd data
 .PHONY: cluster-status
 cluster-status: ## Show whether the local cluster is running and healthy (exit 1 if not)
 	$(HACK)/cluster-status.sh
+
+# ---- Helm chart, container image, kind ----
+
+IMAGE ?= azs-csp-operator:dev
+
+.PHONY: tools
+tools: ## Install the chart linters (kubeconform, checkov) into the cache
+	$(HACK)/tools.sh install
+
+.PHONY: chart-crds
+chart-crds: ## Copy crds/*.yaml into the chart (charts/azs-csp-operator/files/crds)
+	$(HACK)/chart-crds.sh
+
+.PHONY: chart-check
+chart-check: control-plane ## Lint the chart: CRD copies, helm lint, checkov, kubeconform + server dry-run (cluster up)
+	$(HACK)/chart-check.sh
+
+.PHONY: image
+image: ## Build the container image $(IMAGE) (needs Docker)
+	docker build -t $(IMAGE) .
+
+.PHONY: kind-e2e
+kind-e2e: ## On a machine with Docker and kind: image, kind cluster, chart install, integration tests
+	$(HACK)/kind-e2e.sh
