@@ -129,6 +129,10 @@ pub async fn reconcile(
     if customer.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
+    tracing::debug!(
+        resource_version = customer.resource_version().unwrap_or_default(),
+        "reconciling"
+    );
     let mut decision = evaluate(&ctx, &customer).await;
     apply_duplicate_rule(&ctx, &customer, &mut decision).await;
 

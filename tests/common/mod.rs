@@ -2,6 +2,8 @@
 //! test, the operator binary as a child process, and waiting on conditions with timeouts.
 #![allow(dead_code)] // each test binary uses its own subset
 
+pub mod upstream;
+
 use std::{
     fmt::Debug,
     io::Write,

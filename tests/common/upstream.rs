@@ -43,7 +43,9 @@ pub struct Upstream {
 
 impl Upstream {
     pub async fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind upstream");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind upstream");
         let addr = listener.local_addr().expect("upstream addr");
         let mode = Arc::new(Mutex::new(Mode::Healthy));
         let state = Arc::new(Mutex::new(State::default()));
@@ -74,7 +76,9 @@ impl Upstream {
                                 tokio::time::sleep(Duration::from_secs(3600)).await;
                                 return;
                             }
-                            Mode::Status(code) => (code, "{\"error\":\"upstream failure\"}".to_string()),
+                            Mode::Status(code) => {
+                                (code, "{\"error\":\"upstream failure\"}".to_string())
+                            }
                             Mode::Malformed => (200, "<html>not json".to_string()),
                             Mode::Healthy => answer(&state.lock().unwrap(), &path),
                         };
@@ -88,7 +92,13 @@ impl Upstream {
                 }
             }
         });
-        Self { addr, mode, state, requests, task }
+        Self {
+            addr,
+            mode,
+            state,
+            requests,
+            task,
+        }
     }
 
     pub fn url(&self) -> String {
@@ -105,31 +115,50 @@ impl Upstream {
 
     /// Serves `GET /subscriptions/{id}` with this JSON.
     pub fn add_subscription(&self, id: &str, json: serde_json::Value) {
-        self.state.lock().unwrap().subscriptions.insert(id.to_ascii_lowercase(), json.to_string());
+        self.state
+            .lock()
+            .unwrap()
+            .subscriptions
+            .insert(id.to_ascii_lowercase(), json.to_string());
     }
 
     /// Serves `GET /registrations/{sub}/{rg}/{name}`.
-    pub fn set_approval(&self, subscription: &str, resource_group: &str, name: &str, approved: bool) {
-        let key = format!("{}/{}/{}", subscription.to_ascii_lowercase(), resource_group, name).to_ascii_lowercase();
+    pub fn set_approval(
+        &self,
+        subscription: &str,
+        resource_group: &str,
+        name: &str,
+        approved: bool,
+    ) {
+        let key = format!(
+            "{}/{}/{}",
+            subscription.to_ascii_lowercase(),
+            resource_group,
+            name
+        )
+        .to_ascii_lowercase();
         self.state.lock().unwrap().approvals.insert(key, approved);
     }
 }
+
+/// A Kubernetes-style 404, so that the server also stands in for an API server lacking a resource.
+const NOT_FOUND: &str = r#"{"kind":"Status","apiVersion":"v1","status":"Failure","message":"the server could not find the requested resource","reason":"NotFound","code":404}"#;
 
 fn answer(state: &State, path: &str) -> (u16, String) {
     let path = path.to_ascii_lowercase();
     if let Some(id) = path.strip_prefix("/subscriptions/") {
         return match state.subscriptions.get(id) {
             Some(body) => (200, body.clone()),
-            None => (404, "{}".to_string()),
+            None => (404, NOT_FOUND.to_string()),
         };
     }
     if let Some(key) = path.strip_prefix("/registrations/") {
         return match state.approvals.get(key) {
             Some(approved) => (200, format!("{{\"multitenancyApproved\":{approved}}}")),
-            None => (404, "{}".to_string()),
+            None => (404, NOT_FOUND.to_string()),
         };
     }
-    (404, "{}".to_string())
+    (404, NOT_FOUND.to_string())
 }
 
 impl Drop for Upstream {
