@@ -1,0 +1,1178 @@
+//! The Helm chart (charts/azs-csp-operator): its CRDs are the repository's, it lints, renders
+//! what the contract asks (restricted pod, least-privilege RBAC, flags per value), passes
+//! checkov and kubeconform, is accepted by the API server, installs, and the operator runs
+//! with nothing but the chart's ServiceAccount token.
+//!
+//! Tools: the cached helm and kubectl (`make control-plane`; HELM / KUBECTL override them, e.g.
+//! on a kind machine), checkov and kubeconform from `hack/tools.sh` (installed into the cache
+//! on first use; `make tools`). The same static checks run as `make chart-check`.
+
+mod common;
+
+use std::{
+    io::Write,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use k8s_openapi::api::{
+    apps::v1::Deployment, authentication::v1::TokenRequest, core::v1::ServiceAccount,
+    events::v1::Event,
+};
+use kube::{
+    Api,
+    api::{DeleteParams, ListParams, PostParams},
+    config::Kubeconfig,
+};
+use serde_json::{Value, json};
+
+use azs_csp_operator::api::{CustomerSubscription, Registration};
+
+const RELEASE: &str = "azs-csp-operator";
+const NS: &str = "azs-csp-system";
+
+fn chart_dir() -> PathBuf {
+    common::repo_root().join("charts/azs-csp-operator")
+}
+
+/// `$ENV` when set, else the cached tool `name`.
+fn tool(env: &str, name: &str) -> PathBuf {
+    std::env::var_os(env)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| common::tool(name))
+}
+
+fn helm() -> Command {
+    let mut command = Command::new(tool("HELM", "helm"));
+    command.env("KUBECONFIG", common::kubeconfig_path());
+    command
+}
+
+fn kubectl() -> Command {
+    let mut command = Command::new(tool("KUBECTL", "kubectl"));
+    command.arg("--kubeconfig").arg(common::kubeconfig_path());
+    command
+}
+
+/// Runs the command; returns (success, stdout, stderr).
+fn output(command: &mut Command) -> (bool, String, String) {
+    let out = command
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Runs the command, fails the test with its output unless it succeeds; returns stdout.
+fn run(command: &mut Command) -> String {
+    let (ok, stdout, stderr) = output(command);
+    assert!(ok, "{command:?} failed:\n{stdout}\n{stderr}");
+    stdout
+}
+
+/// Path of a linter installed by hack/tools.sh (installing it on first use).
+fn linter(name: &str) -> PathBuf {
+    let (ok, stdout, stderr) =
+        output(Command::new(common::repo_root().join("hack/tools.sh")).args(["path", name]));
+    assert!(
+        ok,
+        "cannot install {name} with hack/tools.sh (run `make tools` and see why):\n{stderr}"
+    );
+    PathBuf::from(stdout.trim())
+}
+
+/// A set of values the chart is checked with: name, `--set` arguments.
+struct Variant {
+    name: &'static str,
+    sets: Vec<String>,
+}
+
+/// The value sets every static check covers. `ns1`, `ns2`: the watched namespaces.
+fn variants(ns1: &str, ns2: &str) -> Vec<Variant> {
+    let v = |name, sets: &[&str]| Variant {
+        name,
+        sets: sets.iter().map(|s| s.to_string()).collect(),
+    };
+    vec![
+        v("default", &[]),
+        Variant {
+            name: "namespaced-ha",
+            sets: vec![
+                "replicaCount=2".into(),
+                format!("watchNamespaces={{{ns1},{ns2}}}"),
+            ],
+        },
+        Variant {
+            name: "existing-catalog",
+            sets: vec![
+                "catalog.existingConfigMap.name=my-catalog".into(),
+                format!("catalog.existingConfigMap.namespace={ns2}"),
+                "crds.install=false".into(),
+            ],
+        },
+        v(
+            "http",
+            &[
+                "resolver.type=http",
+                "http.url=https://metadata.example.com/api",
+                "http.tokenSecret.name=resolver-token",
+                "http.caConfigMap.name=resolver-ca",
+                "http.timeout=2s",
+                "http.cacheTTL=1m",
+            ],
+        ),
+        v(
+            "http-ca-secret",
+            &[
+                "resolver.type=http",
+                "http.url=https://metadata.example.com/api",
+                "http.caSecret.name=resolver-ca",
+                "image.digest=sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+            ],
+        ),
+        v(
+            "monitoring",
+            &[
+                "metrics.serviceMonitor.enabled=true",
+                "metrics.serviceMonitor.labels.release=prometheus",
+            ],
+        ),
+    ]
+}
+
+fn set_args(sets: &[String]) -> Vec<String> {
+    sets.iter()
+        .flat_map(|s| ["--set".to_string(), s.clone()])
+        .collect()
+}
+
+/// `helm template` output, or the error text when rendering fails.
+fn try_template(namespace: &str, sets: &[String]) -> Result<String, String> {
+    let (ok, stdout, stderr) = output(
+        helm()
+            .args(["template", RELEASE])
+            .arg(chart_dir())
+            .args(["--namespace", namespace])
+            .args(set_args(sets)),
+    );
+    if ok { Ok(stdout) } else { Err(stderr) }
+}
+
+fn template(namespace: &str, sets: &[String]) -> String {
+    try_template(namespace, sets).unwrap_or_else(|e| panic!("helm template {sets:?} failed: {e}"))
+}
+
+/// The YAML documents of a multi-document stream, as JSON values (empty ones dropped).
+fn documents(yaml: &str) -> Vec<Value> {
+    serde_yaml::Deserializer::from_str(yaml)
+        .map(|doc| {
+            let value: serde_yaml::Value =
+                serde::Deserialize::deserialize(doc).expect("helm renders valid YAML");
+            serde_json::to_value(value).expect("YAML as JSON")
+        })
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+fn render(namespace: &str, sets: &[&str]) -> Vec<Value> {
+    let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+    documents(&template(namespace, &sets))
+}
+
+fn of_kind<'a>(docs: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    docs.iter().filter(|d| d["kind"] == kind).collect()
+}
+
+fn one<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    docs.iter()
+        .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name} rendered"))
+}
+
+fn args_of(docs: &[Value]) -> Vec<String> {
+    let deployment = one(docs, "Deployment", RELEASE);
+    serde_json::from_value(deployment["spec"]["template"]["spec"]["containers"][0]["args"].clone())
+        .expect("args are strings")
+}
+
+/// The operator's rules on its own kinds and Events (Role or ClusterRole).
+fn operator_rules() -> Value {
+    json!([
+        {"apiGroups": ["csp.azurestack.io"], "resources": ["registrations"], "verbs": ["get", "list", "watch", "patch"]},
+        {"apiGroups": ["csp.azurestack.io"], "resources": ["registrations/status"], "verbs": ["patch"]},
+        {"apiGroups": ["csp.azurestack.io"], "resources": ["customersubscriptions"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": ["csp.azurestack.io"], "resources": ["customersubscriptions/status"], "verbs": ["patch"]},
+        {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
+    ])
+}
+
+// ---------------------------------------------------------------- static checks
+
+#[test]
+fn the_chart_crds_are_the_repository_crds_and_are_kept_on_uninstall() {
+    let repo = common::repo_root().join("crds");
+    let copies = chart_dir().join("files/crds");
+    let names = |dir: &Path| {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".yaml"))
+            .collect();
+        names.sort();
+        names
+    };
+    let files = names(&repo);
+    assert!(!files.is_empty(), "no CRDs in crds/");
+    assert_eq!(
+        files,
+        names(&copies),
+        "the chart's CRD files differ from crds/: run `make chart-crds`"
+    );
+    for file in &files {
+        let original = std::fs::read(repo.join(file)).unwrap();
+        let copy = std::fs::read(copies.join(file)).unwrap();
+        assert!(
+            original == copy,
+            "{file} in the chart differs from crds/{file}: run `make chart-crds`"
+        );
+    }
+
+    let docs = render(NS, &[]);
+    let rendered = of_kind(&docs, "CustomResourceDefinition");
+    assert_eq!(rendered.len(), files.len(), "one rendered CRD per file");
+    for file in &files {
+        let source = documents(&std::fs::read_to_string(repo.join(file)).unwrap());
+        assert_eq!(source.len(), 1, "{file}: one CRD per file");
+        let source = &source[0];
+        let name = source["metadata"]["name"].as_str().unwrap();
+        let mut crd = one(&docs, "CustomResourceDefinition", name).clone();
+        assert_eq!(
+            crd["metadata"]["annotations"]["helm.sh/resource-policy"], "keep",
+            "{name} must survive helm uninstall"
+        );
+        // Apart from the injected annotation, the rendered CRD is the file's.
+        let annotations = crd["metadata"]["annotations"].as_object_mut().unwrap();
+        annotations.remove("helm.sh/resource-policy");
+        if annotations.is_empty() {
+            crd["metadata"]
+                .as_object_mut()
+                .unwrap()
+                .remove("annotations");
+        }
+        assert_eq!(&crd, source, "rendered {name} differs from crds/{file}");
+    }
+
+    let without = render(NS, &["crds.install=false"]);
+    assert!(of_kind(&without, "CustomResourceDefinition").is_empty());
+}
+
+#[test]
+fn helm_lint_passes_for_every_set_of_values() {
+    for variant in variants("partner-a", "partner-b") {
+        run(helm()
+            .args(["lint", "--strict", "--namespace", NS])
+            .arg(chart_dir())
+            .args(set_args(&variant.sets)));
+    }
+}
+
+#[test]
+fn the_pod_meets_the_restricted_pod_security_standard_with_probes_and_resources() {
+    let docs = render(NS, &[]);
+    let service_account = one(&docs, "ServiceAccount", RELEASE);
+    assert_eq!(service_account["metadata"]["namespace"], NS);
+    assert_eq!(service_account["automountServiceAccountToken"], false);
+
+    let deployment = one(&docs, "Deployment", RELEASE);
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], RELEASE);
+    assert_eq!(
+        pod["automountServiceAccountToken"], true,
+        "the operator needs the API"
+    );
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(pod["securityContext"]["runAsUser"], 65532);
+    assert_eq!(
+        pod["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
+    for key in ["hostNetwork", "hostPID", "hostIPC", "volumes"] {
+        assert!(pod.get(key).is_none(), "unexpected pod {key}");
+    }
+
+    let containers = pod["containers"].as_array().unwrap();
+    assert_eq!(containers.len(), 1);
+    let c = &containers[0];
+    assert_eq!(
+        c["image"], "azs-csp-operator:0.1.0",
+        "tag defaults to appVersion"
+    );
+    let sc = &c["securityContext"];
+    assert_eq!(sc["allowPrivilegeEscalation"], false);
+    assert_eq!(sc["readOnlyRootFilesystem"], true);
+    assert_eq!(sc["runAsNonRoot"], true);
+    assert_eq!(sc["runAsUser"], 65532);
+    assert_eq!(sc["capabilities"]["drop"], json!(["ALL"]));
+    assert!(sc["capabilities"].get("add").is_none());
+    assert_eq!(sc["seccompProfile"]["type"], "RuntimeDefault");
+    for kind in ["requests", "limits"] {
+        for resource in ["cpu", "memory"] {
+            assert!(
+                c["resources"][kind][resource].is_string(),
+                "resources.{kind}.{resource}"
+            );
+        }
+    }
+    assert_eq!(
+        c["ports"],
+        json!([{"name": "http-metrics", "containerPort": 8080, "protocol": "TCP"}])
+    );
+    assert_eq!(
+        c["livenessProbe"]["httpGet"],
+        json!({"path": "/healthz", "port": "http-metrics"})
+    );
+    assert_eq!(
+        c["readinessProbe"]["httpGet"],
+        json!({"path": "/readyz", "port": "http-metrics"})
+    );
+    let env = c["env"].as_array().unwrap();
+    let pod_name = env
+        .iter()
+        .find(|e| e["name"] == "POD_NAME")
+        .expect("POD_NAME");
+    assert_eq!(
+        pod_name["valueFrom"]["fieldRef"]["fieldPath"],
+        "metadata.name"
+    );
+    assert_eq!(
+        deployment["spec"]["strategy"]["type"], "Recreate",
+        "one writer at a time"
+    );
+
+    let service = one(&docs, "Service", &format!("{RELEASE}-metrics"));
+    assert_eq!(service["spec"]["ports"][0]["name"], "http-metrics");
+    assert_eq!(service["spec"]["ports"][0]["targetPort"], "http-metrics");
+    let policy = one(&docs, "NetworkPolicy", RELEASE);
+    assert_eq!(policy["spec"]["policyTypes"], json!(["Ingress"]));
+    assert_eq!(
+        policy["spec"]["ingress"][0]["ports"][0]["port"],
+        "http-metrics"
+    );
+    assert!(
+        of_kind(&docs, "ServiceMonitor").is_empty(),
+        "ServiceMonitor is opt-in"
+    );
+
+    // Every namespaced object lands in the release namespace.
+    for doc in &docs {
+        let cluster_scoped = [
+            "CustomResourceDefinition",
+            "ClusterRole",
+            "ClusterRoleBinding",
+        ];
+        if !cluster_scoped.contains(&doc["kind"].as_str().unwrap()) {
+            assert_eq!(doc["metadata"]["namespace"], NS, "{}", doc["kind"]);
+        }
+    }
+}
+
+#[test]
+fn the_flags_follow_the_values() {
+    let catalog = render(NS, &[]);
+    assert_eq!(
+        args_of(&catalog),
+        [
+            "run",
+            "--log-format=json",
+            "--metrics-addr=0.0.0.0:8080",
+            "--resolver=catalog",
+            "--catalog-configmap=azs-csp-system/azs-csp-operator-catalog",
+        ]
+    );
+    let configmap = one(&catalog, "ConfigMap", "azs-csp-operator-catalog");
+    let content: Value =
+        serde_yaml::from_str(configmap["data"]["catalog.yaml"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        content,
+        json!({"subscriptions": [], "multitenancyApprovals": []})
+    );
+
+    // The catalog from a file, as `--set-file` passes it.
+    let example = common::repo_root().join("examples/catalog.yaml");
+    let rendered = documents(&run(helm()
+        .args(["template", RELEASE])
+        .arg(chart_dir())
+        .args(["--namespace", NS, "--set-file"])
+        .arg(format!("catalog.data={}", example.display()))));
+    let configmap = one(&rendered, "ConfigMap", "azs-csp-operator-catalog");
+    assert_eq!(
+        configmap["data"]["catalog.yaml"]
+            .as_str()
+            .unwrap()
+            .trim_end(),
+        std::fs::read_to_string(&example).unwrap().trim_end()
+    );
+
+    let ha = render(
+        NS,
+        &[
+            "replicaCount=2",
+            "watchNamespaces={partner-a,partner-b}",
+            "logFormat=text",
+        ],
+    );
+    let args = args_of(&ha);
+    for expected in [
+        "--watch-namespace=partner-a",
+        "--watch-namespace=partner-b",
+        "--leader-election",
+        "--log-format=text",
+    ] {
+        assert!(
+            args.iter().any(|a| a == expected),
+            "{expected} missing from {args:?}"
+        );
+    }
+    assert_eq!(one(&ha, "Deployment", RELEASE)["spec"]["replicas"], 2);
+    assert_eq!(
+        one(&ha, "Deployment", RELEASE)["spec"]["strategy"]["type"],
+        "RollingUpdate"
+    );
+
+    let http = render(
+        NS,
+        &[
+            "resolver.type=http",
+            "http.url=https://metadata.example.com/api",
+            "http.timeout=2s",
+            "http.cacheTTL=1m",
+            "http.tokenSecret.name=resolver-token",
+            "http.caSecret.name=resolver-ca",
+        ],
+    );
+    assert_eq!(
+        args_of(&http),
+        [
+            "run",
+            "--log-format=json",
+            "--metrics-addr=0.0.0.0:8080",
+            "--resolver=http",
+            "--resolver-url=https://metadata.example.com/api",
+            "--resolver-timeout=2s",
+            "--cache-ttl=1m",
+            "--resolver-token-file=/var/run/secrets/azs-csp-operator/resolver-token/token",
+            "--resolver-ca-file=/var/run/secrets/azs-csp-operator/resolver-ca/ca.crt",
+        ]
+    );
+    let pod = &one(&http, "Deployment", RELEASE)["spec"]["template"]["spec"];
+    let volumes = pod["volumes"].as_array().unwrap();
+    assert_eq!(volumes[0]["secret"]["secretName"], "resolver-token");
+    assert_eq!(volumes[1]["secret"]["secretName"], "resolver-ca");
+    let mounts = pod["containers"][0]["volumeMounts"].as_array().unwrap();
+    assert!(mounts.iter().all(|m| m["readOnly"] == true));
+    assert!(
+        of_kind(&http, "ConfigMap").is_empty(),
+        "no catalog with the http resolver"
+    );
+    assert!(
+        !of_kind(&http, "Role")
+            .iter()
+            .any(|r| r["metadata"]["name"] == "azs-csp-operator-catalog"),
+        "no ConfigMap access with the http resolver"
+    );
+
+    let digest = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    let pinned = render(
+        NS,
+        &[
+            "image.repository=registry.example.com/azs",
+            &format!("image.digest={digest}"),
+        ],
+    );
+    assert_eq!(
+        one(&pinned, "Deployment", RELEASE)["spec"]["template"]["spec"]["containers"][0]["image"],
+        format!("registry.example.com/azs@{digest}")
+    );
+
+    let monitored = render(NS, &["metrics.serviceMonitor.enabled=true"]);
+    let monitor = one(&monitored, "ServiceMonitor", RELEASE);
+    assert_eq!(monitor["spec"]["endpoints"][0]["port"], "http-metrics");
+    assert_eq!(monitor["spec"]["endpoints"][0]["path"], "/metrics");
+
+    for (sets, message) in [
+        (
+            vec!["resolver.type=ftp"],
+            "resolver.type must be catalog or http",
+        ),
+        (vec!["resolver.type=http"], "http.url is required"),
+        (vec!["logFormat=xml"], "logFormat must be json or text"),
+        (
+            vec![
+                "resolver.type=http",
+                "http.url=https://x",
+                "http.caSecret.name=a",
+                "http.caConfigMap.name=b",
+            ],
+            "not both",
+        ),
+    ] {
+        let sets: Vec<String> = sets.into_iter().map(String::from).collect();
+        let error = try_template(NS, &sets).expect_err("contradictory values must not render");
+        assert!(error.contains(message), "{sets:?}: {error}");
+    }
+}
+
+#[test]
+fn rbac_grants_exactly_what_the_operator_uses() {
+    // Cluster mode: one ClusterRole, bound to the ServiceAccount.
+    let cluster = render(NS, &[]);
+    let role = one(&cluster, "ClusterRole", RELEASE);
+    assert_eq!(role["rules"], operator_rules());
+    let binding = one(&cluster, "ClusterRoleBinding", RELEASE);
+    assert_eq!(
+        binding["roleRef"],
+        json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": RELEASE})
+    );
+    assert_eq!(
+        binding["subjects"],
+        json!([{"kind": "ServiceAccount", "name": RELEASE, "namespace": NS}])
+    );
+    let catalog = one(&cluster, "Role", "azs-csp-operator-catalog");
+    assert_eq!(catalog["metadata"]["namespace"], NS);
+    assert_eq!(
+        catalog["rules"],
+        json!([{"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["azs-csp-operator-catalog"], "verbs": ["get", "list", "watch"]}])
+    );
+    assert_eq!(
+        of_kind(&cluster, "Role").len(),
+        1,
+        "no Lease access with one replica"
+    );
+
+    // Namespaced mode: a Role per watched namespace, nothing cluster-wide.
+    let namespaced = render(
+        NS,
+        &["replicaCount=3", "watchNamespaces={partner-a,partner-b}"],
+    );
+    assert!(of_kind(&namespaced, "ClusterRole").is_empty());
+    assert!(of_kind(&namespaced, "ClusterRoleBinding").is_empty());
+    for ns in ["partner-a", "partner-b"] {
+        let role = of_kind(&namespaced, "Role")
+            .into_iter()
+            .find(|r| r["metadata"]["namespace"] == ns)
+            .unwrap_or_else(|| panic!("no Role in {ns}"));
+        assert_eq!(role["rules"], operator_rules());
+        let binding = of_kind(&namespaced, "RoleBinding")
+            .into_iter()
+            .find(|r| r["metadata"]["namespace"] == ns)
+            .unwrap_or_else(|| panic!("no RoleBinding in {ns}"));
+        assert_eq!(
+            binding["subjects"],
+            json!([{"kind": "ServiceAccount", "name": RELEASE, "namespace": NS}])
+        );
+    }
+    let leases = one(&namespaced, "Role", "azs-csp-operator-leader-election");
+    assert_eq!(leases["metadata"]["namespace"], NS);
+    assert_eq!(
+        leases["rules"],
+        json!([{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]}])
+    );
+
+    // An existing catalog ConfigMap elsewhere: read access to it alone, in its namespace.
+    let existing = render(
+        NS,
+        &[
+            "catalog.existingConfigMap.name=shared-catalog",
+            "catalog.existingConfigMap.namespace=catalogs",
+        ],
+    );
+    assert!(of_kind(&existing, "ConfigMap").is_empty());
+    let catalog = one(&existing, "Role", "azs-csp-operator-catalog");
+    assert_eq!(catalog["metadata"]["namespace"], "catalogs");
+    assert_eq!(
+        catalog["rules"][0]["resourceNames"],
+        json!(["shared-catalog"])
+    );
+    assert!(
+        args_of(&existing).contains(&"--catalog-configmap=catalogs/shared-catalog".to_string())
+    );
+
+    // No wildcard, no Secrets, no CRDs, no delete anywhere, whatever the values.
+    for variant in variants("partner-a", "partner-b") {
+        let docs = documents(&template(NS, &variant.sets));
+        for role in of_kind(&docs, "Role")
+            .into_iter()
+            .chain(of_kind(&docs, "ClusterRole"))
+        {
+            for rule in role["rules"].as_array().unwrap() {
+                let text = rule.to_string();
+                assert!(!text.contains('*'), "{}: wildcard in {text}", variant.name);
+                assert!(!text.contains("secrets"), "{}: {text}", variant.name);
+                assert!(
+                    !text.contains("customresourcedefinitions"),
+                    "{}: {text}",
+                    variant.name
+                );
+                assert!(!text.contains("delete"), "{}: {text}", variant.name);
+            }
+        }
+    }
+}
+
+/// A temporary directory whose name does not start with a dot: checkov ignores hidden paths
+/// (and then passes, having checked nothing).
+fn visible_tempdir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("azs-csp-chart-")
+        .tempdir()
+        .expect("temp dir")
+}
+
+/// Renders every variant into a fresh directory, one file each; returns the directory.
+fn render_variants(namespace: &str, ns1: &str, ns2: &str) -> tempfile::TempDir {
+    let dir = visible_tempdir();
+    for variant in variants(ns1, ns2) {
+        std::fs::write(
+            dir.path().join(format!("{}.yaml", variant.name)),
+            template(namespace, &variant.sets),
+        )
+        .unwrap();
+    }
+    dir
+}
+
+#[test]
+fn checkov_finds_nothing_but_the_justified_skips() {
+    let checkov = linter("checkov");
+    let config = chart_dir().join(".checkov.yaml");
+    let dir = render_variants(NS, "partner-a", "partner-b");
+    let (ok, stdout, stderr) = output(
+        Command::new(&checkov)
+            .arg("--config-file")
+            .arg(&config)
+            .arg("-d")
+            .arg(dir.path()),
+    );
+    assert!(
+        ok,
+        "checkov found problems in the rendered chart:\n{stdout}\n{stderr}"
+    );
+    assert!(
+        stdout.contains("Failed checks: 0") && !stdout.contains("Passed checks: 0,"),
+        "checkov checked nothing or found problems:\n{stdout}"
+    );
+
+    // The linter is live: a privileged, root container is caught.
+    let bad = visible_tempdir();
+    std::fs::write(
+        bad.path().join("bad.yaml"),
+        template(
+            NS,
+            &[
+                "securityContext.privileged=true".into(),
+                "securityContext.allowPrivilegeEscalation=true".into(),
+            ],
+        ),
+    )
+    .unwrap();
+    let (ok, stdout, _) = output(
+        Command::new(&checkov)
+            .arg("--config-file")
+            .arg(&config)
+            .arg("-d")
+            .arg(bad.path()),
+    );
+    assert!(!ok, "checkov accepted a privileged container:\n{stdout}");
+    assert!(
+        stdout.contains("CKV_K8S_16"),
+        "privileged container not reported:\n{stdout}"
+    );
+}
+
+// ---------------------------------------------------------------- against the cluster
+
+/// Installs the CRDs the way the README says (idempotent, shared by every test).
+fn apply_crds() {
+    run(kubectl()
+        .args(["apply", "--server-side", "--force-conflicts", "-f"])
+        .arg(common::repo_root().join("crds")));
+    run(kubectl().args([
+        "wait",
+        "--for=condition=established",
+        "--timeout=30s",
+        "crd/registrations.csp.azurestack.io",
+        "crd/customersubscriptions.csp.azurestack.io",
+    ]));
+}
+
+#[tokio::test]
+async fn the_api_server_and_kubeconform_accept_every_rendered_variant() {
+    let release = common::TestNamespace::new("chart-dry").await;
+    let watched_a = common::TestNamespace::new("chart-dry-a").await;
+    let watched_b = common::TestNamespace::new("chart-dry-b").await;
+    apply_crds();
+
+    // kubeconform, with JSON schemas converted from this API server's OpenAPI document.
+    let kubeconform = linter("kubeconform");
+    let schemas = tempfile::tempdir().unwrap();
+    let kubectl_command = format!(
+        "{} --kubeconfig {}",
+        tool("KUBECTL", "kubectl").display(),
+        common::kubeconfig_path().display()
+    );
+    run(
+        Command::new(common::repo_root().join("hack/chart-schemas.sh"))
+            .arg(schemas.path())
+            .env("KUBECTL", kubectl_command),
+    );
+    let dir = render_variants(&release.name, &watched_a.name, &watched_b.name);
+    let location = format!(
+        "{}/{{{{ .Group }}}}/{{{{ .ResourceAPIVersion }}}}/{{{{ .ResourceKind }}}}.json",
+        schemas.path().display()
+    );
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    // The ServiceMonitor's CRD (Prometheus Operator) is not part of this cluster.
+    let stdout = run(Command::new(&kubeconform)
+        .args([
+            "-strict",
+            "-summary",
+            "-skip",
+            "ServiceMonitor",
+            "-schema-location",
+            &location,
+        ])
+        .args(&files));
+    assert!(stdout.contains("Invalid: 0, Errors: 0"), "{stdout}");
+
+    // The API server's own validation (schemas, CEL, RBAC escalation checks), storing nothing.
+    for variant in variants(&watched_a.name, &watched_b.name) {
+        let docs = documents(&template(&release.name, &variant.sets));
+        let items: Vec<&Value> = docs
+            .iter()
+            .filter(|d| d["kind"] != "ServiceMonitor")
+            .collect();
+        let list = json!({"apiVersion": "v1", "kind": "List", "items": items}).to_string();
+        let mut child = kubectl()
+            .args([
+                "apply",
+                "--server-side",
+                "--force-conflicts",
+                "--field-manager=chart-dry-run",
+                "--dry-run=server",
+                "-f",
+                "-",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("kubectl");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(list.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "the API server refused the {} variant:\n{}{}",
+            variant.name,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// A Helm release, uninstalled when dropped (its cluster-scoped objects outlive the namespace).
+struct Release {
+    name: String,
+    namespace: String,
+}
+
+impl Release {
+    fn install(name: &str, namespace: &str, sets: &[String]) -> Self {
+        let example = common::repo_root().join("examples/catalog.yaml");
+        run(helm()
+            .args(["install", name])
+            .arg(chart_dir())
+            .args(["--namespace", namespace])
+            .args(set_args(sets))
+            .arg("--set-file")
+            .arg(format!("catalog.data={}", example.display())));
+        Self {
+            name: name.to_string(),
+            namespace: namespace.to_string(),
+        }
+    }
+}
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        let _ = output(helm().args(["uninstall", &self.name, "--namespace", &self.namespace]));
+    }
+}
+
+/// A kubeconfig for the test cluster that authenticates with `token` alone: the server and CA
+/// of the admin kubeconfig, but not its client certificate (which would take precedence).
+fn token_kubeconfig(token: &str) -> tempfile::NamedTempFile {
+    let admin = Kubeconfig::read_from(common::kubeconfig_path()).expect("kubeconfig");
+    let context_name = admin.current_context.clone().expect("a current context");
+    let context = admin
+        .contexts
+        .iter()
+        .find(|c| c.name == context_name)
+        .and_then(|c| c.context.clone())
+        .expect("the current context");
+    let cluster = admin
+        .clusters
+        .iter()
+        .find(|c| c.name == context.cluster)
+        .cloned()
+        .expect("the context's cluster");
+    let config = json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [cluster],
+        "users": [{"name": "chart-service-account", "user": {"token": token}}],
+        "contexts": [{"name": "chart", "context": {"cluster": cluster.name, "user": "chart-service-account"}}],
+        "current-context": "chart",
+    });
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    file.write_all(serde_yaml::to_string(&config).unwrap().as_bytes())
+        .unwrap();
+    file
+}
+
+/// `kubectl auth can-i` for the ServiceAccount.
+fn can_i(service_account: &str, verb: &str, resource: &str, namespace: Option<&str>) -> bool {
+    let mut command = kubectl();
+    command.args(["auth", "can-i", verb]);
+    let (resource, subresource) = match resource.split_once(':') {
+        Some((r, s)) => (r, Some(s)),
+        None => (resource, None),
+    };
+    command.arg(resource);
+    if let Some(subresource) = subresource {
+        command.arg(format!("--subresource={subresource}"));
+    }
+    if let Some(namespace) = namespace {
+        command.args(["--namespace", namespace]);
+    }
+    command.arg(format!("--as={service_account}"));
+    let (_, stdout, stderr) = output(&mut command);
+    match stdout.trim() {
+        "yes" => true,
+        "no" => false,
+        other => panic!("kubectl auth can-i {verb} {resource}: {other} {stderr}"),
+    }
+}
+
+fn random_guid() -> String {
+    let hex = |n: usize| -> String {
+        (0..n)
+            .map(|_| char::from_digit(rand::random_range(0..16u32), 16).unwrap())
+            .collect()
+    };
+    format!("{}-{}-4{}-8{}-{}", hex(8), hex(4), hex(3), hex(3), hex(12))
+}
+
+/// The operator's `POD_NAME`: its Events name it as their reporting instance.
+const POD_NAME: &str = "azs-csp-operator-chart-test";
+
+/// One operator end to end at a time: a cluster-wide one would also see the other's objects.
+static E2E: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Installs the chart (catalog from examples/catalog.yaml), runs the operator binary out of
+/// the cluster with the chart's Deployment args and a token of the chart's ServiceAccount,
+/// and checks the core scenario plus what the ServiceAccount may and may not do.
+async fn operator_with_the_chart_service_account(namespaced: bool) {
+    let _one_at_a_time = E2E.lock().await;
+    apply_crds();
+    let release_ns = common::TestNamespace::new("chart-rel").await;
+    let partner = common::TestNamespace::new("chart-partner").await;
+    let other = common::TestNamespace::new("chart-other").await;
+    // Unique names: cluster-scoped RBAC objects of a crashed run must not block this one.
+    let fullname = format!("azs-csp-{}", release_ns.name);
+    let mut sets = vec![
+        "crds.install=false".to_string(),
+        format!("fullnameOverride={fullname}"),
+    ];
+    if namespaced {
+        sets.push(format!("watchNamespaces={{{}}}", partner.name));
+    }
+    let _release = Release::install(RELEASE, &release_ns.name, &sets);
+
+    // The Deployment exists (no kubelet here: its pod never runs); take the flags from it.
+    let deployment = release_ns
+        .api::<Deployment>()
+        .get(&fullname)
+        .await
+        .expect("the chart's Deployment");
+    let container = deployment
+        .spec
+        .unwrap()
+        .template
+        .spec
+        .unwrap()
+        .containers
+        .remove(0);
+    let args = container.args.unwrap_or_default();
+    let catalog_flag = format!("--catalog-configmap={}/{fullname}-catalog", release_ns.name);
+    assert!(args.contains(&catalog_flag), "{args:?}");
+    assert_eq!(
+        args.contains(&format!("--watch-namespace={}", partner.name)),
+        namespaced,
+        "{args:?}"
+    );
+    let mut operator_args: Vec<String> = args
+        .into_iter()
+        .filter(|a| a != "run" && !a.starts_with("--metrics-addr"))
+        .collect();
+    if !namespaced {
+        // The cluster is shared with other test runs, whose objects a cluster-wide operator
+        // would evaluate against this test's catalog: the binary watches the test namespace
+        // only, while its permissions there come from the chart's ClusterRole alone (and its
+        // cluster-wide list and watch are checked below with the same token).
+        operator_args.push(format!("--watch-namespace={}", partner.name));
+    }
+    let operator_args: Vec<&str> = operator_args.iter().map(String::as_str).collect();
+
+    // A token of the chart's ServiceAccount, through TokenRequest.
+    let request: TokenRequest =
+        serde_json::from_value(json!({"spec": {"audiences": [], "expirationSeconds": 900}}))
+            .unwrap();
+    let issued: TokenRequest = release_ns
+        .api::<ServiceAccount>()
+        .create_subresource("token", &fullname, &PostParams::default(), &request)
+        .await
+        .expect("TokenRequest for the chart's ServiceAccount");
+    let token = issued
+        .status
+        .and_then(|s| s.token)
+        .expect("a token is issued");
+    let kubeconfig = token_kubeconfig(&token);
+    let mut operator = common::Operator::start_with_env(
+        &operator_args,
+        &[
+            ("KUBECONFIG", kubeconfig.path().to_str().unwrap()),
+            ("POD_NAME", POD_NAME),
+        ],
+    );
+
+    // The core scenario, with the example's GUIDs (a fresh cloudId: it is unique cluster-wide).
+    let _: Registration = partner
+        .create(&format!(
+            r#"
+apiVersion: csp.azurestack.io/v1alpha1
+kind: Registration
+metadata: {{name: contoso-stack}}
+spec:
+  subscriptionId: 6d3c4b9e-1f3a-4c6e-9b7a-2d1e0f9a8b7c
+  resourceGroup: azurestack
+  registrationName: azurestack-5f1c2d3e
+  cloudId: {}
+  billingModel: PayAsYouUse
+"#,
+            random_guid()
+        ))
+        .await;
+    let _: CustomerSubscription = partner
+        .create(
+            r#"
+apiVersion: csp.azurestack.io/v1alpha1
+kind: CustomerSubscription
+metadata: {name: fabrikam}
+spec:
+  registrationRef: {name: contoso-stack}
+  subscriptionId: e09a4e93-29a7-4eba-a7f2-3b2c1d0e9f8a
+  tenantId: 2b7e0c1d-3a4b-4c5d-8e6f-7a8b9c0d1e2f
+"#,
+        )
+        .await;
+    common::wait_registration_reason(&partner, "contoso-stack", "Registered").await;
+    common::wait_customer_reason(&partner, "fabrikam", "Attached").await;
+
+    // Events are written with the ServiceAccount too.
+    let events: Api<Event> = partner.api();
+    let deadline = tokio::time::Instant::now() + common::TIMEOUT;
+    loop {
+        let list = events
+            .list(&ListParams::default())
+            .await
+            .expect("list events");
+        if list.items.iter().any(|e| {
+            e.reason.as_deref() == Some("Attached")
+                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("fabrikam")
+                && e.reporting_instance.as_deref() == Some(POD_NAME)
+        }) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no Attached event for fabrikam; events: {:?}; operator log:\n{}",
+            list.items
+                .iter()
+                .map(|e| (&e.reason, &e.note))
+                .collect::<Vec<_>>(),
+            operator.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // What the ServiceAccount may do, and what it may not.
+    let sa = format!("system:serviceaccount:{}:{fullname}", release_ns.name);
+    let p = Some(partner.name.as_str());
+    let r = Some(release_ns.name.as_str());
+    let o = Some(other.name.as_str());
+    let catalog = format!("configmaps/{fullname}-catalog");
+    for (verb, resource, namespace, allowed) in [
+        ("patch", "registrations.csp.azurestack.io:status", p, true),
+        (
+            "patch",
+            "customersubscriptions.csp.azurestack.io:status",
+            p,
+            true,
+        ),
+        ("patch", "registrations.csp.azurestack.io", p, true),
+        ("watch", "customersubscriptions.csp.azurestack.io", p, true),
+        ("create", "events.events.k8s.io", p, true),
+        ("get", catalog.as_str(), r, true),
+        (
+            "delete",
+            "customersubscriptions.csp.azurestack.io",
+            p,
+            false,
+        ),
+        ("delete", "registrations.csp.azurestack.io", p, false),
+        ("create", "registrations.csp.azurestack.io", p, false),
+        ("patch", "customersubscriptions.csp.azurestack.io", p, false),
+        ("update", "registrations.csp.azurestack.io:status", p, false),
+        (
+            "delete",
+            "customresourcedefinitions.apiextensions.k8s.io",
+            None,
+            false,
+        ),
+        (
+            "get",
+            "customresourcedefinitions.apiextensions.k8s.io",
+            None,
+            false,
+        ),
+        ("get", "secrets", o, false),
+        ("get", "secrets", r, false),
+        ("get", "secrets", p, false),
+        ("list", "configmaps", r, false),
+        ("get", "configmaps/other", r, false),
+        ("get", "configmaps", o, false),
+        ("create", "leases.coordination.k8s.io", r, false),
+        ("create", "pods", p, false),
+    ] {
+        assert_eq!(
+            can_i(&sa, verb, resource, namespace),
+            allowed,
+            "can {sa} {verb} {resource} in {namespace:?}?"
+        );
+    }
+    // Namespaced mode reaches the watched namespace only; cluster mode every namespace.
+    assert_eq!(
+        can_i(&sa, "patch", "registrations.csp.azurestack.io:status", o),
+        !namespaced
+    );
+    assert_eq!(
+        can_i(&sa, "list", "customersubscriptions.csp.azurestack.io", None),
+        !namespaced
+    );
+
+    // Deleting: the operator (still with the ServiceAccount) releases its finalizer.
+    partner
+        .api::<CustomerSubscription>()
+        .delete("fabrikam", &DeleteParams::default())
+        .await
+        .expect("delete the CustomerSubscription");
+    common::wait_gone(&partner.api::<CustomerSubscription>(), "fabrikam").await;
+    partner
+        .api::<Registration>()
+        .delete("contoso-stack", &DeleteParams::default())
+        .await
+        .expect("delete the Registration");
+    common::wait_gone(&partner.api::<Registration>(), "contoso-stack").await;
+
+    assert!(
+        operator.is_running(),
+        "the operator exited:\n{}",
+        operator.logs()
+    );
+    let logs = operator.logs();
+    // RBAC refusals name the user ("... is forbidden: User \"system:serviceaccount:...\" cannot").
+    assert!(
+        !logs.contains("forbidden: User"),
+        "RBAC refused the operator something:\n{logs}"
+    );
+    // This operator wrote the statuses (not another one that may run against the cluster).
+    for name in ["contoso-stack", "fabrikam"] {
+        assert!(
+            logs.lines()
+                .any(|l| l.contains("status written") && l.contains(name)),
+            "no status write for {name} in the operator log:\n{logs}"
+        );
+    }
+
+    // The token reaches exactly as far as the mode says: cluster-wide list and watch of both
+    // kinds in cluster mode (what the operator does without --watch-namespace), none otherwise.
+    let token_client = {
+        let kubeconfig = Kubeconfig::read_from(kubeconfig.path()).unwrap();
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+            .await
+            .unwrap();
+        kube::Client::try_from(config).unwrap()
+    };
+    let everywhere = Api::<Registration>::all(token_client.clone());
+    let list = everywhere
+        .list_metadata(&ListParams::default().limit(1))
+        .await;
+    let watch = can_watch_everywhere(Api::<CustomerSubscription>::all(token_client)).await;
+    if namespaced {
+        assert!(
+            list.is_err() && !watch,
+            "namespaced mode must not reach the cluster"
+        );
+    } else {
+        list.expect("cluster-wide list with the chart's ServiceAccount");
+        assert!(watch, "cluster-wide watch with the chart's ServiceAccount");
+    }
+}
+
+/// Whether a watch across all namespaces is accepted (a refusal may come as the request's
+/// error or as the stream's first event).
+async fn can_watch_everywhere(api: Api<CustomerSubscription>) -> bool {
+    use futures::StreamExt;
+    let params = kube::api::WatchParams::default().timeout(1);
+    match api.watch_metadata(&params, "0").await {
+        Err(_) => false,
+        Ok(stream) => !matches!(
+            stream.boxed().next().await,
+            Some(Err(_)) | Some(Ok(kube::api::WatchEvent::Error(_)))
+        ),
+    }
+}
+
+#[tokio::test]
+async fn the_operator_runs_with_the_chart_service_account_watching_one_namespace() {
+    operator_with_the_chart_service_account(true).await;
+}
+
+#[tokio::test]
+async fn the_operator_runs_with_the_chart_service_account_watching_the_cluster() {
+    operator_with_the_chart_service_account(false).await;
+}
