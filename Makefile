@@ -24,6 +24,26 @@ cluster-down: ## Stop the local cluster and delete its etcd data
 cluster-status: ## Show whether the local cluster is running and healthy (exit 1 if not)
 	$(HACK)/cluster-status.sh
 
+# ---- The two commands: make run, make test ----
+
+.PHONY: run
+run: ## Cluster up, CRDs, the operator on examples/catalog.yaml, the example manifests; Ctrl-C stops
+	$(HACK)/run.sh
+
+.PHONY: test
+test: ## Unit tests + integration tests against a real kube-apiserver (starts/stops the local cluster)
+	$(HACK)/test.sh
+
+.PHONY: lint
+lint: ## cargo fmt --check and clippy with warnings denied
+	cargo fmt --all -- --check
+	cargo clippy --locked --all-targets -- -D warnings
+
+.PHONY: crds
+crds: ## Regenerate crds/ (and the chart's copy) from the Rust types
+	cargo run --locked --quiet -- crds --output-dir crds
+	$(HACK)/chart-crds.sh
+
 # ---- Helm chart, container image, kind ----
 
 IMAGE ?= azs-csp-operator:dev
