@@ -2,7 +2,8 @@
 # Checks the Helm chart charts/azs-csp-operator (`make chart-check`; tests/chart.rs does the
 # same from `cargo test`, plus an install and an end-to-end run):
 #  1. its CRD copies are byte-identical to crds/ (hack/chart-crds.sh --check);
-#  2. helm lint --strict, for each set of values below;
+#  2. helm lint --strict with Helm 3 (the cached helm) and Helm 4 (hack/tools.sh), for each
+#     set of values below (values.schema.json included);
 #  3. checkov finds nothing in the rendered manifests (skips: charts/azs-csp-operator/.checkov.yaml);
 #  4. with the local cluster up: kubeconform -strict against JSON schemas generated from the
 #     API server's OpenAPI (hack/chart-schemas.sh), and `kubectl apply --server-side
@@ -43,15 +44,18 @@ render() { # render NAME NAMESPACE SETS OUT [NS1 NS2]
 log "1/4 chart CRDs"
 "$HACK_DIR/chart-crds.sh" --check
 
-log "2/4 helm lint"
+log "2/4 helm lint (Helm 3 and Helm 4)"
+helm4="$("$HACK_DIR/tools.sh" path helm4)"
 for v in "${variants[@]}"; do
   name="${v%%|*}" sets="${v#*|}"
   sets="${sets//@NS1@/partner-a}"
   sets="${sets//@NS2@/partner-b}"
   args=()
   [ -n "$sets" ] && args=(--set "$sets")
-  "$helm" lint --strict --namespace azs-csp-system "$chart" "${args[@]}" >"$work/lint.log" 2>&1 ||
-    { cat "$work/lint.log" >&2; die "helm lint failed for values $name"; }
+  for h in "$helm" "$helm4"; do
+    "$h" lint --strict --namespace azs-csp-system "$chart" "${args[@]}" >"$work/lint.log" 2>&1 ||
+      { cat "$work/lint.log" >&2; die "$("$h" version --short) lint failed for values $name"; }
+  done
 done
 
 log "3/4 checkov"

@@ -21,6 +21,10 @@ for tool in "$kind" "$docker" "$kubectl" "$helm" cargo; do
   command -v "$tool" >/dev/null || die "$tool is required for kind-e2e (needs Docker; not available on the project's machines)"
 done
 
+# The tests use these instead of the cached tools of the local control plane.
+HELM="$(command -v "$helm")" KUBECTL="$(command -v "$kubectl")"
+export HELM KUBECTL
+
 kubeconfig="$(mktemp)"
 cleanup() {
   rm -f "$kubeconfig"

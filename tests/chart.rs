@@ -505,12 +505,18 @@ fn the_flags_follow_the_values() {
     assert_eq!(monitor["spec"]["endpoints"][0]["path"], "/metrics");
 
     for (sets, message) in [
+        // values.schema.json
+        (vec!["resolver.type=ftp"], "/resolver/type"),
+        (vec!["logFormat=xml"], "/logFormat"),
         (
-            vec!["resolver.type=ftp"],
-            "resolver.type must be catalog or http",
+            vec!["watchNamespace=partner-a"],
+            "'watchNamespace' not allowed",
         ),
+        (vec!["watchNamespaces={Partner_A}"], "/watchNamespaces/0"),
+        (vec!["http.timeout=soon"], "/http/timeout"),
+        (vec!["replicaCount=0"], "/replicaCount"),
+        // the templates' own checks
         (vec!["resolver.type=http"], "http.url is required"),
-        (vec!["logFormat=xml"], "logFormat must be json or text"),
         (
             vec![
                 "resolver.type=http",
@@ -631,6 +637,30 @@ fn visible_tempdir() -> tempfile::TempDir {
         .prefix("azs-csp-chart-")
         .tempdir()
         .expect("temp dir")
+}
+
+#[test]
+fn helm_4_lints_and_renders_the_chart_as_helm_3_does() {
+    let helm4 = linter("helm4");
+    let (_, version, _) = output(Command::new(&helm4).args(["version", "--short"]));
+    assert!(version.starts_with("v4."), "not Helm 4: {version}");
+    for variant in variants("partner-a", "partner-b") {
+        run(Command::new(&helm4)
+            .args(["lint", "--strict", "--namespace", NS])
+            .arg(chart_dir())
+            .args(set_args(&variant.sets)));
+        let rendered = run(Command::new(&helm4)
+            .args(["template", RELEASE])
+            .arg(chart_dir())
+            .args(["--namespace", NS])
+            .args(set_args(&variant.sets)));
+        assert_eq!(
+            documents(&rendered),
+            documents(&template(NS, &variant.sets)),
+            "Helm 4 renders the {} values differently",
+            variant.name
+        );
+    }
 }
 
 /// Renders every variant into a fresh directory, one file each; returns the directory.
