@@ -49,7 +49,7 @@ crds: ## Regenerate crds/ (and the chart's copy) from the Rust types
 IMAGE ?= azs-csp-operator:dev
 
 .PHONY: tools
-tools: ## Install the chart linters (kubeconform, checkov) into the cache
+tools: ## Install the chart tools (kubeconform, checkov, Helm 4) into the cache
 	$(HACK)/tools.sh install
 
 .PHONY: chart-crds

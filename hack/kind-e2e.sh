@@ -3,7 +3,7 @@
 # machines have neither: there the same tests run against the local control plane, see
 # DESIGN.md §7). Steps: kind create cluster, docker build, kind load docker-image, CRDs by
 # server-side apply, helm install of the chart with that image, then the integration tests
-# (`cargo test`) with KUBECONFIG pointing at kind.
+# (`make test`'s hack/test.sh) with KUBECONFIG pointing at kind.
 # Environment: KIND_CLUSTER (default azs-csp-e2e), IMAGE (default azs-csp-operator:e2e),
 # KEEP_CLUSTER=1 keeps the cluster afterwards; KIND, DOCKER, KUBECTL, HELM name the tools
 # (default: found on PATH).
@@ -61,5 +61,5 @@ export KUBECONFIG="$kubeconfig"
 # catalog. Stop it first so that only the tests' operators write (the Deployment was proven
 # to roll out, probes included).
 "$kubectl" -n azs-csp-system scale deployment --all --replicas=0
-(cd "$REPO_ROOT" && cargo test --locked)
+"$HACK_DIR/test.sh" # make test's runner: with KUBECONFIG set it uses that cluster
 log "kind e2e passed"
