@@ -194,9 +194,9 @@ where
     }
 }
 
-fn ready<'a>(
-    conditions: &'a [azs_csp_operator::api::Condition],
-) -> Option<&'a azs_csp_operator::api::Condition> {
+fn ready(
+    conditions: &[azs_csp_operator::api::Condition],
+) -> Option<&azs_csp_operator::api::Condition> {
     conditions.iter().find(|c| c.type_ == "Ready")
 }
 
