@@ -392,3 +392,7 @@ pub fn is_attached(customer: &CustomerSubscription) -> bool {
         .and_then(|s| conditions::find(&s.conditions, conditions::READY))
         .is_some_and(|c| c.status == crate::api::ConditionStatus::True)
 }
+
+#[cfg(test)]
+#[path = "index_tests.rs"]
+mod tests;

@@ -1,0 +1,237 @@
+//! What each event requeues: exactly the affected objects, nothing on status-only writes.
+
+use std::collections::{BTreeSet, HashSet};
+
+use super::*;
+use crate::{
+    api::{
+        BillingModel, CustomerSubscriptionSpec, CustomerSubscriptionStatus, RegistrationRef,
+        RegistrationSpec,
+    },
+    resolver::MetadataChange,
+};
+
+fn registration(
+    ns: &str,
+    name: &str,
+    subscription: &str,
+    cloud_id: &str,
+    generation: i64,
+) -> Registration {
+    let mut r = Registration::new(
+        name,
+        RegistrationSpec {
+            subscription_id: subscription.into(),
+            resource_group: "rg".into(),
+            registration_name: None,
+            cloud_id: cloud_id.into(),
+            billing_model: BillingModel::PayAsYouUse,
+            agreement_number: None,
+            ms_asset_tag: None,
+        },
+    );
+    r.metadata.namespace = Some(ns.into());
+    r.metadata.generation = Some(generation);
+    r
+}
+
+fn customer(
+    ns: &str,
+    name: &str,
+    registration: &str,
+    subscription: &str,
+    tenant: Option<&str>,
+) -> CustomerSubscription {
+    let mut c = CustomerSubscription::new(
+        name,
+        CustomerSubscriptionSpec {
+            registration_ref: RegistrationRef {
+                name: registration.into(),
+            },
+            subscription_id: subscription.into(),
+            tenant_id: tenant.map(Into::into),
+        },
+    );
+    c.metadata.namespace = Some(ns.into());
+    c
+}
+
+fn keys(items: &[(&str, &str)]) -> BTreeSet<ObjKey> {
+    items
+        .iter()
+        .map(|(ns, name)| ObjKey::new(ns, name))
+        .collect()
+}
+
+#[test]
+fn a_customer_event_requeues_its_registration_and_siblings_sharing_subscription_or_tenant() {
+    let index = Index::default();
+    index.apply_registration(&registration("a", "reg", "S", "C1", 1));
+    index.apply_customer(&customer("a", "same-sub", "reg", "SUB-1", None));
+    index.apply_customer(&customer("a", "same-tenant", "reg", "SUB-2", Some("T")));
+    index.apply_customer(&customer("a", "unrelated", "reg", "SUB-3", None));
+    index.apply_customer(&customer("b", "other-namespace", "reg", "SUB-1", Some("T")));
+
+    let affected = index.apply_customer(&customer("a", "me", "reg", "sub-1", Some("t")));
+    assert_eq!(affected.registrations, keys(&[("a", "reg")]));
+    assert_eq!(
+        affected.customers,
+        keys(&[("a", "same-sub"), ("a", "same-tenant")])
+    );
+}
+
+#[test]
+fn a_resolved_tenant_in_status_counts_as_the_customers_tenant() {
+    let index = Index::default();
+    let mut resolved = customer("a", "resolved", "reg", "SUB-9", None);
+    resolved.status = Some(CustomerSubscriptionStatus {
+        tenant_id: Some("T".into()),
+        ..Default::default()
+    });
+    index.apply_customer(&resolved);
+    let affected = index.apply_customer(&customer("a", "me", "reg", "SUB-1", Some("t")));
+    assert_eq!(affected.customers, keys(&[("a", "resolved")]));
+}
+
+#[test]
+fn moving_a_customer_to_another_registration_requeues_both() {
+    let index = Index::default();
+    index.apply_customer(&customer("a", "me", "old", "SUB-1", None));
+    let affected = index.apply_customer(&customer("a", "me", "new", "SUB-1", None));
+    assert_eq!(affected.registrations, keys(&[("a", "old"), ("a", "new")]));
+    assert_eq!(index.dependents(&ObjKey::new("a", "old")), vec![]);
+    assert_eq!(
+        index.dependents(&ObjKey::new("a", "new")),
+        vec![ObjKey::new("a", "me")]
+    );
+}
+
+#[test]
+fn a_deleted_customer_requeues_its_registration_and_siblings() {
+    let index = Index::default();
+    index.apply_customer(&customer("a", "older", "reg", "SUB-1", None));
+    index.apply_customer(&customer("a", "younger", "reg", "SUB-1", None));
+    let affected = index.delete_customer(&ObjKey::new("a", "older"));
+    assert_eq!(affected.registrations, keys(&[("a", "reg")]));
+    assert_eq!(affected.customers, keys(&[("a", "younger")]));
+    assert_eq!(
+        index.dependents(&ObjKey::new("a", "reg")),
+        vec![ObjKey::new("a", "younger")]
+    );
+}
+
+#[test]
+fn registration_spec_changes_requeue_dependents_but_status_writes_do_not() {
+    let index = Index::default();
+    index.apply_customer(&customer("a", "c1", "reg", "SUB-1", None));
+    index.apply_customer(&customer("a", "c2", "reg", "SUB-2", None));
+    index.apply_customer(&customer("a", "elsewhere", "other", "SUB-3", None));
+
+    let created = index.apply_registration(&registration("a", "reg", "S", "C1", 1));
+    assert_eq!(created.customers, keys(&[("a", "c1"), ("a", "c2")]));
+
+    // Same generation: only the status changed (the operator's own write).
+    let status_only = index.apply_registration(&registration("a", "reg", "S", "C1", 1));
+    assert_eq!(status_only, Affected::default());
+
+    let spec_change = index.apply_registration(&registration("a", "reg", "S", "C1", 2));
+    assert_eq!(spec_change.customers, keys(&[("a", "c1"), ("a", "c2")]));
+
+    let mut deleting = registration("a", "reg", "S", "C1", 2);
+    deleting.metadata.deletion_timestamp =
+        Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+        ));
+    assert_eq!(
+        index.apply_registration(&deleting).customers,
+        keys(&[("a", "c1"), ("a", "c2")])
+    );
+    assert_eq!(
+        index
+            .delete_registration(&ObjKey::new("a", "reg"))
+            .customers,
+        keys(&[("a", "c1"), ("a", "c2")])
+    );
+}
+
+#[test]
+fn registrations_sharing_a_cloud_id_requeue_each_other_case_insensitively() {
+    let index = Index::default();
+    index.apply_registration(&registration("a", "first", "S", "abc", 1));
+    index.apply_registration(&registration("b", "unrelated", "S", "xyz", 1));
+    let affected = index.apply_registration(&registration("b", "second", "S", "ABC", 1));
+    assert_eq!(affected.registrations, keys(&[("a", "first")]));
+    let second = registration("b", "second", "S", "ABC", 1);
+    assert_eq!(
+        index.same_cloud_id(&second),
+        vec![ObjKey::new("a", "first")]
+    );
+    // Deleting one requeues the other, which may now own the cloudId.
+    assert_eq!(
+        index
+            .delete_registration(&ObjKey::new("a", "first"))
+            .registrations,
+        keys(&[("b", "second")])
+    );
+}
+
+#[test]
+fn a_metadata_change_requeues_exactly_what_depends_on_it() {
+    let index = Index::default();
+    index.apply_registration(&registration("a", "reg", "REG-SUB", "C1", 1));
+    index.apply_registration(&registration("a", "other-reg", "OTHER-SUB", "C2", 1));
+    index.apply_customer(&customer("a", "c1", "reg", "SUB-1", None));
+    index.apply_customer(&customer("a", "c2", "reg", "SUB-2", None));
+    index.apply_customer(&customer("a", "c3", "other-reg", "SUB-3", None));
+
+    let customer_only = MetadataChange {
+        subscriptions: ["sub-3".to_string()].into(),
+        ..Default::default()
+    };
+    let affected = index.affected_by(&customer_only);
+    assert_eq!(affected.customers, keys(&[("a", "c3")]));
+    assert!(affected.registrations.is_empty());
+
+    // The registration subscription's metadata feeds every dependent's decision.
+    let registration_subscription = MetadataChange {
+        subscriptions: ["reg-sub".to_string()].into(),
+        ..Default::default()
+    };
+    let affected = index.affected_by(&registration_subscription);
+    assert_eq!(affected.registrations, keys(&[("a", "reg")]));
+    assert_eq!(affected.customers, keys(&[("a", "c1"), ("a", "c2")]));
+
+    let approval = MetadataChange {
+        registrations: [RegistrationKey::new("OTHER-SUB", "RG", "other-reg")].into(),
+        ..Default::default()
+    };
+    let affected = index.affected_by(&approval);
+    assert_eq!(affected.registrations, keys(&[("a", "other-reg")]));
+    assert_eq!(affected.customers, keys(&[("a", "c3")]));
+
+    let everything = index.affected_by(&MetadataChange {
+        everything: true,
+        ..Default::default()
+    });
+    assert_eq!(everything.customers.len(), 3);
+    assert_eq!(everything.registrations.len(), 2);
+}
+
+#[test]
+fn a_relist_forgets_what_is_gone_in_its_scope_only() {
+    let index = Index::default();
+    index.apply_customer(&customer("a", "kept", "reg", "SUB-1", None));
+    index.apply_customer(&customer("a", "gone", "reg", "SUB-2", None));
+    index.apply_customer(&customer("b", "other-scope", "reg", "SUB-3", None));
+    let keep: HashSet<ObjKey> = [ObjKey::new("a", "kept")].into();
+    let affected = index.retain_customers(Some("a"), &keep);
+    assert_eq!(affected.registrations, keys(&[("a", "reg")]));
+    assert_eq!(
+        index.dependents(&ObjKey::new("a", "reg")),
+        vec![ObjKey::new("a", "kept")]
+    );
+    assert_eq!(
+        index.dependents(&ObjKey::new("b", "reg")),
+        vec![ObjKey::new("b", "other-scope")]
+    );
+}
