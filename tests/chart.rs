@@ -823,6 +823,59 @@ async fn the_api_server_and_kubeconform_accept_every_rendered_variant() {
     }
 }
 
+#[tokio::test]
+async fn the_pod_is_admitted_where_the_restricted_pod_security_standard_is_enforced() {
+    use k8s_openapi::api::core::v1::{Namespace, Pod};
+    use kube::api::{Patch, PatchParams};
+    let ns = common::TestNamespace::new("chart-restricted").await;
+    let labels = json!({"metadata": {"labels": {
+        "pod-security.kubernetes.io/enforce": "restricted",
+        "pod-security.kubernetes.io/enforce-version": "latest",
+    }}});
+    Api::<Namespace>::all(ns.client.clone())
+        .patch(&ns.name, &PatchParams::default(), &Patch::Merge(&labels))
+        .await
+        .expect("label the namespace");
+    // The ServiceAccount admission plugin wants the pod's ServiceAccount to exist.
+    let _: ServiceAccount = ns.create(&format!("metadata: {{name: {RELEASE}}}")).await;
+    let dry_run = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    // The Deployment's pod, as its ReplicaSet would create it (Pod Security admission judges
+    // pods), for every set of values; then a privileged one, which must be refused.
+    let mut cases: Vec<(String, Vec<String>, bool)> = variants("partner-a", "partner-b")
+        .into_iter()
+        .map(|v| (v.name.to_string(), v.sets, true))
+        .collect();
+    cases.push((
+        "privileged".into(),
+        vec![
+            "securityContext.privileged=true".into(),
+            "securityContext.allowPrivilegeEscalation=true".into(),
+        ],
+        false,
+    ));
+    for (name, sets, admitted) in cases {
+        let docs = documents(&template(&ns.name, &sets));
+        let template = &one(&docs, "Deployment", RELEASE)["spec"]["template"];
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": format!("chart-{name}"), "labels": template["metadata"]["labels"]},
+            "spec": template["spec"],
+        }))
+        .expect("a pod from the Deployment's template");
+        let result = ns.api::<Pod>().create(&dry_run, &pod).await;
+        match (admitted, result) {
+            (true, Ok(_)) => {}
+            (true, Err(e)) => panic!("the {name} pod violates the restricted standard: {e}"),
+            (false, Err(kube::Error::Api(s))) => {
+                assert!(s.message.contains("restricted"), "{name}: {}", s.message)
+            }
+            (false, other) => panic!("the {name} pod was not refused: {other:?}"),
+        }
+    }
+}
+
 /// A Helm release, uninstalled when dropped (its cluster-scoped objects outlive the namespace).
 struct Release {
     name: String,
