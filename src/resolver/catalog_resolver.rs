@@ -14,7 +14,8 @@ use futures::future::{BoxFuture, FutureExt};
 use tokio::sync::{broadcast, watch};
 
 use super::{
-    MetadataChange, MetadataResolver, RegistrationKey, ResolveError, SubscriptionMetadata,
+    CatalogStats, MetadataChange, MetadataResolver, RegistrationKey, ResolveError,
+    SubscriptionMetadata,
     catalog::{Catalog, CatalogError, read_catalog_text},
 };
 
@@ -243,6 +244,18 @@ impl MetadataResolver for CatalogResolver {
 
     fn refresh_interval(&self) -> Option<Duration> {
         None
+    }
+
+    fn catalog_stats(&self) -> Option<CatalogStats> {
+        let current = self.current();
+        Some(CatalogStats {
+            accepted: self.accepted_catalogs(),
+            rejected: self.rejected_catalogs(),
+            source_errors: self.source_errors(),
+            loaded: current.is_some(),
+            subscriptions: current.as_ref().map_or(0, |c| c.subscription_count()),
+            approvals: current.as_ref().map_or(0, |c| c.approval_count()),
+        })
     }
 }
 

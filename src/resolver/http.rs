@@ -200,6 +200,10 @@ impl MetadataResolver for HttpResolver {
     fn refresh_interval(&self) -> Option<Duration> {
         Some(self.subscriptions.ttl())
     }
+
+    fn lookup_stats(&self) -> Option<super::StatsSnapshot> {
+        Some(self.stats.snapshot())
+    }
 }
 
 #[derive(Deserialize)]

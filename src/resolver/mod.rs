@@ -175,4 +175,31 @@ pub trait MetadataResolver: Send + Sync + 'static {
     /// How long an answer may be trusted before it should be looked up again; `None` when the
     /// backend pushes every change through [`MetadataResolver::changes`].
     fn refresh_interval(&self) -> Option<std::time::Duration>;
+
+    /// Cache and upstream counters, for backends that look things up remotely (http).
+    fn lookup_stats(&self) -> Option<StatsSnapshot> {
+        None
+    }
+
+    /// Catalog counters, for the catalog backend.
+    fn catalog_stats(&self) -> Option<CatalogStats> {
+        None
+    }
+}
+
+/// The state and counters of a catalog backend, for the metrics endpoint.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CatalogStats {
+    /// Catalogs accepted (including ones identical to the catalog in force).
+    pub accepted: u64,
+    /// Catalogs rejected because they failed to parse or validate.
+    pub rejected: u64,
+    /// Times the source could not be read at all.
+    pub source_errors: u64,
+    /// Whether a catalog is in force.
+    pub loaded: bool,
+    /// Subscriptions in the catalog in force.
+    pub subscriptions: usize,
+    /// Multitenancy approvals in the catalog in force.
+    pub approvals: usize,
 }
