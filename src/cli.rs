@@ -102,6 +102,10 @@ pub struct RunArgs {
     /// Run as one of several replicas, writing only while holding the leader Lease.
     #[arg(long, env = "AZS_CSP_LEADER_ELECTION")]
     pub leader_election: bool,
+    /// Namespace of the leader election Lease `azs-csp-operator`. Default: `POD_NAMESPACE`, else
+    /// the namespace of the in-cluster service account or the kubeconfig context.
+    #[arg(long, env = "AZS_CSP_LEADER_ELECTION_NAMESPACE")]
+    pub leader_election_namespace: Option<String>,
     /// Log line format.
     #[arg(long, env = "AZS_CSP_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,

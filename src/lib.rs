@@ -9,4 +9,5 @@ pub mod guid;
 pub mod policy;
 pub mod resolver;
 pub mod run;
+pub mod runtime;
 pub mod verify;

@@ -1,9 +1,17 @@
-//! `azs-csp-operator run`: build the resolver, start the controllers, stop on SIGTERM/Ctrl-C.
+//! `azs-csp-operator run`: serve the endpoints, build the resolver, start the controllers
+//! (with leader election: once this replica holds the Lease), stop on SIGTERM/Ctrl-C.
+//!
+//! With `--leader-election` a standby runs nothing but the lease loop and the endpoints; the
+//! leader runs the watches and both controllers. On SIGTERM the leader stops taking work, lets
+//! the reconciles in flight finish, releases the Lease and exits 0. A leader that cannot renew
+//! the Lease in time drops the controllers at once (no further write) and exits 1, so that
+//! Kubernetes restarts it as a standby.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
+use futures::{FutureExt, future::BoxFuture};
 use kube::Client;
-use tracing::{error, info};
+use tracing::{debug, error, info, warn};
 
 use crate::{
     cli::{ResolverKind, RunArgs},
@@ -13,6 +21,7 @@ use crate::{
         CatalogError, CatalogResolver, HttpResolver, HttpResolverError, HttpResolverOptions,
         MetadataResolver, watch_configmap, watch_file,
     },
+    runtime::{self, Health, LeaderElector, LeadershipLost, LeaseSettings, Metrics, ServeError},
 };
 
 #[derive(thiserror::Error, Debug)]
@@ -29,35 +38,58 @@ pub enum RunError {
     Client(#[source] kube::Error),
     #[error(transparent)]
     Controller(#[from] controller::Error),
-    #[error("--leader-election is not available in this build; run a single replica")]
-    LeaderElectionUnavailable,
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+    #[error("stopped leading: {0}")]
+    LeadershipLost(#[source] LeadershipLost),
 }
 
-/// Resolves on SIGTERM or Ctrl-C.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(error) = tokio::signal::ctrl_c().await {
-            error!(%error, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
+/// Resolves on SIGTERM or Ctrl-C. The handlers are installed when this is called, not when
+/// the future is first polled, so that a signal during startup is not lost (nor fatal).
+fn shutdown_signal() -> BoxFuture<'static, ()> {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let terminate = signal(SignalKind::terminate());
+        let interrupt = signal(SignalKind::interrupt());
+        Box::pin(async move {
+            let terminate = async {
+                match terminate {
+                    Ok(mut signal) => {
+                        signal.recv().await;
+                    }
+                    Err(error) => {
+                        error!(%error, "cannot listen for SIGTERM");
+                        std::future::pending::<()>().await;
+                    }
+                }
+            };
+            let interrupt = async {
+                match interrupt {
+                    Ok(mut signal) => {
+                        signal.recv().await;
+                    }
+                    Err(error) => {
+                        error!(%error, "cannot listen for Ctrl-C");
+                        std::future::pending::<()>().await;
+                    }
+                }
+            };
+            tokio::select! {
+                _ = interrupt => info!("Ctrl-C received, shutting down"),
+                _ = terminate => info!("SIGTERM received, shutting down"),
             }
-            Err(error) => {
-                error!(%error, "cannot listen for SIGTERM");
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        Box::pin(async {
+            if let Err(error) = tokio::signal::ctrl_c().await {
+                error!(%error, "cannot listen for Ctrl-C");
                 std::future::pending::<()>().await;
             }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => info!("Ctrl-C received, shutting down"),
-        _ = terminate => info!("SIGTERM received, shutting down"),
+            info!("Ctrl-C received, shutting down");
+        })
     }
 }
 
@@ -102,24 +134,119 @@ async fn build_resolver(
     }
 }
 
+/// How long a standby stays ready after it last reached the Lease.
+const STANDBY_READY_FOR: Duration = Duration::from_secs(30);
+
 pub async fn run(args: RunArgs) -> Result<(), RunError> {
-    if args.leader_election {
-        return Err(RunError::LeaderElectionUnavailable);
-    }
+    let shutdown = shutdown_signal().shared();
+    let metrics = Arc::new(Metrics::new());
+    let health = Health::new(args.leader_election, STANDBY_READY_FOR);
+    runtime::serve(args.metrics_addr, metrics.clone(), health.clone()).await?;
+
     let client = Client::try_default().await.map_err(RunError::Client)?;
     controller::ensure_crds_installed(&client, &args.watch_namespaces).await?;
-    let resolver = build_resolver(&args, &client).await?;
+    let resolver = tokio::select! {
+        resolver = build_resolver(&args, &client) => resolver?,
+        _ = shutdown.clone() => {
+            info!("stopped before the resolver was ready");
+            return Ok(());
+        }
+    };
+    metrics.set_resolver(resolver.clone());
     let settings = Settings {
         namespaces: args.watch_namespaces.clone(),
         reporter: "azs-csp-operator".to_string(),
+        metrics: metrics.clone(),
+        health: health.clone(),
     };
-    controller::run(
+
+    if !args.leader_election {
+        metrics.set_leader(true);
+        let result =
+            controller::run(client, resolver, Arc::new(SystemClock), settings, shutdown).await;
+        health.set_stopping();
+        metrics.set_leader(false);
+        result?;
+        info!("operator stopped");
+        return Ok(());
+    }
+
+    let namespace = args
+        .leader_election_namespace
+        .clone()
+        .or_else(|| std::env::var("POD_NAMESPACE").ok())
+        .filter(|ns| !ns.is_empty())
+        .unwrap_or_else(|| client.default_namespace().to_string());
+    let lease = LeaseSettings::new(namespace, runtime::default_identity());
+    let mut elector = LeaderElector::new(client.clone(), lease.clone(), health.clone());
+
+    // Standby: nothing runs but the lease loop (and the endpoints) until this replica leads.
+    tokio::select! {
+        biased;
+        _ = shutdown.clone() => {
+            health.set_stopping();
+            // An attempt cut short may still have taken the lease: give it back if so.
+            release(&mut elector).await;
+            info!(identity = %lease.identity, "operator stopped (standby)");
+            return Ok(());
+        }
+        _ = elector.acquire() => {}
+    }
+
+    health.set_leader();
+    metrics.set_leader(true);
+    let mut controllers = Box::pin(controller::run(
         client,
         resolver,
         Arc::new(SystemClock),
         settings,
-        shutdown_signal(),
-    )
-    .await?;
-    Ok(())
+        shutdown,
+    ));
+    let outcome = tokio::select! {
+        result = &mut controllers => Ok(result),
+        lost = elector.hold() => Err(lost),
+    };
+    metrics.set_leader(false);
+    health.set_stopping();
+    match outcome {
+        // Shutdown (or a controller failure): the controllers have finished the reconciles
+        // in flight and stopped writing, so hand the lease over at once.
+        Ok(result) => {
+            release(&mut elector).await;
+            result?;
+            info!(identity = %lease.identity, "operator stopped");
+            Ok(())
+        }
+        Err(lost) => {
+            // Stop writing at once: dropping the controllers cancels every reconcile in flight.
+            drop(controllers);
+            error!(
+                error = %lost,
+                identity = %lease.identity,
+                "lost the leader election Lease; exiting so that Kubernetes restarts this replica as a standby"
+            );
+            Err(RunError::LeadershipLost(lost))
+        }
+    }
+}
+
+async fn release(elector: &mut LeaderElector) {
+    let lease = elector.settings().clone();
+    match elector.release().await {
+        Ok(true) => info!(
+            lease = %lease.name,
+            namespace = %lease.namespace,
+            identity = %lease.identity,
+            "leader election Lease released"
+        ),
+        Ok(false) => {
+            debug!(identity = %lease.identity, "the Lease was not held; nothing to release")
+        }
+        Err(error) => warn!(
+            %error,
+            lease = %lease.name,
+            namespace = %lease.namespace,
+            "cannot release the leader election Lease; a standby takes over when it expires"
+        ),
+    }
 }

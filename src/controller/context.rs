@@ -17,12 +17,22 @@ use crate::{
     api::{CustomerSubscription, Registration},
     conditions::Clock,
     resolver::MetadataResolver,
+    runtime::Metrics,
 };
 
 /// Reflector stores of one kind, one per watched scope (a namespace, or the whole cluster).
 pub struct Stores<K: kube::Resource<DynamicType = ()> + Clone + 'static> {
     by_namespace: HashMap<String, Store<K>>,
     cluster: Option<Store<K>>,
+}
+
+impl<K: kube::Resource<DynamicType = ()> + Clone + 'static> Clone for Stores<K> {
+    fn clone(&self) -> Self {
+        Self {
+            by_namespace: self.by_namespace.clone(),
+            cluster: self.cluster.clone(),
+        }
+    }
 }
 
 impl<K: kube::Resource<DynamicType = ()> + Clone + 'static> Stores<K> {
@@ -113,6 +123,7 @@ pub struct Context {
     pub clock: Arc<dyn Clock>,
     pub recorder: Recorder,
     pub backoff: Backoff,
+    pub metrics: Arc<Metrics>,
 }
 
 impl Context {

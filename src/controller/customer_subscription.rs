@@ -1,7 +1,10 @@
 //! The CustomerSubscription controller: gather facts from stores and the resolver, let the
 //! policy decide, write the Ready condition.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use kube::{ResourceExt, runtime::controller::Action};
 use tracing::{info, instrument};
@@ -13,6 +16,7 @@ use crate::{
     guid,
     policy::{self, CustomerDecision, CustomerFacts, Seniority},
     resolver::{ResolveError, SubscriptionMetadata},
+    runtime::metrics::CUSTOMER_SUBSCRIPTION,
 };
 
 /// Field manager of the status this controller writes.
@@ -126,6 +130,17 @@ pub async fn reconcile(
     customer: Arc<CustomerSubscription>,
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
+    let started = Instant::now();
+    let result = reconcile_one(customer, &ctx).await;
+    ctx.metrics
+        .observe_reconcile(CUSTOMER_SUBSCRIPTION, result.is_ok(), started.elapsed());
+    result
+}
+
+async fn reconcile_one(
+    customer: Arc<CustomerSubscription>,
+    ctx: &Context,
+) -> Result<Action, Error> {
     if customer.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
@@ -133,17 +148,17 @@ pub async fn reconcile(
         resource_version = customer.resource_version().unwrap_or_default(),
         "reconciling"
     );
-    let mut decision = evaluate(&ctx, &customer).await;
-    apply_duplicate_rule(&ctx, &customer, &mut decision).await;
+    let mut decision = evaluate(ctx, &customer).await;
+    apply_duplicate_rule(ctx, &customer, &mut decision).await;
 
     let previous_reason = customer
         .status
         .as_ref()
         .and_then(|s| conditions::find(&s.conditions, READY))
         .map(|c| c.reason.clone());
-    let desired = desired_status(&customer, &decision, &ctx);
+    let desired = desired_status(&customer, &decision, ctx);
     let written = write::apply_status(
-        &ctx,
+        ctx,
         customer.as_ref(),
         MANAGER,
         customer.status.as_ref(),
@@ -152,7 +167,7 @@ pub async fn reconcile(
     .await?;
     if written {
         write::publish_reason_change(
-            &ctx,
+            ctx,
             customer.as_ref(),
             previous_reason.as_deref(),
             decision.reason,
@@ -168,7 +183,7 @@ pub async fn reconcile(
         }
     }
     Ok(next_action(
-        &ctx,
+        ctx,
         &ObjKey::of(customer.as_ref()),
         decision.reason.is_transient(),
     ))

@@ -35,6 +35,7 @@ use crate::{
     api::{CustomerSubscription, Registration},
     conditions::Clock,
     resolver::MetadataResolver,
+    runtime::{Health, Metrics},
 };
 
 #[derive(thiserror::Error, Debug)]
@@ -62,6 +63,10 @@ pub struct Settings {
     pub namespaces: Vec<String>,
     /// Name under which Events are reported.
     pub reporter: String,
+    /// Where reconciles and writes are counted.
+    pub metrics: Arc<Metrics>,
+    /// Told when the caches are filled.
+    pub health: Health,
 }
 
 /// A watched scope: one namespace, or the whole cluster (`None`).
@@ -290,6 +295,28 @@ pub async fn run(
             Stores::namespaced(customer_stores),
         ),
     };
+    settings
+        .metrics
+        .set_stores(registrations.clone(), customers.clone());
+    {
+        let (registrations, customers) = (registrations.clone(), customers.clone());
+        let health = settings.health.clone();
+        tasks.push(Box::pin(async move {
+            let synced = async {
+                registrations.wait_until_ready().await?;
+                customers.wait_until_ready().await
+            };
+            match synced.await {
+                Ok(()) => {
+                    info!("caches synced");
+                    health.set_caches_synced(true);
+                }
+                Err(error) => warn!(%error, "a cache will never be ready"),
+            }
+            // Ending would look like a watch task ending; wait with them instead.
+            std::future::pending::<()>().await;
+        }));
+    }
     let reporter = Reporter {
         controller: settings.reporter.clone(),
         instance: std::env::var("POD_NAME").ok(),
@@ -303,6 +330,7 @@ pub async fn run(
         clock,
         recorder: Recorder::new(client.clone(), reporter),
         backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(300)),
+        metrics: settings.metrics.clone(),
     });
 
     // Upstream changes requeue exactly the objects they affect.
@@ -383,6 +411,7 @@ pub async fn run(
         _ = futures::future::join_all(controllers) => {}
         _ = background => { error!("watch tasks ended unexpectedly"); }
     }
+    settings.health.set_caches_synced(false);
     info!("controllers stopped");
     Ok(())
 }

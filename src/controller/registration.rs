@@ -1,7 +1,10 @@
 //! The Registration controller: deletion protection, the Ready and MultitenancyApproved
 //! conditions, and the count of attached customers.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use kube::{
     Api, ResourceExt,
@@ -20,6 +23,7 @@ use crate::{
     conditions::{self, MULTITENANCY_APPROVED, READY},
     guid,
     policy::{self, RegistrationDecision, RegistrationFacts},
+    runtime::metrics::REGISTRATION,
 };
 
 /// Field manager of the status this controller writes.
@@ -58,6 +62,7 @@ async fn set_finalizer(
         name,
         source,
     })?;
+    ctx.metrics.finalizer_written();
     Ok(())
 }
 
@@ -105,18 +110,26 @@ pub async fn reconcile(
     registration: Arc<Registration>,
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
+    let started = Instant::now();
+    let result = reconcile_one(registration, &ctx).await;
+    ctx.metrics
+        .observe_reconcile(REGISTRATION, result.is_ok(), started.elapsed());
+    result
+}
+
+async fn reconcile_one(registration: Arc<Registration>, ctx: &Context) -> Result<Action, Error> {
     let key = ObjKey::of(registration.as_ref());
     let dependents = ctx.index.dependents(&key);
     let deleting = registration.metadata.deletion_timestamp.is_some();
     if deleting && dependents.is_empty() {
         if has_finalizer(&registration) {
-            set_finalizer(&ctx, &registration, false).await?;
+            set_finalizer(ctx, &registration, false).await?;
             info!("no CustomerSubscription references it any more; deletion may proceed");
         }
         return Ok(Action::await_change());
     }
     if !deleting && !has_finalizer(&registration) {
-        set_finalizer(&ctx, &registration, true).await?;
+        set_finalizer(ctx, &registration, true).await?;
     }
 
     let lookup_key = policy::registration_key(&registration);
@@ -154,9 +167,9 @@ pub async fn reconcile(
         .as_ref()
         .and_then(|s| conditions::find(&s.conditions, READY))
         .map(|c| c.reason.clone());
-    let desired = desired_status(&registration, &decision, &ctx);
+    let desired = desired_status(&registration, &decision, ctx);
     let written = write::apply_status(
-        &ctx,
+        ctx,
         registration.as_ref(),
         MANAGER,
         registration.status.as_ref(),
@@ -165,7 +178,7 @@ pub async fn reconcile(
     .await?;
     if written {
         write::publish_reason_change(
-            &ctx,
+            ctx,
             registration.as_ref(),
             previous_reason.as_deref(),
             decision.reason,
@@ -175,7 +188,7 @@ pub async fn reconcile(
     }
     let transient = decision.reason.is_transient() || decision.approval.reason.is_transient();
     Ok(next_action(
-        &ctx,
+        ctx,
         &ObjKey::new(&format!("registration:{}", key.namespace), &key.name),
         transient,
     ))

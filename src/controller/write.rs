@@ -11,7 +11,10 @@ use serde_json::json;
 use tracing::{debug, warn};
 
 use super::{Error, context::Context};
-use crate::policy::Reason;
+use crate::{
+    policy::Reason,
+    runtime::metrics::{CUSTOMER_SUBSCRIPTION, REGISTRATION},
+};
 
 /// Applies `status` to `obj` as `manager`, unless it equals the current one.
 /// Returns whether a write was made.
@@ -51,6 +54,12 @@ where
         name: name.clone(),
         source,
     })?;
+    ctx.metrics
+        .status_written(if K::kind(&()) == "Registration" {
+            REGISTRATION
+        } else {
+            CUSTOMER_SUBSCRIPTION
+        });
     debug!(%namespace, %name, manager, "status written");
     Ok(true)
 }

@@ -1,0 +1,576 @@
+//! Prometheus metrics of the operator, in the classic text format (version 0.0.4).
+//!
+//! Counters and histograms the controllers update as they go live in a [`Metrics`] shared
+//! through the controller context. Everything that already has an owner — the resolver's
+//! counters, the number of objects by Ready reason, the catalog state — is read at scrape time
+//! from its source instead of being copied into a second set of counters.
+
+use std::{
+    collections::BTreeMap,
+    fmt,
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
+
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, NoLabelSet},
+    metrics::{
+        MetricType,
+        counter::{ConstCounter, Counter},
+        family::Family,
+        gauge::{ConstGauge, Gauge},
+        histogram::Histogram,
+    },
+    registry::Registry,
+};
+
+use crate::{
+    api::{Condition, CustomerSubscription, Registration},
+    conditions::{self, READY},
+    controller::Stores,
+    policy::Reason,
+    resolver::MetadataResolver,
+};
+
+/// The `Content-Type` of [`Metrics::encode`]'s output.
+pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+
+/// Label value of the Registration controller.
+pub const REGISTRATION: &str = "registration";
+/// Label value of the CustomerSubscription controller.
+pub const CUSTOMER_SUBSCRIPTION: &str = "customersubscription";
+
+/// Upper bounds (seconds) of the reconcile duration buckets.
+const RECONCILE_BUCKETS: [f64; 13] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Reason label of an object without a Ready condition for its current generation.
+const NO_DECISION: &str = "Pending";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReconcileLabels {
+    controller: &'static str,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ControllerLabels {
+    controller: &'static str,
+}
+
+type HistogramFamily = Family<ControllerLabels, Histogram, fn() -> Histogram>;
+
+fn reconcile_histogram() -> Histogram {
+    Histogram::new(RECONCILE_BUCKETS)
+}
+
+/// What the scrape-time collector reads; filled in once the parts exist.
+#[derive(Default)]
+struct Sources {
+    resolver: Option<Arc<dyn MetadataResolver>>,
+    stores: Option<(Stores<Registration>, Stores<CustomerSubscription>)>,
+}
+
+impl fmt::Debug for Sources {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sources")
+            .field("resolver", &self.resolver.is_some())
+            .field("stores", &self.stores.is_some())
+            .finish()
+    }
+}
+
+/// The operator's metrics registry and the handles the controllers update.
+pub struct Metrics {
+    registry: Registry,
+    reconciles: Family<ReconcileLabels, Counter>,
+    reconcile_duration: HistogramFamily,
+    status_writes: Family<ControllerLabels, Counter>,
+    finalizer_writes: Counter,
+    leader: Gauge,
+    sources: Arc<Mutex<Sources>>,
+}
+
+impl fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let reconciles = Family::<ReconcileLabels, Counter>::default();
+        registry.register(
+            "azs_csp_reconcile",
+            "Reconciles by controller and result (success or error)",
+            reconciles.clone(),
+        );
+        let reconcile_duration: HistogramFamily =
+            Family::new_with_constructor(reconcile_histogram as fn() -> Histogram);
+        registry.register(
+            "azs_csp_reconcile_duration_seconds",
+            "Duration of reconciles by controller",
+            reconcile_duration.clone(),
+        );
+        let status_writes = Family::<ControllerLabels, Counter>::default();
+        registry.register(
+            "azs_csp_status_writes",
+            "Status writes (server-side applies) by controller; settled objects are not rewritten",
+            status_writes.clone(),
+        );
+        let finalizer_writes = Counter::default();
+        registry.register(
+            "azs_csp_finalizer_writes",
+            "Finalizer patches of Registrations (added or removed)",
+            finalizer_writes.clone(),
+        );
+        let leader = Gauge::default();
+        registry.register(
+            "azs_csp_leader",
+            "1 while this process runs the controllers (the leader, or the only replica without leader election), else 0",
+            leader.clone(),
+        );
+        let sources = Arc::new(Mutex::new(Sources::default()));
+        registry.register_collector(Box::new(ScrapeCollector {
+            sources: sources.clone(),
+        }));
+        for controller in [REGISTRATION, CUSTOMER_SUBSCRIPTION] {
+            // Present from the first scrape, so that rate() sees the first increment.
+            for result in ["success", "error"] {
+                drop(reconciles.get_or_create(&ReconcileLabels { controller, result }));
+            }
+            drop(status_writes.get_or_create(&ControllerLabels { controller }));
+        }
+        Self {
+            registry,
+            reconciles,
+            reconcile_duration,
+            status_writes,
+            finalizer_writes,
+            leader,
+            sources,
+        }
+    }
+
+    /// Records one finished reconcile.
+    pub fn observe_reconcile(&self, controller: &'static str, ok: bool, elapsed: Duration) {
+        let result = if ok { "success" } else { "error" };
+        self.reconciles
+            .get_or_create(&ReconcileLabels { controller, result })
+            .inc();
+        self.reconcile_duration
+            .get_or_create(&ControllerLabels { controller })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Records one status write.
+    pub fn status_written(&self, controller: &'static str) {
+        self.status_writes
+            .get_or_create(&ControllerLabels { controller })
+            .inc();
+    }
+
+    /// Records one finalizer patch.
+    pub fn finalizer_written(&self) {
+        self.finalizer_writes.inc();
+    }
+
+    /// Whether this process runs the controllers.
+    pub fn set_leader(&self, leader: bool) {
+        self.leader.set(i64::from(leader));
+    }
+
+    /// Exposes the resolver's counters.
+    pub fn set_resolver(&self, resolver: Arc<dyn MetadataResolver>) {
+        self.sources
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .resolver = Some(resolver);
+    }
+
+    /// Exposes the number of objects by Ready reason, counted from these caches.
+    pub fn set_stores(
+        &self,
+        registrations: Stores<Registration>,
+        customers: Stores<CustomerSubscription>,
+    ) {
+        self.sources
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .stores = Some((registrations, customers));
+    }
+
+    /// The current metrics in the Prometheus text format.
+    pub fn encode(&self) -> Result<String, fmt::Error> {
+        let mut text = String::new();
+        prometheus_client::encoding::prometheus_text::encode(&mut text, &self.registry)?;
+        Ok(text)
+    }
+}
+
+/// Reads what other parts own at scrape time.
+#[derive(Debug)]
+struct ScrapeCollector {
+    sources: Arc<Mutex<Sources>>,
+}
+
+/// The Ready reason of an object, when written for its current generation.
+fn ready_reason(conditions: Option<&[Condition]>, generation: Option<i64>) -> String {
+    conditions
+        .and_then(|c| conditions::find(c, READY))
+        .filter(|c| c.observed_generation == generation)
+        .map_or_else(|| NO_DECISION.to_string(), |c| c.reason.clone())
+}
+
+/// Counts by reason, with every reason in `known` present (zero when unused).
+fn count_reasons(known: &[Reason], reasons: impl Iterator<Item = String>) -> BTreeMap<String, i64> {
+    let mut counts: BTreeMap<String, i64> = known
+        .iter()
+        .map(|r| (r.as_str().to_string(), 0))
+        .chain(std::iter::once((NO_DECISION.to_string(), 0)))
+        .collect();
+    for reason in reasons {
+        *counts.entry(reason).or_insert(0) += 1;
+    }
+    counts
+}
+
+const CUSTOMER_REASONS: [Reason; 10] = [
+    Reason::Attached,
+    Reason::InvalidCustomerSubscriptionId,
+    Reason::RegistrationNotFound,
+    Reason::CustomerSubscriptionsNotAllowed,
+    Reason::UnauthorizedCspRegistration,
+    Reason::MetadataResolverBadGatewayError,
+    Reason::InvalidCSPSubscription,
+    Reason::BadCustomerSubscriptionId,
+    Reason::DuplicateCustomerSubscription,
+    Reason::Reconciling,
+];
+
+const REGISTRATION_REASONS: [Reason; 5] = [
+    Reason::Registered,
+    Reason::InvalidRegistrationSubscription,
+    Reason::DuplicateCloudId,
+    Reason::DeletionBlocked,
+    Reason::MetadataResolverBadGatewayError,
+];
+
+fn encode_by_reason(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    counts: &BTreeMap<String, i64>,
+) -> Result<(), fmt::Error> {
+    let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (reason, count) in counts {
+        let labels = [("reason", reason.as_str())];
+        ConstGauge::new(*count).encode(metric.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+fn encode_counter(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: u64,
+) -> Result<(), fmt::Error> {
+    let counter = ConstCounter::new(value);
+    counter.encode(encoder.encode_descriptor(name, help, None, counter.metric_type())?)
+}
+
+fn encode_gauge(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: i64,
+) -> Result<(), fmt::Error> {
+    let gauge = ConstGauge::new(value);
+    gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)
+}
+
+impl Collector for ScrapeCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        let (resolver, stores) = {
+            let sources = self.sources.lock().unwrap_or_else(PoisonError::into_inner);
+            (sources.resolver.clone(), sources.stores.clone())
+        };
+        if let Some((registrations, customers)) = stores {
+            let counts = count_reasons(
+                &CUSTOMER_REASONS,
+                customers.all().iter().map(|c| {
+                    ready_reason(
+                        c.status.as_ref().map(|s| s.conditions.as_slice()),
+                        c.metadata.generation,
+                    )
+                }),
+            );
+            encode_by_reason(
+                &mut encoder,
+                "azs_csp_customer_subscriptions",
+                "CustomerSubscriptions in the watched namespaces by Ready reason (Pending: not yet decided for the current generation).",
+                &counts,
+            )?;
+            let counts = count_reasons(
+                &REGISTRATION_REASONS,
+                registrations.all().iter().map(|r| {
+                    ready_reason(
+                        r.status.as_ref().map(|s| s.conditions.as_slice()),
+                        r.metadata.generation,
+                    )
+                }),
+            );
+            encode_by_reason(
+                &mut encoder,
+                "azs_csp_registrations",
+                "Registrations in the watched namespaces by Ready reason (Pending: not yet decided for the current generation).",
+                &counts,
+            )?;
+        }
+        let Some(resolver) = resolver else {
+            return Ok(());
+        };
+        if let Some(stats) = resolver.lookup_stats() {
+            encode_counter(
+                &mut encoder,
+                "azs_csp_resolver_cache_hits",
+                "Metadata lookups answered from the cache.",
+                stats.hits,
+            )?;
+            encode_counter(
+                &mut encoder,
+                "azs_csp_resolver_cache_misses",
+                "Metadata lookups that started a request to the metadata server.",
+                stats.misses,
+            )?;
+            encode_counter(
+                &mut encoder,
+                "azs_csp_resolver_coalesced",
+                "Metadata lookups that joined a request already in flight for the same key.",
+                stats.coalesced,
+            )?;
+            encode_counter(
+                &mut encoder,
+                "azs_csp_resolver_requests",
+                "Requests to the metadata server that completed, successfully or not.",
+                stats.upstream_requests,
+            )?;
+            encode_counter(
+                &mut encoder,
+                "azs_csp_resolver_errors",
+                "Requests to the metadata server that failed (MetadataResolverBadGatewayError).",
+                stats.upstream_errors,
+            )?;
+            // The snapshot's buckets are cumulative; the encoder wants one count per bucket.
+            let mut previous = 0;
+            let buckets: Vec<(f64, u64)> = stats
+                .upstream_latency_buckets
+                .iter()
+                .map(|(bound, cumulative)| {
+                    let count = cumulative.saturating_sub(previous);
+                    previous = *cumulative;
+                    (*bound, count)
+                })
+                .collect();
+            let mut metric = encoder.encode_descriptor(
+                "azs_csp_resolver_request_duration_seconds",
+                "Duration of requests to the metadata server.",
+                None,
+                MetricType::Histogram,
+            )?;
+            metric.encode_histogram::<NoLabelSet>(
+                stats.upstream_latency_seconds_sum,
+                stats.upstream_requests,
+                &buckets,
+                None,
+            )?;
+        }
+        if let Some(catalog) = resolver.catalog_stats() {
+            encode_counter(
+                &mut encoder,
+                "azs_csp_catalog_accepted",
+                "Catalogs accepted (including ones identical to the catalog in force).",
+                catalog.accepted,
+            )?;
+            encode_counter(
+                &mut encoder,
+                "azs_csp_catalog_rejected",
+                "Catalogs rejected as a whole because they failed to parse or validate.",
+                catalog.rejected,
+            )?;
+            encode_counter(
+                &mut encoder,
+                "azs_csp_catalog_source_errors",
+                "Times the catalog source (file or ConfigMap) could not be read.",
+                catalog.source_errors,
+            )?;
+            encode_gauge(
+                &mut encoder,
+                "azs_csp_catalog_loaded",
+                "1 once a catalog is in force.",
+                i64::from(catalog.loaded),
+            )?;
+            encode_gauge(
+                &mut encoder,
+                "azs_csp_catalog_subscriptions",
+                "Subscriptions in the catalog in force.",
+                i64::try_from(catalog.subscriptions).unwrap_or(i64::MAX),
+            )?;
+            encode_gauge(
+                &mut encoder,
+                "azs_csp_catalog_approvals",
+                "Multitenancy approvals in the catalog in force.",
+                i64::try_from(catalog.approvals).unwrap_or(i64::MAX),
+            )?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The value of the sample `series` (name and labels as printed) in `text`.
+    fn sample(text: &str, series: &str) -> Option<f64> {
+        text.lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+    }
+
+    #[test]
+    fn counters_and_histogram_are_encoded() {
+        let metrics = Metrics::new();
+        metrics.observe_reconcile(REGISTRATION, true, Duration::from_millis(3));
+        metrics.observe_reconcile(REGISTRATION, false, Duration::from_millis(30));
+        metrics.status_written(CUSTOMER_SUBSCRIPTION);
+        metrics.set_leader(true);
+        let text = metrics.encode().unwrap();
+        assert_eq!(
+            sample(
+                &text,
+                r#"azs_csp_reconcile_total{controller="registration",result="success"}"#
+            ),
+            Some(1.0),
+            "{text}"
+        );
+        assert_eq!(
+            sample(
+                &text,
+                r#"azs_csp_reconcile_total{controller="customersubscription",result="success"}"#
+            ),
+            Some(0.0),
+            "{text}"
+        );
+        assert_eq!(
+            sample(
+                &text,
+                r#"azs_csp_reconcile_duration_seconds_count{controller="registration"}"#
+            ),
+            Some(2.0),
+            "{text}"
+        );
+        assert_eq!(
+            sample(
+                &text,
+                r#"azs_csp_reconcile_duration_seconds_bucket{controller="registration",le="0.005"}"#
+            ),
+            Some(1.0),
+            "{text}"
+        );
+        assert_eq!(
+            sample(
+                &text,
+                r#"azs_csp_status_writes_total{controller="customersubscription"}"#
+            ),
+            Some(1.0),
+            "{text}"
+        );
+        assert_eq!(sample(&text, "azs_csp_leader"), Some(1.0), "{text}");
+        assert!(
+            text.contains("# TYPE azs_csp_reconcile_total counter"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn resolver_counters_are_read_at_scrape_time() {
+        let resolver = crate::resolver::HttpResolver::new(
+            crate::resolver::HttpResolverOptions::new("http://127.0.0.1:9").unwrap(),
+        )
+        .unwrap();
+        let stats = resolver.stats().clone();
+        let metrics = Metrics::new();
+        metrics.set_resolver(Arc::new(resolver));
+        stats.record_hit();
+        stats.record_upstream(Duration::from_millis(3), true);
+        stats.record_upstream(Duration::from_millis(300), false);
+        let text = metrics.encode().unwrap();
+        assert_eq!(
+            sample(&text, "azs_csp_resolver_cache_hits_total"),
+            Some(1.0)
+        );
+        assert_eq!(sample(&text, "azs_csp_resolver_requests_total"), Some(2.0));
+        assert_eq!(sample(&text, "azs_csp_resolver_errors_total"), Some(1.0));
+        assert_eq!(
+            sample(
+                &text,
+                r#"azs_csp_resolver_request_duration_seconds_bucket{le="0.005"}"#
+            ),
+            Some(1.0),
+            "{text}"
+        );
+        assert_eq!(
+            sample(
+                &text,
+                r#"azs_csp_resolver_request_duration_seconds_bucket{le="+Inf"}"#
+            ),
+            Some(2.0),
+            "{text}"
+        );
+        assert_eq!(
+            sample(&text, "azs_csp_resolver_request_duration_seconds_count"),
+            Some(2.0),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn catalog_counters_are_read_at_scrape_time() {
+        let resolver = Arc::new(crate::resolver::CatalogResolver::new("test"));
+        let metrics = Metrics::new();
+        metrics.set_resolver(resolver.clone());
+        assert!(resolver.replace("subscriptions: [").is_err());
+        let text = metrics.encode().unwrap();
+        assert_eq!(sample(&text, "azs_csp_catalog_rejected_total"), Some(1.0));
+        assert_eq!(sample(&text, "azs_csp_catalog_loaded"), Some(0.0));
+        resolver.replace("subscriptions: []\n").unwrap();
+        let text = metrics.encode().unwrap();
+        assert_eq!(sample(&text, "azs_csp_catalog_accepted_total"), Some(1.0));
+        assert_eq!(sample(&text, "azs_csp_catalog_loaded"), Some(1.0));
+    }
+
+    #[test]
+    fn reasons_are_counted_with_every_known_reason_present() {
+        let counts = count_reasons(
+            &CUSTOMER_REASONS,
+            ["Attached", "Attached", "Pending", "SomethingNew"]
+                .into_iter()
+                .map(String::from),
+        );
+        assert_eq!(counts["Attached"], 2);
+        assert_eq!(counts["Pending"], 1);
+        assert_eq!(counts["SomethingNew"], 1);
+        assert_eq!(counts["RegistrationNotFound"], 0);
+    }
+}
