@@ -291,6 +291,48 @@ impl Operator {
         matches!(self.child.try_wait(), Ok(None))
     }
 
+    /// The process ID of the operator.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Kills the process at once (SIGKILL: no cleanup, no lease release) and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends SIGTERM, as the kubelet does to stop a pod.
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .expect("kill -TERM");
+        assert!(status.success(), "kill -TERM {} failed", self.pid());
+    }
+
+    /// The address of the metrics and health endpoints, read from the log line
+    /// `metrics server listening addr=HOST:PORT` (the tests bind port 0).
+    pub fn metrics_addr(&self) -> std::net::SocketAddr {
+        const MARKER: &str = "metrics server listening addr=";
+        let deadline = std::time::Instant::now() + TIMEOUT;
+        loop {
+            let logs = self.logs();
+            let found = logs.lines().find_map(|line| {
+                let rest = &line[line.find(MARKER)? + MARKER.len()..];
+                rest.split_whitespace().next()?.parse().ok()
+            });
+            if let Some(addr) = found {
+                return addr;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the operator did not log its metrics address within {TIMEOUT:?}; logs:\n{logs}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Waits for the process to exit by itself and returns its exit code and logs.
     pub fn wait_exit(mut self, timeout: Duration) -> (Option<i32>, String) {
         let deadline = std::time::Instant::now() + timeout;
@@ -417,4 +459,28 @@ impl Scenario {
             operator,
         }
     }
+}
+
+/// A plain HTTP/1.1 GET to the operator's endpoints: (status code, body).
+pub fn http_get(addr: std::net::SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    use std::io::Read;
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let invalid = || std::io::Error::new(std::io::ErrorKind::InvalidData, "not an HTTP response");
+    let code = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(invalid)?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .ok_or_else(invalid)?;
+    Ok((code, body))
 }

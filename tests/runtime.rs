@@ -1,0 +1,442 @@
+//! The process around the controllers, against the real API server: the metrics and health
+//! endpoints, leader election between two operator processes (one writer; takeover after the
+//! leader is killed), and a clean SIGTERM that hands the Lease over at once.
+//! Each test has its own namespace, and its operators watch and elect only there.
+
+mod common;
+
+use std::{
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
+
+use azs_csp_operator::api::{CustomerSubscription, Registration};
+use common::{
+    CatalogFile, Operator, Scenario, TestNamespace, customer_reason, ensure_crds, http_get,
+    wait_customer_reason, wait_registration_reason,
+};
+use k8s_openapi::api::{coordination::v1::Lease, events::v1::Event};
+use kube::api::ListParams;
+
+const CATALOG: &str = include_str!("../examples/catalog.yaml");
+const LEASE: &str = "azs-csp-operator";
+/// Lease duration, and the longest a standby may wait for an expired lease (retry period with
+/// jitter, twice: the read that first sees the last renewal, and the one that finds it expired).
+const LEASE_DURATION: Duration = Duration::from_secs(15);
+const TAKEOVER_SLACK: Duration = Duration::from_millis(2 * 2400);
+
+fn registration_yaml(name: &str) -> String {
+    format!(
+        "metadata: {{name: {name}}}
+spec:
+  subscriptionId: 6d3c4b9e-1f3a-4c6e-9b7a-2d1e0f9a8b7c
+  resourceGroup: azurestack
+  registrationName: azurestack-5f1c2d3e
+  cloudId: 5f1c2d3e-4b5a-4c6d-8e7f-9a0b1c2d3e4f
+  billingModel: PayAsYouUse"
+    )
+}
+
+fn customer_yaml(name: &str, registration: &str, subscription: &str) -> String {
+    format!(
+        "metadata: {{name: {name}}}
+spec:
+  registrationRef: {{name: {registration}}}
+  subscriptionId: {subscription}"
+    )
+}
+
+/// One Registration and five CustomerSubscriptions with four different outcomes.
+const CUSTOMERS: [(&str, &str, &str, &str); 5] = [
+    (
+        "fabrikam",
+        "contoso-stack",
+        "e09a4e93-29a7-4eba-a7f2-3b2c1d0e9f8a",
+        "Attached",
+    ),
+    (
+        "tailspin",
+        "contoso-stack",
+        "a1b2c3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d",
+        "Attached",
+    ),
+    (
+        "northwind",
+        "contoso-stack",
+        "b2c3d4e5-f6a7-4b8c-9d0e-1f2a3b4c5d6e",
+        "BadCustomerSubscriptionId",
+    ),
+    (
+        "adatum",
+        "contoso-stack",
+        "c3d4e5f6-a7b8-4c9d-8e1f-2a3b4c5d6e7f",
+        "InvalidCSPSubscription",
+    ),
+    (
+        "proseware",
+        "no-such-registration",
+        "e09a4e93-29a7-4eba-a7f2-3b2c1d0e9f8a",
+        "RegistrationNotFound",
+    ),
+];
+
+async fn create_and_settle(ns: &TestNamespace) {
+    ns.create::<Registration>(&registration_yaml("contoso-stack"))
+        .await;
+    wait_registration_reason(ns, "contoso-stack", "Registered").await;
+    for (name, registration, subscription, _) in CUSTOMERS {
+        ns.create::<CustomerSubscription>(&customer_yaml(name, registration, subscription))
+            .await;
+    }
+    for (name, _, _, reason) in CUSTOMERS {
+        wait_customer_reason(ns, name, reason).await;
+    }
+}
+
+/// The value of the sample `series` (name and labels exactly as printed) in `text`.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+fn value(text: &str, series: &str) -> f64 {
+    sample(text, series).unwrap_or_else(|| panic!("no sample {series} in:\n{text}"))
+}
+
+fn scrape(addr: SocketAddr) -> String {
+    let (code, body) =
+        http_get(addr, "/metrics").unwrap_or_else(|e| panic!("GET {addr}/metrics: {e}"));
+    assert_eq!(code, 200, "{body}");
+    body
+}
+
+fn status(addr: SocketAddr, path: &str) -> (u16, String) {
+    http_get(addr, path).unwrap_or_else(|e| panic!("GET {addr}{path}: {e}"))
+}
+
+/// Polls `check` every 100 ms until it returns `Some`, or fails after `timeout` with `what`.
+async fn poll<T>(what: &str, timeout: Duration, mut check: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(found) = check().await {
+            return found;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn lease(ns: &TestNamespace) -> Option<Lease> {
+    ns.api::<Lease>().get_opt(LEASE).await.ok().flatten()
+}
+
+fn holder(lease: &Lease) -> Option<String> {
+    lease
+        .spec
+        .as_ref()?
+        .holder_identity
+        .clone()
+        .filter(|h| !h.is_empty())
+}
+
+fn transitions(lease: &Lease) -> i32 {
+    lease
+        .spec
+        .as_ref()
+        .and_then(|s| s.lease_transitions)
+        .unwrap_or(0)
+}
+
+/// Waits until the Lease has a holder for which `accept` holds; returns the Lease.
+async fn wait_holder(
+    ns: &TestNamespace,
+    timeout: Duration,
+    accept: impl Fn(&str) -> bool,
+) -> Lease {
+    poll("the leader election Lease holder", timeout, async || {
+        lease(ns)
+            .await
+            .filter(|l| holder(l).is_some_and(|h| accept(&h)))
+    })
+    .await
+}
+
+/// Two operators electing a leader on the Lease of `ns`, each watching only `ns`.
+fn start_replicas(ns: &TestNamespace, catalog: &CatalogFile) -> (Operator, Operator) {
+    let args = [
+        "--catalog-file",
+        catalog.path_str(),
+        "--watch-namespace",
+        &ns.name,
+        "--leader-election",
+        "--leader-election-namespace",
+        &ns.name,
+    ];
+    (
+        Operator::start_with_env(&args, &[("POD_NAME", "replica-a")]),
+        Operator::start_with_env(&args, &[("POD_NAME", "replica-b")]),
+    )
+}
+
+/// Sorts two replicas into (leader, leader's name, standby, standby's name) by the Lease.
+async fn by_role(
+    ns: &TestNamespace,
+    a: Operator,
+    b: Operator,
+) -> (Operator, &'static str, Operator, &'static str) {
+    let lease = wait_holder(ns, common::TIMEOUT, |_| true).await;
+    let standby_logged = async |op: &Operator| {
+        poll(
+            "the standby to see the leader",
+            common::TIMEOUT,
+            async || {
+                op.logs()
+                    .contains("standby: another replica leads")
+                    .then_some(())
+            },
+        )
+        .await
+    };
+    match holder(&lease).as_deref() {
+        Some("replica-a") => {
+            standby_logged(&b).await;
+            (a, "replica-a", b, "replica-b")
+        }
+        Some("replica-b") => {
+            standby_logged(&a).await;
+            (b, "replica-b", a, "replica-a")
+        }
+        other => panic!("unexpected Lease holder {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn metrics_count_reconciles_writes_and_reasons_and_the_probes_answer() {
+    let s = Scenario::start("rt-metrics", CATALOG).await;
+    let addr = s.operator.metrics_addr();
+    assert_eq!(status(addr, "/healthz").0, 200);
+    poll("/readyz to answer 200", common::TIMEOUT, async || {
+        (status(addr, "/readyz").0 == 200).then_some(())
+    })
+    .await;
+
+    create_and_settle(&s.ns).await;
+
+    // The gauge is counted from the operator's cache at scrape time; it may trail the API by a
+    // watch event.
+    let expected = [
+        ("Attached", 2.0),
+        ("BadCustomerSubscriptionId", 1.0),
+        ("InvalidCSPSubscription", 1.0),
+        ("RegistrationNotFound", 1.0),
+        ("Pending", 0.0),
+        ("DuplicateCustomerSubscription", 0.0),
+    ];
+    let text = poll("the reason gauge to match", common::TIMEOUT, async || {
+        let text = scrape(addr);
+        expected
+            .iter()
+            .all(|(reason, count)| {
+                sample(
+                    &text,
+                    &format!("azs_csp_customer_subscriptions{{reason=\"{reason}\"}}"),
+                ) == Some(*count)
+            })
+            .then_some(text)
+    })
+    .await;
+    assert_eq!(
+        value(&text, r#"azs_csp_registrations{reason="Registered"}"#),
+        1.0
+    );
+    for controller in ["registration", "customersubscription"] {
+        let ok =
+            format!(r#"azs_csp_reconcile_total{{controller="{controller}",result="success"}}"#);
+        assert!(value(&text, &ok) > 0.0, "{ok}\n{text}");
+        let writes = format!(r#"azs_csp_status_writes_total{{controller="{controller}"}}"#);
+        assert!(value(&text, &writes) > 0.0, "{writes}\n{text}");
+        let count =
+            format!(r#"azs_csp_reconcile_duration_seconds_count{{controller="{controller}"}}"#);
+        assert!(value(&text, &count) > 0.0, "{count}\n{text}");
+        let inf = format!(
+            r#"azs_csp_reconcile_duration_seconds_bucket{{controller="{controller}",le="+Inf"}}"#
+        );
+        assert_eq!(value(&text, &inf), value(&text, &count), "{text}");
+    }
+    assert!(value(&text, "azs_csp_finalizer_writes_total") >= 1.0);
+    assert_eq!(value(&text, "azs_csp_leader"), 1.0);
+    assert_eq!(value(&text, "azs_csp_catalog_loaded"), 1.0);
+    assert_eq!(value(&text, "azs_csp_catalog_rejected_total"), 0.0);
+    assert!(
+        text.contains("# TYPE azs_csp_reconcile_duration_seconds histogram"),
+        "{text}"
+    );
+
+    // A catalog that does not parse is rejected, counted, and the last good one stays.
+    s.catalog.replace("subscriptions: [");
+    poll(
+        "the rejected catalog to be counted",
+        common::TIMEOUT,
+        async || {
+            (sample(&scrape(addr), "azs_csp_catalog_rejected_total") == Some(1.0)).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(value(&scrape(addr), "azs_csp_catalog_loaded"), 1.0);
+    assert_eq!(status(addr, "/nope").0, 404);
+}
+
+#[tokio::test]
+async fn only_the_leader_writes_and_a_standby_takes_over_when_the_leader_is_killed() {
+    let ns = TestNamespace::new("rt-leader").await;
+    ensure_crds(&ns.client).await;
+    let catalog = CatalogFile::new(CATALOG);
+    let (a, b) = start_replicas(&ns, &catalog);
+    let (mut leader, leader_name, standby, standby_name) = by_role(&ns, a, b).await;
+    let before = lease(&ns).await.expect("the Lease");
+
+    create_and_settle(&ns).await;
+
+    // One writer: the standby reconciled and wrote nothing, and is ready (a healthy standby).
+    let leader_metrics = poll("the leader's metrics", common::TIMEOUT, async || {
+        let text = scrape(leader.metrics_addr());
+        (sample(
+            &text,
+            r#"azs_csp_customer_subscriptions{reason="Attached"}"#,
+        ) == Some(2.0))
+        .then_some(text)
+    })
+    .await;
+    let standby_metrics = scrape(standby.metrics_addr());
+    assert_eq!(value(&leader_metrics, "azs_csp_leader"), 1.0);
+    assert_eq!(value(&standby_metrics, "azs_csp_leader"), 0.0);
+    for controller in ["registration", "customersubscription"] {
+        let writes = format!(r#"azs_csp_status_writes_total{{controller="{controller}"}}"#);
+        assert!(value(&leader_metrics, &writes) > 0.0, "{leader_metrics}");
+        assert_eq!(value(&standby_metrics, &writes), 0.0, "{standby_metrics}");
+        for result in ["success", "error"] {
+            let reconciles = format!(
+                r#"azs_csp_reconcile_total{{controller="{controller}",result="{result}"}}"#
+            );
+            assert_eq!(
+                value(&standby_metrics, &reconciles),
+                0.0,
+                "{standby_metrics}"
+            );
+        }
+    }
+    assert_eq!(status(standby.metrics_addr(), "/readyz").0, 200);
+    assert_eq!(status(leader.metrics_addr(), "/readyz").0, 200);
+    assert!(!standby.logs().contains("controllers starting"));
+    // Every Event was reported by the leader.
+    let events = ns
+        .api::<Event>()
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    let instances: Vec<_> = events
+        .items
+        .iter()
+        .filter(|e| e.reporting_controller.as_deref() == Some("azs-csp-operator"))
+        .map(|e| e.reporting_instance.clone().unwrap_or_default())
+        .collect();
+    assert!(!instances.is_empty());
+    assert!(instances.iter().all(|i| i == leader_name), "{instances:?}");
+
+    // kill -9: no release; the standby takes over once the lease has expired.
+    let killed = Instant::now();
+    leader.kill();
+    ns.create::<CustomerSubscription>(&customer_yaml(
+        "late",
+        "contoso-stack",
+        "b2c3d4e5-f6a7-4b8c-9d0e-1f2a3b4c5d6e",
+    ))
+    .await;
+    let bound = LEASE_DURATION + TAKEOVER_SLACK + Duration::from_secs(10);
+    let api = ns.api::<CustomerSubscription>();
+    poll(
+        "the new leader to decide the new object",
+        bound,
+        async || {
+            let cs = api.get_opt("late").await.ok().flatten()?;
+            (customer_reason(&cs).as_deref() == Some("BadCustomerSubscriptionId")).then_some(())
+        },
+    )
+    .await;
+    let takeover = killed.elapsed();
+    eprintln!(
+        "takeover after kill -9 of the leader: {:.1} s until the standby wrote (lease duration {} s)",
+        takeover.as_secs_f64(),
+        LEASE_DURATION.as_secs()
+    );
+    let after = lease(&ns).await.expect("the Lease");
+    assert_eq!(holder(&after).as_deref(), Some(standby_name));
+    assert_eq!(transitions(&after), transitions(&before) + 1);
+    let text = scrape(standby.metrics_addr());
+    assert_eq!(value(&text, "azs_csp_leader"), 1.0);
+    assert!(
+        value(
+            &text,
+            r#"azs_csp_status_writes_total{controller="customersubscription"}"#
+        ) > 0.0
+    );
+    assert!(
+        takeover >= LEASE_DURATION.saturating_sub(Duration::from_secs(6)),
+        "took over after {takeover:?}, before the killed leader's lease could have expired"
+    );
+}
+
+#[tokio::test]
+async fn sigterm_releases_the_lease_and_the_standby_takes_over_at_once() {
+    let ns = TestNamespace::new("rt-sigterm").await;
+    ensure_crds(&ns.client).await;
+    let catalog = CatalogFile::new(CATALOG);
+    let (a, b) = start_replicas(&ns, &catalog);
+    let (leader, leader_name, standby, standby_name) = by_role(&ns, a, b).await;
+    create_and_settle(&ns).await;
+
+    let terminated = Instant::now();
+    leader.terminate();
+    let (code, logs) =
+        tokio::task::spawn_blocking(move || leader.wait_exit(Duration::from_secs(15)))
+            .await
+            .unwrap();
+    let exited = terminated.elapsed();
+    assert_eq!(code, Some(0), "{logs}");
+    assert!(logs.contains("SIGTERM received"), "{logs}");
+    assert!(logs.contains("leader election Lease released"), "{logs}");
+    let released = wait_holder(&ns, common::TIMEOUT, |h| h != leader_name).await;
+    let takeover = terminated.elapsed();
+    eprintln!(
+        "after SIGTERM: the leader exited 0 in {:.2} s; the standby held the lease after {:.2} s",
+        exited.as_secs_f64(),
+        takeover.as_secs_f64()
+    );
+    assert_eq!(holder(&released).as_deref(), Some(standby_name));
+    assert!(
+        takeover < Duration::from_secs(10),
+        "the standby took {takeover:?} to take over a released lease"
+    );
+
+    // The new leader writes.
+    ns.create::<CustomerSubscription>(&customer_yaml(
+        "late",
+        "contoso-stack",
+        "e09a4e93-29a7-4eba-a7f2-3b2c1d0e9f8a",
+    ))
+    .await;
+    wait_customer_reason(&ns, "late", "DuplicateCustomerSubscription").await;
+    let wrote = terminated.elapsed();
+    eprintln!(
+        "after SIGTERM: the new leader wrote a new object's status after {:.2} s",
+        wrote.as_secs_f64()
+    );
+    assert_eq!(
+        value(&scrape(standby.metrics_addr()), "azs_csp_leader"),
+        1.0
+    );
+}
