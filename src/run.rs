@@ -142,6 +142,14 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let metrics = Arc::new(Metrics::new());
     let health = Health::new(args.leader_election, STANDBY_READY_FOR);
     runtime::serve(args.metrics_addr, metrics.clone(), health.clone()).await?;
+    {
+        // Not ready from the signal on, while the reconciles in flight finish.
+        let (shutdown, health) = (shutdown.clone(), health.clone());
+        tokio::spawn(async move {
+            shutdown.await;
+            health.set_stopping();
+        });
+    }
 
     let client = Client::try_default().await.map_err(RunError::Client)?;
     controller::ensure_crds_installed(&client, &args.watch_namespaces).await?;
