@@ -3,7 +3,7 @@ use std::sync::Arc;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 
-use super::{Reason, registration::arm_resource_id};
+use super::{Reason, lookup_failure_reason, registration::arm_resource_id};
 use crate::{
     api::{BillingModel, CustomerSubscription, Registration},
     guid,
@@ -181,13 +181,17 @@ pub fn evaluate_customer(facts: &CustomerFacts<'_>) -> CustomerDecision {
         ),
     ];
     if let Some((what, Some(error))) = lookups.iter().find(|(_, e)| e.is_some()) {
-        return reject(
-            decision,
-            Reason::MetadataResolverBadGatewayError,
+        let reason = lookup_failure_reason(error);
+        let message = if reason == Reason::Reconciling {
+            format!(
+                "The decision is pending: metadata for {what} is not available yet ({error}); it is made as soon as the catalog loads."
+            )
+        } else {
             format!(
                 "Metadata for {what} could not be resolved ({error}); the upstream metadata server failed and the operator retries with backoff."
-            ),
-        );
+            )
+        };
+        return reject(decision, reason, message);
     }
 
     // Rule 5.

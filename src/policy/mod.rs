@@ -18,3 +18,12 @@ pub use registration::{
     ApprovalDecision, RegistrationDecision, RegistrationFacts, arm_resource_id, cloud_id_owner,
     evaluate_registration, registration_key,
 };
+
+/// A lookup that failed because no catalog has loaded yet leaves the decision pending
+/// (`Reconciling`); every other failure is the upstream's (`MetadataResolverBadGatewayError`).
+fn lookup_failure_reason(error: &crate::resolver::ResolveError) -> Reason {
+    match error {
+        crate::resolver::ResolveError::CatalogUnavailable { .. } => Reason::Reconciling,
+        _ => Reason::MetadataResolverBadGatewayError,
+    }
+}

@@ -3,7 +3,7 @@ use std::sync::Arc;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 
-use super::Reason;
+use super::{Reason, lookup_failure_reason};
 use crate::{
     api::Registration,
     resolver::{RegistrationKey, ResolveError, SubscriptionMetadata},
@@ -112,7 +112,7 @@ fn decide_approval(approval: &Result<bool, ResolveError>, arm_id: &str) -> Appro
             approved: Some(false),
         },
         Err(error) => ApprovalDecision {
-            reason: Reason::MetadataResolverBadGatewayError,
+            reason: lookup_failure_reason(error),
             message: format!(
                 "The multitenancy approval of registration {arm_id} could not be looked up ({error}); the operator retries with backoff."
             ),
@@ -160,7 +160,7 @@ pub fn evaluate_registration(facts: &RegistrationFacts<'_>) -> RegistrationDecis
     } else {
         match facts.subscription {
             Err(error) => (
-                Reason::MetadataResolverBadGatewayError,
+                lookup_failure_reason(error),
                 format!(
                     "The registration subscription {subscription_id} could not be looked up ({error}); the operator retries with backoff."
                 ),

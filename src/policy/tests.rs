@@ -131,6 +131,15 @@ fn bad_gateway() -> ResolveError {
     all_errors().remove(0)
 }
 
+/// What a failed lookup leaves: pending (`Reconciling`) before any catalog loaded, else the
+/// upstream's failure.
+fn failure_reason(error: &ResolveError) -> Reason {
+    match error {
+        ResolveError::CatalogUnavailable { .. } => R::Reconciling,
+        _ => R::MetadataResolverBadGatewayError,
+    }
+}
+
 /// The facts of one CustomerSubscription evaluation, owned.
 #[derive(Clone, Debug)]
 struct Scenario {
@@ -229,8 +238,9 @@ impl Scenario {
 }
 
 /// The reasons `evaluate_customer` may give (rules 0–7 and success; rule 8 is separate).
-const CUSTOMER_REASONS: [Reason; 8] = [
+const CUSTOMER_REASONS: [Reason; 9] = [
     R::Attached,
+    R::Reconciling,
     R::InvalidCustomerSubscriptionId,
     R::RegistrationNotFound,
     R::CustomerSubscriptionsNotAllowed,
@@ -368,17 +378,17 @@ fn rule_4_each_lookup_each_error() {
         rows.push((
             format!("approval: {error}"),
             ok().approval(Err(error.clone())),
-            R::MetadataResolverBadGatewayError,
+            failure_reason(&error),
         ));
         rows.push((
             format!("registration subscription: {error}"),
             ok().registration_lookup(Err(error.clone())),
-            R::MetadataResolverBadGatewayError,
+            failure_reason(&error),
         ));
         rows.push((
             format!("customer subscription: {error}"),
             ok().customer_lookup(Err(error.clone())),
-            R::MetadataResolverBadGatewayError,
+            failure_reason(&error),
         ));
     }
     check_rows(rows);
@@ -1131,7 +1141,7 @@ fn registration_subscription_state() {
 fn registration_bad_gateway() {
     for error in all_errors() {
         let d = reg_ok().subscription(Err(error.clone())).evaluate();
-        assert_eq!(d.reason, R::MetadataResolverBadGatewayError);
+        assert_eq!(d.reason, failure_reason(&error));
         assert!(d.message.contains(&error.to_string()), "{}", d.message);
         assert_eq!(d.billing_partner_id, None);
     }
