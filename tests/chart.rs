@@ -936,6 +936,49 @@ fn token_kubeconfig(token: &str) -> tempfile::NamedTempFile {
     file
 }
 
+/// On a failed test, the operator is gone before its Registrations are: strips their finalizer
+/// so that the namespace can be deleted (a passing test deletes them with the operator).
+struct ReleaseFinalizers {
+    namespace: String,
+}
+
+impl Drop for ReleaseFinalizers {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let namespace = self.namespace.clone();
+        let _ = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            // A client of this thread's runtime: the test's runtime is blocked in this drop,
+            // so its client (whose background tasks run there) would wait forever.
+            runtime.block_on(async move {
+                let api: Api<Registration> = Api::namespaced(common::client().await, &namespace);
+                let Ok(list) = api.list_metadata(&ListParams::default()).await else {
+                    return;
+                };
+                let patch = json!({"metadata": {"finalizers": null}});
+                for registration in list.items {
+                    let name = registration.metadata.name.unwrap_or_default();
+                    let _ = api
+                        .patch(
+                            &name,
+                            &kube::api::PatchParams::default(),
+                            &kube::api::Patch::Merge(&patch),
+                        )
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
 /// `kubectl auth can-i` for the ServiceAccount.
 fn can_i(service_account: &str, verb: &str, resource: &str, namespace: Option<&str>) -> bool {
     let mut command = kubectl();
@@ -984,6 +1027,9 @@ async fn operator_with_the_chart_service_account(namespaced: bool) {
     let release_ns = common::TestNamespace::new("chart-rel").await;
     let partner = common::TestNamespace::new("chart-partner").await;
     let other = common::TestNamespace::new("chart-other").await;
+    let _release_finalizers = ReleaseFinalizers {
+        namespace: partner.name.clone(),
+    };
     // Unique names: cluster-scoped RBAC objects of a crashed run must not block this one.
     let fullname = format!("azs-csp-{}", release_ns.name);
     let mut sets = vec![
