@@ -586,7 +586,10 @@ fn rbac_grants_exactly_what_the_operator_uses() {
     assert_eq!(leases["metadata"]["namespace"], NS);
     assert_eq!(
         leases["rules"],
-        json!([{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]}])
+        json!([
+            {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "resourceNames": ["azs-csp-operator"], "verbs": ["get", "update"]},
+            {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+        ])
     );
 
     // An existing catalog ConfigMap elsewhere: read access to it alone, in its namespace.
@@ -979,6 +982,33 @@ impl Drop for ReleaseFinalizers {
     }
 }
 
+/// The operator's metrics address, from its JSON log line "metrics server listening" (the
+/// chart asks for JSON logs; the tests bind port 0).
+fn metrics_addr(operator: &common::Operator) -> std::net::SocketAddr {
+    let deadline = std::time::Instant::now() + common::TIMEOUT;
+    loop {
+        let logs = operator.logs();
+        let found = logs.lines().find_map(|line| {
+            let entry: Value = serde_json::from_str(line).ok()?;
+            if !entry["message"]
+                .as_str()?
+                .contains("metrics server listening")
+            {
+                return None;
+            }
+            entry["addr"].as_str()?.parse().ok()
+        });
+        if let Some(addr) = found {
+            return addr;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no \"metrics server listening\" line in the operator log:\n{logs}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// `kubectl auth can-i` for the ServiceAccount.
 fn can_i(service_account: &str, verb: &str, resource: &str, namespace: Option<&str>) -> bool {
     let mut command = kubectl();
@@ -1021,6 +1051,7 @@ static E2E: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// Installs the chart (catalog from examples/catalog.yaml), runs the operator binary out of
 /// the cluster with the chart's Deployment args and a token of the chart's ServiceAccount,
 /// and checks the core scenario plus what the ServiceAccount may and may not do.
+/// Namespaced mode runs with two replicas, so with leader election on its Lease.
 async fn operator_with_the_chart_service_account(namespaced: bool) {
     let _one_at_a_time = E2E.lock().await;
     apply_crds();
@@ -1038,6 +1069,7 @@ async fn operator_with_the_chart_service_account(namespaced: bool) {
     ];
     if namespaced {
         sets.push(format!("watchNamespaces={{{}}}", partner.name));
+        sets.push("replicaCount=2".to_string());
     }
     let _release = Release::install(RELEASE, &release_ns.name, &sets);
 
@@ -1060,6 +1092,11 @@ async fn operator_with_the_chart_service_account(namespaced: bool) {
     assert!(args.contains(&catalog_flag), "{args:?}");
     assert_eq!(
         args.contains(&format!("--watch-namespace={}", partner.name)),
+        namespaced,
+        "{args:?}"
+    );
+    assert_eq!(
+        args.contains(&"--leader-election".to_string()),
         namespaced,
         "{args:?}"
     );
@@ -1094,7 +1131,9 @@ async fn operator_with_the_chart_service_account(namespaced: bool) {
         &operator_args,
         &[
             ("KUBECONFIG", kubeconfig.path().to_str().unwrap()),
+            // What the Deployment's downward API gives the pod.
             ("POD_NAME", POD_NAME),
+            ("POD_NAMESPACE", release_ns.name.as_str()),
         ],
     );
 
@@ -1204,13 +1243,26 @@ spec:
         ("list", "configmaps", r, false),
         ("get", "configmaps/other", r, false),
         ("get", "configmaps", o, false),
-        ("create", "leases.coordination.k8s.io", r, false),
+        ("get", "leases.coordination.k8s.io/other", r, false),
+        ("create", "leases.coordination.k8s.io", p, false),
         ("create", "pods", p, false),
     ] {
         assert_eq!(
             can_i(&sa, verb, resource, namespace),
             allowed,
             "can {sa} {verb} {resource} in {namespace:?}?"
+        );
+    }
+    // Leader election (two replicas, namespaced mode here): the one Lease, in the release namespace.
+    for (verb, resource) in [
+        ("create", "leases.coordination.k8s.io"),
+        ("get", "leases.coordination.k8s.io/azs-csp-operator"),
+        ("update", "leases.coordination.k8s.io/azs-csp-operator"),
+    ] {
+        assert_eq!(
+            can_i(&sa, verb, resource, r),
+            namespaced,
+            "{verb} {resource}"
         );
     }
     // Namespaced mode reaches the watched namespace only; cluster mode every namespace.
@@ -1222,6 +1274,34 @@ spec:
         can_i(&sa, "list", "customersubscriptions.csp.azurestack.io", None),
         !namespaced
     );
+
+    if namespaced {
+        // It leads through the Lease it may write, as the chart's pod would.
+        let lease = Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(
+            release_ns.client.clone(),
+            &release_ns.name,
+        )
+        .get("azs-csp-operator")
+        .await
+        .expect("the leader election Lease in the release namespace");
+        let holder = lease.spec.and_then(|s| s.holder_identity);
+        assert_eq!(holder.as_deref(), Some(POD_NAME));
+    }
+    // The probes' and the ServiceMonitor's endpoints answer.
+    let addr = metrics_addr(&operator);
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        let deadline = std::time::Instant::now() + common::TIMEOUT;
+        loop {
+            match common::http_get(addr, path) {
+                Ok((200, _)) => break,
+                other => assert!(
+                    std::time::Instant::now() < deadline,
+                    "GET {path}: {other:?}"
+                ),
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
 
     // Deleting: the operator (still with the ServiceAccount) releases its finalizer.
     partner
