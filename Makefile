@@ -67,3 +67,9 @@ image: ## Build the container image $(IMAGE) (needs Docker)
 .PHONY: kind-e2e
 kind-e2e: ## On a machine with Docker and kind: image, kind cluster, chart install, integration tests
 	$(HACK)/kind-e2e.sh
+
+# ---- Benchmark (not part of make test) ----
+
+.PHONY: bench
+bench: ## Scale benchmark on the local control plane: make bench [N=10000] (docs/benchmarks.md)
+	$(HACK)/bench.sh $(N)
