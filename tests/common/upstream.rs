@@ -25,6 +25,12 @@ pub enum Mode {
     Hang,
     /// Answers 200 with a body that is not the documented JSON.
     Malformed,
+    /// Answers from the configured data after this delay (a slow upstream).
+    Delay(Duration),
+    /// Flaps: requests alternate between a healthy answer and a 502.
+    Alternate,
+    /// Reads the request and closes the connection without answering.
+    Drop,
 }
 
 #[derive(Default)]
@@ -38,7 +44,10 @@ pub struct Upstream {
     mode: Arc<Mutex<Mode>>,
     state: Arc<Mutex<State>>,
     requests: Arc<AtomicU64>,
-    task: tokio::task::JoinHandle<()>,
+    /// Requests seen in [`Mode::Alternate`], to alternate on.
+    flaps: Arc<AtomicU64>,
+    /// The accept loop; `None` while connections are refused.
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl Upstream {
@@ -47,58 +56,103 @@ impl Upstream {
             .await
             .expect("bind upstream");
         let addr = listener.local_addr().expect("upstream addr");
-        let mode = Arc::new(Mutex::new(Mode::Healthy));
-        let state = Arc::new(Mutex::new(State::default()));
-        let requests = Arc::new(AtomicU64::new(0));
-        let task = tokio::spawn({
-            let (mode, state, requests) = (mode.clone(), state.clone(), requests.clone());
-            async move {
-                while let Ok((mut socket, _)) = listener.accept().await {
-                    let (mode, state, requests) = (mode.clone(), state.clone(), requests.clone());
-                    tokio::spawn(async move {
-                        let mut buffer = vec![0u8; 8192];
-                        let mut read = 0;
-                        while !buffer[..read].windows(4).any(|w| w == b"\r\n\r\n") {
-                            match socket.read(&mut buffer[read..]).await {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => read += n,
-                            }
-                            if read == buffer.len() {
-                                return;
+        let upstream = Self {
+            addr,
+            mode: Arc::new(Mutex::new(Mode::Healthy)),
+            state: Arc::new(Mutex::new(State::default())),
+            requests: Arc::new(AtomicU64::new(0)),
+            flaps: Arc::new(AtomicU64::new(0)),
+            task: Mutex::new(None),
+        };
+        upstream.serve(listener);
+        upstream
+    }
+
+    fn serve(&self, listener: TcpListener) {
+        let (mode, state, requests, flaps) = (
+            self.mode.clone(),
+            self.state.clone(),
+            self.requests.clone(),
+            self.flaps.clone(),
+        );
+        let task = tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let (mode, state, requests, flaps) =
+                    (mode.clone(), state.clone(), requests.clone(), flaps.clone());
+                tokio::spawn(async move {
+                    let mut buffer = vec![0u8; 8192];
+                    let mut read = 0;
+                    while !buffer[..read].windows(4).any(|w| w == b"\r\n\r\n") {
+                        match socket.read(&mut buffer[read..]).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => read += n,
+                        }
+                        if read == buffer.len() {
+                            return;
+                        }
+                    }
+                    requests.fetch_add(1, Ordering::SeqCst);
+                    let request = String::from_utf8_lossy(&buffer[..read]).to_string();
+                    let path = request.split_whitespace().nth(1).unwrap_or("/").to_string();
+                    let current = *mode.lock().unwrap();
+                    let failure = |code| (code, "{\"error\":\"upstream failure\"}".to_string());
+                    let (status, body) = match current {
+                        Mode::Hang => {
+                            tokio::time::sleep(Duration::from_secs(3600)).await;
+                            return;
+                        }
+                        Mode::Drop => return,
+                        Mode::Status(code) => failure(code),
+                        Mode::Malformed => (200, "<html>not json".to_string()),
+                        Mode::Healthy => answer(&state.lock().unwrap(), &path),
+                        Mode::Delay(delay) => {
+                            tokio::time::sleep(delay).await;
+                            answer(&state.lock().unwrap(), &path)
+                        }
+                        Mode::Alternate => {
+                            if flaps.fetch_add(1, Ordering::SeqCst) % 2 == 0 {
+                                answer(&state.lock().unwrap(), &path)
+                            } else {
+                                failure(502)
                             }
                         }
-                        requests.fetch_add(1, Ordering::SeqCst);
-                        let request = String::from_utf8_lossy(&buffer[..read]).to_string();
-                        let path = request.split_whitespace().nth(1).unwrap_or("/").to_string();
-                        let current = *mode.lock().unwrap();
-                        let (status, body) = match current {
-                            Mode::Hang => {
-                                tokio::time::sleep(Duration::from_secs(3600)).await;
-                                return;
-                            }
-                            Mode::Status(code) => {
-                                (code, "{\"error\":\"upstream failure\"}".to_string())
-                            }
-                            Mode::Malformed => (200, "<html>not json".to_string()),
-                            Mode::Healthy => answer(&state.lock().unwrap(), &path),
-                        };
-                        let response = format!(
-                            "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                            body.len()
-                        );
-                        let _ = socket.write_all(response.as_bytes()).await;
-                        let _ = socket.shutdown().await;
-                    });
-                }
+                    };
+                    let response = format!(
+                        "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = socket.write_all(response.as_bytes()).await;
+                    let _ = socket.shutdown().await;
+                });
             }
         });
-        Self {
-            addr,
-            mode,
-            state,
-            requests,
-            task,
+        *self.task.lock().unwrap() = Some(task);
+    }
+
+    /// Stops listening: new connections are refused until [`Upstream::accept_connections`].
+    pub fn refuse_connections(&self) {
+        if let Some(task) = self.task.lock().unwrap().take() {
+            task.abort();
         }
+    }
+
+    /// Listens again on the same address after [`Upstream::refuse_connections`].
+    pub async fn accept_connections(&self) {
+        if self.task.lock().unwrap().is_some() {
+            return;
+        }
+        // The aborted accept loop drops its listener when the runtime next polls it.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let listener = loop {
+            match TcpListener::bind(self.addr).await {
+                Ok(listener) => break listener,
+                Err(_) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("cannot listen on {} again: {e}", self.addr),
+            }
+        };
+        self.serve(listener);
     }
 
     pub fn url(&self) -> String {
@@ -163,6 +217,6 @@ fn answer(state: &State, path: &str) -> (u16, String) {
 
 impl Drop for Upstream {
     fn drop(&mut self) {
-        self.task.abort();
+        self.refuse_connections();
     }
 }
