@@ -484,3 +484,4 @@ pub fn http_get(addr: std::net::SocketAddr, path: &str) -> std::io::Result<(u16,
         .ok_or_else(invalid)?;
     Ok((code, body))
 }
+pub mod faults;
