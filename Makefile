@@ -73,3 +73,9 @@ kind-e2e: ## On a machine with Docker and kind: image, kind cluster, chart insta
 .PHONY: bench
 bench: ## Scale benchmark on the local control plane: make bench [N=10000] (docs/benchmarks.md)
 	$(HACK)/bench.sh $(N)
+
+# ---- Fault tests (not part of make test: they restart the local API server) ----
+
+.PHONY: test-faults
+test-faults: ## Fault tests: API server restart, operator SIGKILL, upstream faults, bad input (run alone: restarts the local API server)
+	$(HACK)/test-faults.sh
