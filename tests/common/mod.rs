@@ -2,6 +2,7 @@
 //! test, the operator binary as a child process, and waiting on conditions with timeouts.
 #![allow(dead_code)] // each test binary uses its own subset
 
+pub mod faults;
 pub mod upstream;
 
 use std::{
@@ -484,4 +485,3 @@ pub fn http_get(addr: std::net::SocketAddr, path: &str) -> std::io::Result<(u16,
         .ok_or_else(invalid)?;
     Ok((code, body))
 }
-pub mod faults;
