@@ -75,11 +75,20 @@ impl<K: kube::Resource<DynamicType = ()> + Clone + 'static> Stores<K> {
     }
 }
 
-/// Per-object exponential backoff with jitter for upstream failures, reset on success.
+/// Which controller's object a backoff entry belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kind {
+    Registration,
+    CustomerSubscription,
+}
+
+/// Per-object exponential backoff with jitter, shared by upstream failures (the decision is
+/// `MetadataResolverBadGatewayError`) and failed writes: one count per object, reset by the
+/// next successful reconcile and forgotten when the object is deleted.
 pub struct Backoff {
     base: Duration,
     max: Duration,
-    attempts: Mutex<HashMap<String, u32>>,
+    attempts: Mutex<HashMap<(Kind, ObjKey), u32>>,
 }
 
 impl Backoff {
@@ -93,9 +102,9 @@ impl Backoff {
 
     /// The delay before the next retry of `key`: base·2ⁿ capped at max, drawn uniformly
     /// from its upper half so that objects failing together spread out.
-    pub fn next_delay(&self, key: &str) -> Duration {
+    pub fn next_delay(&self, kind: Kind, key: &ObjKey) -> Duration {
         let mut attempts = self.attempts.lock().unwrap_or_else(|p| p.into_inner());
-        let n = attempts.entry(key.to_string()).or_insert(0);
+        let n = attempts.entry((kind, key.clone())).or_insert(0);
         let exponent = (*n).min(20);
         *n = n.saturating_add(1);
         let ceiling = self.base.saturating_mul(1 << exponent).min(self.max);
@@ -106,11 +115,24 @@ impl Backoff {
                 .mul_f64(rand::rng().random::<f64>())
     }
 
-    pub fn reset(&self, key: &str) {
+    /// Forgets the count of `key`: after a success, or when the object is gone.
+    pub fn reset(&self, kind: Kind, key: &ObjKey) {
         self.attempts
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(key);
+            .remove(&(kind, key.clone()));
+    }
+
+    /// Objects with a running count.
+    pub fn len(&self) -> usize {
+        self.attempts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -122,7 +144,7 @@ pub struct Context {
     pub resolver: Arc<dyn MetadataResolver>,
     pub clock: Arc<dyn Clock>,
     pub recorder: Recorder,
-    pub backoff: Backoff,
+    pub backoff: Arc<Backoff>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -143,7 +165,10 @@ mod tests {
     #[test]
     fn backoff_grows_caps_and_resets() {
         let backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
-        let delays: Vec<Duration> = (0..10).map(|_| backoff.next_delay("a")).collect();
+        let (a, b) = (ObjKey::new("ns", "a"), ObjKey::new("ns", "b"));
+        let delays: Vec<Duration> = (0..10)
+            .map(|_| backoff.next_delay(Kind::CustomerSubscription, &a))
+            .collect();
         for (n, delay) in delays.iter().enumerate() {
             let ceiling = Duration::from_secs(1 << n.min(20)).min(Duration::from_secs(60));
             assert!(
@@ -152,8 +177,17 @@ mod tests {
             );
         }
         // Another key has its own count.
-        assert!(backoff.next_delay("b") <= Duration::from_secs(1));
-        backoff.reset("a");
-        assert!(backoff.next_delay("a") <= Duration::from_secs(1));
+        assert!(backoff.next_delay(Kind::CustomerSubscription, &b) <= Duration::from_secs(1));
+        // The same name of the other kind has its own count.
+        assert!(backoff.next_delay(Kind::Registration, &a) <= Duration::from_secs(1));
+        backoff.reset(Kind::CustomerSubscription, &a);
+        assert!(backoff.next_delay(Kind::CustomerSubscription, &a) <= Duration::from_secs(1));
+        backoff.reset(Kind::CustomerSubscription, &a);
+        backoff.reset(Kind::CustomerSubscription, &b);
+        backoff.reset(Kind::Registration, &a);
+        assert!(
+            backoff.is_empty(),
+            "nothing is kept for objects without a failure"
+        );
     }
 }

@@ -9,7 +9,7 @@ use std::{
 use kube::{ResourceExt, runtime::controller::Action};
 use tracing::{info, instrument};
 
-use super::{Error, context::Context, index::ObjKey, write};
+use super::{Error, context::Context, context::Kind, index::ObjKey, write};
 use crate::{
     api::{BillingModel, CustomerSubscription, CustomerSubscriptionStatus},
     conditions::{self, READY},
@@ -184,17 +184,19 @@ async fn reconcile_one(
     }
     Ok(next_action(
         ctx,
+        Kind::CustomerSubscription,
         &ObjKey::of(customer.as_ref()),
         decision.reason.is_transient(),
     ))
 }
 
-pub(super) fn next_action(ctx: &Context, key: &ObjKey, transient: bool) -> Action {
-    let backoff_key = format!("{}/{}", key.namespace, key.name);
+/// After a reconcile that wrote what it decided: retry an undecided outcome with backoff,
+/// else reset the object's backoff and wait for a change (or the resolver's refresh).
+pub(super) fn next_action(ctx: &Context, kind: Kind, key: &ObjKey, transient: bool) -> Action {
     if transient {
-        return Action::requeue(ctx.backoff.next_delay(&backoff_key));
+        return Action::requeue(ctx.backoff.next_delay(kind, key));
     }
-    ctx.backoff.reset(&backoff_key);
+    ctx.backoff.reset(kind, key);
     ctx.refresh_after()
         .map_or_else(Action::await_change, Action::requeue)
 }
@@ -205,10 +207,8 @@ pub fn error_policy(
     ctx: Arc<Context>,
 ) -> Action {
     tracing::warn!(namespace = customer.namespace().unwrap_or_default(), name = customer.name_any(), %error, "reconcile failed");
-    let key = format!(
-        "customer/{}/{}",
-        customer.namespace().unwrap_or_default(),
-        customer.name_any()
-    );
-    Action::requeue(ctx.backoff.next_delay(&key).max(Duration::from_millis(100)))
+    let delay = ctx
+        .backoff
+        .next_delay(Kind::CustomerSubscription, &ObjKey::of(customer.as_ref()));
+    Action::requeue(delay.max(Duration::from_millis(100)))
 }

@@ -26,7 +26,7 @@ use kube::{
 };
 use tracing::{error, info, warn};
 
-pub use context::{Backoff, Context, Stores};
+pub use context::{Backoff, Context, Kind, Stores};
 pub use customer_subscription::MANAGER as CUSTOMER_SUBSCRIPTION_MANAGER;
 pub use index::{Index, ObjKey, is_attached};
 pub use registration::{FINALIZER, MANAGER as REGISTRATION_MANAGER};
@@ -151,6 +151,20 @@ pub async fn ensure_crds_installed(client: &Client, namespaces: &[String]) -> Re
     Ok(())
 }
 
+/// A delete handler that also drops the object's backoff count, so nothing is kept for
+/// objects that are gone.
+fn forget_and(
+    backoff: &Arc<Backoff>,
+    kind: Kind,
+    delete: fn(&Index, &ObjKey) -> index::Affected,
+) -> impl Fn(&Index, &ObjKey) -> index::Affected + Send + 'static {
+    let backoff = backoff.clone();
+    move |index, key| {
+        backoff.reset(kind, key);
+        delete(index, key)
+    }
+}
+
 /// Keeps the index in step with one watch and requeues what each event affects.
 fn index_events<K, F, D, R>(
     events: impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
@@ -213,6 +227,10 @@ pub async fn run(
         settings.namespaces.iter().cloned().map(Some).collect()
     };
     let index = Arc::new(Index::default());
+    let backoff = Arc::new(Backoff::new(
+        Duration::from_secs(1),
+        Duration::from_secs(300),
+    ));
     let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
 
     let mut registration_rx = Vec::new();
@@ -255,7 +273,7 @@ pub async fn run(
             index.clone(),
             router.clone(),
             Index::apply_registration,
-            Index::delete_registration,
+            forget_and(&backoff, Kind::Registration, Index::delete_registration),
             Index::retain_registrations,
         ));
         let customer_watch = watcher(
@@ -270,7 +288,7 @@ pub async fn run(
             index.clone(),
             router.clone(),
             Index::apply_customer,
-            Index::delete_customer,
+            forget_and(&backoff, Kind::CustomerSubscription, Index::delete_customer),
             Index::retain_customers,
         ));
         subscriptions.push((
@@ -329,7 +347,7 @@ pub async fn run(
         resolver: resolver.clone(),
         clock,
         recorder: Recorder::new(client.clone(), reporter),
-        backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(300)),
+        backoff: backoff.clone(),
         metrics: settings.metrics.clone(),
     });
 

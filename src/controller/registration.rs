@@ -15,8 +15,8 @@ use serde_json::json;
 use tracing::{info, instrument};
 
 use super::{
-    Error, context::Context, customer_subscription::next_action, index::ObjKey, index::is_attached,
-    write,
+    Error, context::Context, context::Kind, customer_subscription::next_action, index::ObjKey,
+    index::is_attached, write,
 };
 use crate::{
     api::{Registration, RegistrationStatus},
@@ -187,19 +187,13 @@ async fn reconcile_one(registration: Arc<Registration>, ctx: &Context) -> Result
         .await;
     }
     let transient = decision.reason.is_transient() || decision.approval.reason.is_transient();
-    Ok(next_action(
-        ctx,
-        &ObjKey::new(&format!("registration:{}", key.namespace), &key.name),
-        transient,
-    ))
+    Ok(next_action(ctx, Kind::Registration, &key, transient))
 }
 
 pub fn error_policy(registration: Arc<Registration>, error: &Error, ctx: Arc<Context>) -> Action {
     tracing::warn!(namespace = registration.namespace().unwrap_or_default(), name = registration.name_any(), %error, "reconcile failed");
-    let key = format!(
-        "registration/{}/{}",
-        registration.namespace().unwrap_or_default(),
-        registration.name_any()
-    );
-    Action::requeue(ctx.backoff.next_delay(&key).max(Duration::from_millis(100)))
+    let delay = ctx
+        .backoff
+        .next_delay(Kind::Registration, &ObjKey::of(registration.as_ref()));
+    Action::requeue(delay.max(Duration::from_millis(100)))
 }
