@@ -688,7 +688,12 @@ fn writes(d: &RequestCounts, resource: &str, subresource: Option<&str>) -> f64 {
 }
 
 fn all_writes(d: &RequestCounts) -> f64 {
-    OUR_RESOURCES.iter().map(|r| writes(d, r, None)).sum()
+    // `+ 0.0`: an empty f64 sum is -0.0.
+    OUR_RESOURCES
+        .iter()
+        .map(|r| writes(d, r, None))
+        .sum::<f64>()
+        + 0.0
 }
 
 fn requests_json(d: &RequestCounts) -> Value {
@@ -1254,6 +1259,8 @@ impl Bench {
             "bench: operator pid {pid} started (log {}); waiting for convergence",
             s.out_dir.join("operator.log").display()
         );
+        let rss_series: Arc<Mutex<Vec<(f64, f64)>>> = Arc::default();
+        let sampler = tokio::spawn(sample_rss(pid, t0, rss_series.clone()));
         let ok = {
             let progress = tokio::spawn(report_progress(
                 cust_tracker.clone(),
@@ -1269,16 +1276,19 @@ impl Bench {
             ok
         };
         let cpu1 = probe.sample();
+        sampler.abort();
+        let rss_series = std::mem::take(&mut *rss_series.lock().unwrap_or_else(|p| p.into_inner()));
         let after = apiserver_requests(&self.client).await?;
         let port = listening_ports(pid).first().copied();
         let op_metrics_converged = port.and_then(operator_metrics);
-        let converge = {
+        let converged_at = {
             let c = lock(&cust_tracker)
                 .converged_at
                 .unwrap_or_else(Instant::now);
             let r = lock(&reg_tracker).converged_at.unwrap_or_else(Instant::now);
-            c.max(r).duration_since(t0)
+            c.max(r)
         };
+        let converge = converged_at.duration_since(t0);
         let customers_converge = lock(&cust_tracker)
             .converged_at
             .map(|c| secs(c.duration_since(t0)));
@@ -1295,6 +1305,7 @@ impl Bench {
             json!({
                 "ok": ok,
                 "seconds": secs(converge),
+                "first_create_to_converged_s": secs(converged_at.duration_since(t_create)),
                 "customers_seconds": customers_converge,
                 "first_status_write_s": first_write,
                 "objects_per_second": round2(n / converge.as_secs_f64()),
@@ -1310,6 +1321,7 @@ impl Bench {
                 "cpu": cpu_json(&cpu0, &cpu1),
                 "operator_rss_mib": memory_mib(pid, "VmRSS:").map(round2),
                 "operator_peak_rss_mib": memory_mib(pid, "VmHWM:").map(round2),
+                "operator_rss_series_mib": rss_series,
                 "operator_metrics_port": port,
                 "load_average_before": load_before,
                 "load_average_after": load_average(),
@@ -1615,6 +1627,19 @@ impl Bench {
 
 fn lock_resources(r: &Arc<Mutex<Resources>>) -> std::sync::MutexGuard<'_, Resources> {
     r.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Samples the operator's RSS every second into `series` (seconds since `t0`, MiB).
+async fn sample_rss(pid: u32, t0: Instant, series: Arc<Mutex<Vec<(f64, f64)>>>) {
+    loop {
+        if let Some(rss) = memory_mib(pid, "VmRSS:") {
+            series
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((round2(t0.elapsed().as_secs_f64()), round2(rss)));
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 async fn report_progress(cust: Shared, reg: Shared, t0: Instant) {
