@@ -77,7 +77,12 @@ async fn apply_duplicate_rule(
     let me = Seniority::of(customer);
     let registration = ObjKey::new(&namespace, &customer.spec.registration_ref.name);
     let mut older = Vec::new();
-    for key in ctx.index.dependents(&registration) {
+    let candidates = ctx.index.duplicate_candidates(
+        &registration,
+        &eligible.subscription_id,
+        eligible.tenant_id.as_deref(),
+    );
+    for key in candidates {
         let Some(sibling) = ctx.customers.get(&key) else {
             continue;
         };

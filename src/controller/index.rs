@@ -339,6 +339,38 @@ impl Index {
         self.lock().dependents(registration).cloned().collect()
     }
 
+    /// CustomerSubscriptions of `registration` that may map the same subscription or tenant:
+    /// the candidates of the duplicate rule. A sibling's tenant is its spec.tenantId or, once
+    /// written, the resolved one in its status; a sibling whose resolved tenant is not written
+    /// yet is found when it is, because that write requeues the siblings sharing it.
+    pub fn duplicate_candidates(
+        &self,
+        registration: &ObjKey,
+        subscription: &str,
+        tenant: Option<&str>,
+    ) -> Vec<ObjKey> {
+        let state = self.lock();
+        let subscription = subscription.to_ascii_lowercase();
+        let tenant = tenant.map(str::to_ascii_lowercase);
+        let by_subscription = lookup(&state.customers_by_subscription, &subscription);
+        let by_tenant = tenant
+            .iter()
+            .flat_map(|t| lookup(&state.customers_by_tenant, t));
+        let mut candidates: Vec<ObjKey> = by_subscription
+            .chain(by_tenant)
+            .filter(|k| {
+                state
+                    .customers
+                    .get(*k)
+                    .is_some_and(|entry| &entry.registration == registration)
+            })
+            .cloned()
+            .collect();
+        candidates.sort();
+        candidates.dedup();
+        candidates
+    }
+
     /// Other Registrations with the same cloudId (case-insensitive).
     pub fn same_cloud_id(&self, registration: &Registration) -> Vec<ObjKey> {
         let key = ObjKey::of(registration);

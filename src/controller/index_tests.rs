@@ -235,3 +235,39 @@ fn a_relist_forgets_what_is_gone_in_its_scope_only() {
         vec![ObjKey::new("b", "other-scope")]
     );
 }
+
+#[test]
+fn duplicate_candidates_are_the_siblings_sharing_subscription_or_tenant() {
+    let index = Index::default();
+    index.apply_customer(&customer("a", "same-sub", "reg", "SUB-1", None));
+    index.apply_customer(&customer("a", "same-tenant", "reg", "SUB-2", Some("T")));
+    let mut resolved = customer("a", "resolved-tenant", "reg", "SUB-3", None);
+    resolved.status = Some(CustomerSubscriptionStatus {
+        tenant_id: Some("t".into()),
+        ..Default::default()
+    });
+    index.apply_customer(&resolved);
+    index.apply_customer(&customer("a", "unrelated", "reg", "SUB-4", Some("U")));
+    index.apply_customer(&customer(
+        "a",
+        "other-registration",
+        "other",
+        "SUB-1",
+        Some("T"),
+    ));
+    index.apply_customer(&customer("b", "other-namespace", "reg", "SUB-1", Some("T")));
+    let reg = ObjKey::new("a", "reg");
+    let candidates = index.duplicate_candidates(&reg, "sub-1", Some("T"));
+    let want: Vec<ObjKey> = keys(&[
+        ("a", "resolved-tenant"),
+        ("a", "same-sub"),
+        ("a", "same-tenant"),
+    ])
+    .into_iter()
+    .collect();
+    assert_eq!(candidates, want);
+    assert_eq!(
+        index.duplicate_candidates(&reg, "sub-1", None),
+        vec![ObjKey::new("a", "same-sub")]
+    );
+}

@@ -151,6 +151,11 @@ pub async fn ensure_crds_installed(client: &Client, namespaces: &[String]) -> Re
     Ok(())
 }
 
+/// managedFields are often the largest part of a cached object and nothing here reads them.
+fn drop_managed_fields<K: ResourceExt>(obj: &mut K) {
+    obj.managed_fields_mut().clear();
+}
+
 /// A delete handler that also drops the object's backoff count, so nothing is kept for
 /// objects that are gone.
 fn forget_and(
@@ -266,6 +271,7 @@ pub async fn run(
             watcher::Config::default(),
         )
         .default_backoff()
+        .modify(drop_managed_fields)
         .reflect_shared(registration_writer);
         tasks.push(index_events(
             registration_watch,
@@ -281,6 +287,7 @@ pub async fn run(
             watcher::Config::default(),
         )
         .default_backoff()
+        .modify(drop_managed_fields)
         .reflect_shared(customer_writer);
         tasks.push(index_events(
             customer_watch,
