@@ -7,7 +7,7 @@ use std::{
 };
 
 use kube::{ResourceExt, runtime::controller::Action};
-use tracing::{info, instrument};
+use tracing::instrument;
 
 use super::{Error, context::Context, context::Kind, index::ObjKey, write};
 use crate::{
@@ -156,37 +156,23 @@ async fn reconcile_one(
     let mut decision = evaluate(ctx, &customer).await;
     apply_duplicate_rule(ctx, &customer, &mut decision).await;
 
-    let previous_reason = customer
+    let desired = desired_status(&customer, &decision, ctx);
+    let current_conditions = customer
         .status
         .as_ref()
-        .and_then(|s| conditions::find(&s.conditions, READY))
-        .map(|c| c.reason.clone());
-    let desired = desired_status(&customer, &decision, ctx);
-    let written = write::apply_status(
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
+    write::record_decision(
         ctx,
         customer.as_ref(),
         MANAGER,
         customer.status.as_ref(),
+        current_conditions,
         &desired,
+        decision.reason,
+        &decision.message,
     )
     .await?;
-    if written {
-        write::publish_reason_change(
-            ctx,
-            customer.as_ref(),
-            previous_reason.as_deref(),
-            decision.reason,
-            &decision.message,
-        )
-        .await;
-        if previous_reason.as_deref() != Some(decision.reason.as_str()) {
-            info!(
-                reason = decision.reason.as_str(),
-                previous = previous_reason.as_deref().unwrap_or(""),
-                "decision changed"
-            );
-        }
-    }
     Ok(next_action(
         ctx,
         Kind::CustomerSubscription,

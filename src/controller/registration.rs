@@ -162,30 +162,23 @@ async fn reconcile_one(registration: Arc<Registration>, ctx: &Context) -> Result
         attached_customers: attached,
     });
 
-    let previous_reason = registration
+    let desired = desired_status(&registration, &decision, ctx);
+    let current_conditions = registration
         .status
         .as_ref()
-        .and_then(|s| conditions::find(&s.conditions, READY))
-        .map(|c| c.reason.clone());
-    let desired = desired_status(&registration, &decision, ctx);
-    let written = write::apply_status(
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
+    write::record_decision(
         ctx,
         registration.as_ref(),
         MANAGER,
         registration.status.as_ref(),
+        current_conditions,
         &desired,
+        decision.reason,
+        &decision.message,
     )
     .await?;
-    if written {
-        write::publish_reason_change(
-            ctx,
-            registration.as_ref(),
-            previous_reason.as_deref(),
-            decision.reason,
-            &decision.message,
-        )
-        .await;
-    }
     let transient = decision.reason.is_transient() || decision.approval.reason.is_transient();
     Ok(next_action(ctx, Kind::Registration, &key, transient))
 }

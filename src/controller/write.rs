@@ -64,6 +64,41 @@ where
     Ok(true)
 }
 
+/// Writes a decided status (nothing when it equals the current one) and, when the Ready reason
+/// changed, one Event. Returns whether a write was made.
+#[allow(clippy::too_many_arguments)]
+pub async fn record_decision<K, S>(
+    ctx: &Context,
+    obj: &K,
+    manager: &str,
+    current: Option<&S>,
+    current_conditions: &[crate::api::Condition],
+    desired: &S,
+    reason: Reason,
+    message: &str,
+) -> Result<bool, Error>
+where
+    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    S: Serialize + PartialEq,
+{
+    let previous = crate::conditions::find(current_conditions, crate::conditions::READY)
+        .map(|c| c.reason.clone());
+    let written = apply_status(ctx, obj, manager, current, desired).await?;
+    if written && previous.as_deref() != Some(reason.as_str()) {
+        tracing::info!(
+            kind = K::kind(&()).as_ref(),
+            reason = reason.as_str(),
+            previous = previous.as_deref().unwrap_or(""),
+            "decision changed"
+        );
+        publish_reason_change(ctx, obj, previous.as_deref(), reason, message).await;
+    }
+    Ok(written)
+}
+
 /// Publishes one Event for a change of Ready reason: Normal for success, Warning otherwise.
 pub async fn publish_reason_change<K>(
     ctx: &Context,

@@ -47,6 +47,30 @@ impl Reason {
         Reason::Approved,
     ];
 
+    /// The reasons of a CustomerSubscription's Ready condition.
+    pub const CUSTOMER_SUBSCRIPTION_READY: [Reason; 10] = [
+        Reason::Attached,
+        Reason::InvalidCustomerSubscriptionId,
+        Reason::RegistrationNotFound,
+        Reason::CustomerSubscriptionsNotAllowed,
+        Reason::UnauthorizedCspRegistration,
+        Reason::MetadataResolverBadGatewayError,
+        Reason::InvalidCSPSubscription,
+        Reason::BadCustomerSubscriptionId,
+        Reason::DuplicateCustomerSubscription,
+        Reason::Reconciling,
+    ];
+
+    /// The reasons of a Registration's Ready condition.
+    pub const REGISTRATION_READY: [Reason; 6] = [
+        Reason::Registered,
+        Reason::InvalidRegistrationSubscription,
+        Reason::DuplicateCloudId,
+        Reason::DeletionBlocked,
+        Reason::MetadataResolverBadGatewayError,
+        Reason::Reconciling,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::Attached => "Attached",

@@ -244,26 +244,8 @@ fn count_reasons(known: &[Reason], reasons: impl Iterator<Item = String>) -> BTr
     counts
 }
 
-const CUSTOMER_REASONS: [Reason; 10] = [
-    Reason::Attached,
-    Reason::InvalidCustomerSubscriptionId,
-    Reason::RegistrationNotFound,
-    Reason::CustomerSubscriptionsNotAllowed,
-    Reason::UnauthorizedCspRegistration,
-    Reason::MetadataResolverBadGatewayError,
-    Reason::InvalidCSPSubscription,
-    Reason::BadCustomerSubscriptionId,
-    Reason::DuplicateCustomerSubscription,
-    Reason::Reconciling,
-];
-
-const REGISTRATION_REASONS: [Reason; 5] = [
-    Reason::Registered,
-    Reason::InvalidRegistrationSubscription,
-    Reason::DuplicateCloudId,
-    Reason::DeletionBlocked,
-    Reason::MetadataResolverBadGatewayError,
-];
+const CUSTOMER_REASONS: [Reason; 10] = Reason::CUSTOMER_SUBSCRIPTION_READY;
+const REGISTRATION_REASONS: [Reason; 6] = Reason::REGISTRATION_READY;
 
 fn encode_by_reason(
     encoder: &mut DescriptorEncoder,
