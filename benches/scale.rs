@@ -842,6 +842,35 @@ fn control_plane_pids(kubeconfig: &Path) -> Vec<(&'static str, u32)> {
         .collect()
 }
 
+/// Which operator was measured: the binary (size, modification time) and the checkout the
+/// bench ran from (`git describe --dirty`), since `make bench` builds the working tree.
+fn binary_info(path: &Path) -> Value {
+    let meta = std::fs::metadata(path).ok();
+    let modified = meta
+        .as_ref()
+        .and_then(|m| m.modified().ok())
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map(|d| d.as_secs());
+    let describe = Command::new("git")
+        .args([
+            "-C",
+            env!("CARGO_MANIFEST_DIR"),
+            "describe",
+            "--always",
+            "--dirty",
+        ])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    json!({
+        "path": path.display().to_string(),
+        "bytes": meta.map(|m| m.len()),
+        "modified_unix": modified,
+        "checkout": describe,
+    })
+}
+
 fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
@@ -1158,6 +1187,7 @@ impl Bench {
             }),
         );
         self.record("kubernetes", json!(version.git_version));
+        self.record("operator_binary", binary_info(&s.operator));
         self.record("machine", machine());
         self.record("load_average_start", json!(load_average()));
 
