@@ -1582,7 +1582,8 @@ impl Bench {
             })
             .collect();
         let before = apiserver_requests(&self.client).await?;
-        let cpu0 = self.probe.sample();
+        let probe = self.probe.with("bench", std::process::id());
+        let cpu0 = probe.sample();
         let t0 = Instant::now();
         let params = PatchParams::apply(STATUS_MANAGER).force();
         let mut errors = 0usize;
@@ -1620,7 +1621,7 @@ impl Bench {
         })
         .await;
         let seen_at = lock(&tracker).converged_at.map(|c| c.duration_since(t0));
-        let cpu1 = self.probe.sample();
+        let cpu1 = probe.sample();
         let after = apiserver_requests(&self.client).await?;
         let d = delta(&before, &after);
         for w in watches {
@@ -1745,6 +1746,26 @@ async fn cleanup(client: &Client, resources: &Arc<Mutex<Resources>>) -> Value {
     json!({"namespaces": namespaces, "deleted": gone, "seconds": secs(t.elapsed())})
 }
 
+/// CPU seconds of every measured process (API server, etcd, operator, bench) in one phase.
+fn phase_cpu(results: &serde_json::Map<String, Value>, phase: &str) -> Option<f64> {
+    let cpu = results.get(phase)?.get("cpu")?.as_object()?;
+    let total: f64 = cpu
+        .iter()
+        .filter(|(k, _)| k.ends_with("_cpu_s"))
+        .filter_map(|(_, v)| v.as_f64())
+        .sum();
+    (total > 0.0).then_some(total)
+}
+
+/// The CPU spent on convergence over the CPU spent on the limit: on a machine where the
+/// API server, etcd and the client share the cores, the wall-clock ratio follows this one,
+/// and unlike wall time it does not move with other load on the machine.
+fn cpu_ratio(results: &serde_json::Map<String, Value>) -> Option<f64> {
+    let converge = phase_cpu(results, "converge")?;
+    let limit = phase_cpu(results, "limit")?;
+    Some(round2(converge / limit))
+}
+
 /// Operator convergence time over the limit's write time.
 fn ratio(results: &serde_json::Map<String, Value>) -> Option<f64> {
     let converge = results.get("converge")?.get("seconds")?.as_f64()?;
@@ -1785,6 +1806,11 @@ fn print_summary(results: &serde_json::Map<String, Value>) {
             "",
         ),
         ("ratio converge / limit", fmt(ratio, ""), "≤ 1.5"),
+        (
+            "CPU ratio (all processes) converge / limit",
+            fmt(cpu_ratio(results), ""),
+            "",
+        ),
         (
             "customer status writes per object",
             fmt(num(&["converge", "customer_status_writes_per_object"]), ""),
@@ -1893,6 +1919,8 @@ fn main() -> ExitCode {
         let mut results = bench.results.into_inner().unwrap_or_else(|p| p.into_inner());
         let ratio = ratio(&results);
         results.insert("ratio_converge_to_limit".into(), json!(ratio));
+        let cpu_ratio = cpu_ratio(&results);
+        results.insert("cpu_ratio_converge_to_limit".into(), json!(cpu_ratio));
         match serde_json::to_string_pretty(&Value::Object(results.clone())) {
             Ok(text) => {
                 if let Err(e) = std::fs::write(&out_file, text + "\n") {
