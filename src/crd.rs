@@ -5,15 +5,15 @@ use kube::CustomResourceExt;
 
 use crate::api::{CustomerSubscription, Registration};
 
-/// Both CRDs, Registration first.
+/// Both CRDs, in the order of their file names (as `cat crds/*.yaml` lists them).
 pub fn definitions() -> Vec<CustomResourceDefinition> {
-    vec![Registration::crd(), CustomerSubscription::crd()]
+    vec![CustomerSubscription::crd(), Registration::crd()]
 }
 
 /// File name of each CRD under `crds/`, keyed by its position in [`definitions`].
 pub const FILE_NAMES: [&str; 2] = [
-    "csp.azurestack.io_registrations.yaml",
     "csp.azurestack.io_customersubscriptions.yaml",
+    "csp.azurestack.io_registrations.yaml",
 ];
 
 /// First line of every file in `crds/`.
@@ -64,7 +64,7 @@ mod tests {
 
     #[test]
     fn crds_have_the_public_names() {
-        let [registration, customer] = <[_; 2]>::try_from(definitions()).unwrap();
+        let [customer, registration] = <[_; 2]>::try_from(definitions()).unwrap();
         let names = &registration.spec.names;
         assert_eq!(
             names.short_names.as_deref(),
