@@ -293,23 +293,11 @@ impl Index {
         state.registration_changed(key, old.as_ref(), None)
     }
 
-    /// Forgets every object of one kind in `namespace` (all namespaces when `None`) that is not
-    /// in `keep`: what a relist found gone.
+    /// Forgets every CustomerSubscription in `namespace` (all namespaces when `None`) that is
+    /// not in `keep`: what a relist found gone.
     pub fn retain_customers(&self, namespace: Option<&str>, keep: &HashSet<ObjKey>) -> Affected {
-        let stale: Vec<ObjKey> = {
-            let state = self.lock();
-            state
-                .customers
-                .keys()
-                .filter(|k| namespace.is_none_or(|ns| k.namespace == ns) && !keep.contains(*k))
-                .cloned()
-                .collect()
-        };
-        let mut affected = Affected::default();
-        for key in stale {
-            affected.extend(self.delete_customer(&key));
-        }
-        affected
+        let stale = stale_keys(self.lock().customers.keys(), namespace, keep);
+        self.delete_all(stale, Index::delete_customer)
     }
 
     /// See [`Index::retain_customers`].
@@ -318,18 +306,14 @@ impl Index {
         namespace: Option<&str>,
         keep: &HashSet<ObjKey>,
     ) -> Affected {
-        let stale: Vec<ObjKey> = {
-            let state = self.lock();
-            state
-                .registrations
-                .keys()
-                .filter(|k| namespace.is_none_or(|ns| k.namespace == ns) && !keep.contains(*k))
-                .cloned()
-                .collect()
-        };
+        let stale = stale_keys(self.lock().registrations.keys(), namespace, keep);
+        self.delete_all(stale, Index::delete_registration)
+    }
+
+    fn delete_all(&self, keys: Vec<ObjKey>, delete: fn(&Index, &ObjKey) -> Affected) -> Affected {
         let mut affected = Affected::default();
-        for key in stale {
-            affected.extend(self.delete_registration(&key));
+        for key in keys {
+            affected.extend(delete(self, &key));
         }
         affected
     }
@@ -414,6 +398,17 @@ impl Index {
         }
         affected
     }
+}
+
+/// Keys in `namespace` (all when `None`) that are not in `keep`.
+fn stale_keys<'a>(
+    keys: impl Iterator<Item = &'a ObjKey>,
+    namespace: Option<&str>,
+    keep: &HashSet<ObjKey>,
+) -> Vec<ObjKey> {
+    keys.filter(|k| namespace.is_none_or(|ns| k.namespace == ns) && !keep.contains(*k))
+        .cloned()
+        .collect()
 }
 
 /// Whether a CustomerSubscription's Ready condition is True.
