@@ -1,4 +1,4 @@
-//! What both controllers share: stores, the index, the resolver, the clock, the event recorder.
+//! What both controllers share: stores, the index, the resolver, the clock, the event queue.
 
 use std::{
     collections::HashMap,
@@ -6,13 +6,13 @@ use std::{
     time::Duration,
 };
 
-use kube::{
-    Client,
-    runtime::{events::Recorder, reflector::Store},
-};
+use kube::{Client, runtime::reflector::Store};
 use rand::Rng;
 
-use super::index::{Index, ObjKey};
+use super::{
+    events::EventQueue,
+    index::{Index, ObjKey},
+};
 use crate::{
     api::{CustomerSubscription, Registration},
     conditions::Clock,
@@ -143,7 +143,7 @@ pub struct Context {
     pub index: Arc<Index>,
     pub resolver: Arc<dyn MetadataResolver>,
     pub clock: Arc<dyn Clock>,
-    pub recorder: Recorder,
+    pub events: EventQueue,
     pub backoff: Arc<Backoff>,
     pub metrics: Arc<Metrics>,
 }

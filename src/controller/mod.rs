@@ -2,6 +2,7 @@
 
 mod context;
 mod customer_subscription;
+mod events;
 mod index;
 mod registration;
 mod write;
@@ -19,7 +20,6 @@ use kube::{
     api::ListParams,
     runtime::{
         Config, Controller, WatchStreamExt,
-        events::{Recorder, Reporter},
         reflector::{self, ObjectRef, Store},
         watcher,
     },
@@ -342,10 +342,18 @@ pub async fn run(
             std::future::pending::<()>().await;
         }));
     }
-    let reporter = Reporter {
+    let reporter = events::Reporter {
         controller: settings.reporter.clone(),
-        instance: std::env::var("POD_NAME").ok(),
+        instance: std::env::var("POD_NAME").unwrap_or_else(|_| settings.reporter.clone()),
     };
+    let (event_queue, queued_events) =
+        events::EventQueue::new(events::QUEUE_CAPACITY, settings.metrics.clone());
+    let event_publisher = tokio::spawn(events::publish_queued(
+        queued_events,
+        client.clone(),
+        reporter,
+        settings.metrics.clone(),
+    ));
     let ctx = Arc::new(Context {
         client: client.clone(),
         registrations,
@@ -353,7 +361,7 @@ pub async fn run(
         index: index.clone(),
         resolver: resolver.clone(),
         clock,
-        recorder: Recorder::new(client.clone(), reporter),
+        events: event_queue,
         backoff: backoff.clone(),
         metrics: settings.metrics.clone(),
     });
@@ -438,6 +446,14 @@ pub async fn run(
     }
     settings.health.set_caches_synced(false);
     info!("controllers stopped");
+    // The publisher ends once the last queue handle (in the context) is gone and it is empty.
+    drop(ctx);
+    if tokio::time::timeout(events::FLUSH_TIMEOUT, event_publisher)
+        .await
+        .is_err()
+    {
+        warn!("events still queued at shutdown were dropped");
+    }
     Ok(())
 }
 

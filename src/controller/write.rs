@@ -4,13 +4,12 @@
 use kube::{
     Api, Resource, ResourceExt,
     api::{Patch, PatchParams},
-    runtime::events::{Event, EventType},
 };
 use serde::Serialize;
 use serde_json::json;
-use tracing::{debug, warn};
+use tracing::debug;
 
-use super::{Error, context::Context};
+use super::{Error, context::Context, events::PendingEvent};
 use crate::{
     policy::Reason,
     runtime::metrics::{CUSTOMER_SUBSCRIPTION, REGISTRATION},
@@ -94,13 +93,13 @@ where
             previous = previous.as_deref().unwrap_or(""),
             "decision changed"
         );
-        publish_reason_change(ctx, obj, previous.as_deref(), reason, message).await;
+        publish_reason_change(ctx, obj, previous.as_deref(), reason, message);
     }
     Ok(written)
 }
 
-/// Publishes one Event for a change of Ready reason: Normal for success, Warning otherwise.
-pub async fn publish_reason_change<K>(
+/// Queues one Event for a change of Ready reason: Normal for success, Warning otherwise.
+pub fn publish_reason_change<K>(
     ctx: &Context,
     obj: &K,
     previous: Option<&str>,
@@ -112,22 +111,13 @@ pub async fn publish_reason_change<K>(
     if previous == Some(reason.as_str()) {
         return;
     }
-    let type_ = if reason.status() == crate::api::ConditionStatus::True {
-        EventType::Normal
-    } else {
-        EventType::Warning
-    };
-    let event = Event {
-        type_,
+    ctx.events.send(PendingEvent {
+        regarding: obj.object_ref(&()),
+        warning: reason.status() != crate::api::ConditionStatus::True,
         reason: reason.as_str().to_string(),
-        note: Some(truncate(message, 1000)),
         action: "Evaluate".to_string(),
-        secondary: None,
-    };
-    if let Err(error) = ctx.recorder.publish(&event, &obj.object_ref(&())).await {
-        // An event is a courtesy: losing one must not fail the reconcile.
-        warn!(%error, reason = reason.as_str(), "could not publish event");
-    }
+        note: truncate(message, 1000),
+    });
 }
 
 fn truncate(message: &str, max: usize) -> String {

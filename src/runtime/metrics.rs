@@ -56,6 +56,11 @@ struct ReconcileLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EventLabels {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ControllerLabels {
     controller: &'static str,
 }
@@ -89,6 +94,7 @@ pub struct Metrics {
     reconcile_duration: HistogramFamily,
     status_writes: Family<ControllerLabels, Counter>,
     finalizer_writes: Counter,
+    events: Family<EventLabels, Counter>,
     leader: Gauge,
     sources: Arc<Mutex<Sources>>,
 }
@@ -133,6 +139,15 @@ impl Metrics {
             "Finalizer patches of Registrations (added or removed)",
             finalizer_writes.clone(),
         );
+        let events = Family::<EventLabels, Counter>::default();
+        registry.register(
+            "azs_csp_events",
+            "Kubernetes Events by outcome: published, failed (the API refused), dropped (the queue was full)",
+            events.clone(),
+        );
+        for outcome in ["published", "failed", "dropped"] {
+            drop(events.get_or_create(&EventLabels { outcome }));
+        }
         let leader = Gauge::default();
         registry.register(
             "azs_csp_leader",
@@ -156,6 +171,7 @@ impl Metrics {
             reconcile_duration,
             status_writes,
             finalizer_writes,
+            events,
             leader,
             sources,
         }
@@ -182,6 +198,25 @@ impl Metrics {
     /// Records one finalizer patch.
     pub fn finalizer_written(&self) {
         self.finalizer_writes.inc();
+    }
+
+    /// Records one Event created.
+    pub fn event_published(&self) {
+        self.event("published");
+    }
+
+    /// Records one Event the API refused.
+    pub fn event_failed(&self) {
+        self.event("failed");
+    }
+
+    /// Records one Event dropped because the queue was full.
+    pub fn event_dropped(&self) {
+        self.event("dropped");
+    }
+
+    fn event(&self, outcome: &'static str) {
+        self.events.get_or_create(&EventLabels { outcome }).inc();
     }
 
     /// Whether this process runs the controllers.
