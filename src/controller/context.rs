@@ -53,7 +53,7 @@ impl<K: kube::Resource<DynamicType = ()> + Clone + 'static> Stores<K> {
     pub fn get(&self, key: &ObjKey) -> Option<Arc<K>> {
         let store = match &self.cluster {
             Some(store) => store,
-            None => self.by_namespace.get(&key.namespace)?,
+            None => self.by_namespace.get(&*key.namespace)?,
         };
         store.get(&kube::runtime::reflector::ObjectRef::new(&key.name).within(&key.namespace))
     }

@@ -3,7 +3,7 @@
 
 use std::{
     collections::{BTreeSet, HashMap, HashSet},
-    sync::Mutex,
+    sync::{Arc, Mutex},
 };
 
 use kube::ResourceExt;
@@ -15,34 +15,58 @@ use crate::{
     resolver::{MetadataChange, RegistrationKey},
 };
 
-/// Namespace and name of a namespaced object.
+/// Namespace and name of a namespaced object. The strings are shared, so the copies the
+/// index keeps in its several maps cost a pointer each.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ObjKey {
-    pub namespace: String,
-    pub name: String,
+    pub namespace: Arc<str>,
+    pub name: Arc<str>,
 }
 
 impl ObjKey {
     pub fn of<K: ResourceExt>(obj: &K) -> Self {
         Self {
-            namespace: obj.namespace().unwrap_or_default(),
-            name: obj.name_any(),
+            namespace: obj.namespace().unwrap_or_default().into(),
+            name: obj.name_any().into(),
         }
     }
 
     pub fn new(namespace: &str, name: &str) -> Self {
         Self {
-            namespace: namespace.to_string(),
-            name: name.to_string(),
+            namespace: namespace.into(),
+            name: name.into(),
         }
     }
 }
 
+/// What the index keeps of a CustomerSubscription: what other objects' decisions read.
 #[derive(Clone, Debug, PartialEq)]
 struct CustomerEntry {
     registration: ObjKey,
-    subscription: String,
-    tenants: Vec<String>,
+    subscription: Arc<str>,
+    tenants: Vec<Arc<str>>,
+    generation: Option<i64>,
+    deleting: bool,
+    attached: bool,
+}
+
+impl CustomerEntry {
+    /// Siblings decide on this one's spec, tenants and deletion (rule 8), not on its status.
+    fn same_for_siblings(&self, other: &Self) -> bool {
+        (
+            &self.registration,
+            &self.subscription,
+            &self.tenants,
+            self.generation,
+            self.deleting,
+        ) == (
+            &other.registration,
+            &other.subscription,
+            &other.tenants,
+            other.generation,
+            other.deleting,
+        )
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -68,34 +92,91 @@ impl Affected {
     }
 }
 
-type Multi<K> = HashMap<K, BTreeSet<ObjKey>>;
-
-fn insert<K: std::hash::Hash + Eq>(map: &mut Multi<K>, key: K, value: &ObjKey) {
-    map.entry(key).or_default().insert(value.clone());
+/// The objects filed under one key. Most subscriptions and tenants have exactly one, so
+/// that case holds no collection at all.
+#[derive(Debug)]
+enum Members {
+    One(ObjKey),
+    Many(HashSet<ObjKey>),
 }
 
-fn remove<K: std::hash::Hash + Eq>(map: &mut Multi<K>, key: &K, value: &ObjKey) {
-    if let Some(set) = map.get_mut(key) {
-        set.remove(value);
-        if set.is_empty() {
-            map.remove(key);
+impl Members {
+    fn insert(&mut self, key: &ObjKey) {
+        match self {
+            Members::One(existing) if existing == key => {}
+            Members::One(existing) => {
+                *self = Members::Many([existing.clone(), key.clone()].into());
+            }
+            Members::Many(set) => {
+                set.insert(key.clone());
+            }
+        }
+    }
+
+    /// Removes `key`; returns whether nothing is left.
+    fn remove(&mut self, key: &ObjKey) -> bool {
+        match self {
+            Members::One(existing) => existing == key,
+            Members::Many(set) => {
+                set.remove(key);
+                set.is_empty()
+            }
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &ObjKey> {
+        let (one, many) = match self {
+            Members::One(key) => (Some(key), None),
+            Members::Many(set) => (None, Some(set)),
+        };
+        one.into_iter().chain(many.into_iter().flatten())
+    }
+}
+
+type Multi<K> = HashMap<K, Members>;
+
+fn insert<K: std::hash::Hash + Eq>(map: &mut Multi<K>, key: K, value: &ObjKey) {
+    match map.entry(key) {
+        std::collections::hash_map::Entry::Occupied(mut members) => members.get_mut().insert(value),
+        std::collections::hash_map::Entry::Vacant(slot) => {
+            slot.insert(Members::One(value.clone()));
         }
     }
 }
 
-fn lookup<'a, K: std::hash::Hash + Eq>(
-    map: &'a Multi<K>,
-    key: &K,
-) -> impl Iterator<Item = &'a ObjKey> {
-    map.get(key).into_iter().flatten()
+fn remove<K: std::hash::Hash + Eq>(map: &mut Multi<K>, key: &K, value: &ObjKey) {
+    if map
+        .get_mut(key)
+        .is_some_and(|members| members.remove(value))
+    {
+        map.remove(key);
+    }
+}
+
+fn lookup<'a, K, Q>(map: &'a Multi<K>, key: &Q) -> impl Iterator<Item = &'a ObjKey>
+where
+    K: std::hash::Hash + Eq + std::borrow::Borrow<Q>,
+    Q: std::hash::Hash + Eq + ?Sized,
+{
+    map.get(key).into_iter().flat_map(Members::iter)
+}
+
+/// The copy of `value` already filed in `map` when there is one, so that equal strings are
+/// stored once.
+fn shared<K, V>(map: &HashMap<K, V>, value: K) -> K
+where
+    K: std::hash::Hash + Eq + Clone,
+{
+    map.get_key_value(&value)
+        .map_or(value, |(existing, _)| existing.clone())
 }
 
 #[derive(Default)]
 struct State {
     customers: HashMap<ObjKey, CustomerEntry>,
     customers_by_registration: Multi<ObjKey>,
-    customers_by_subscription: Multi<String>,
-    customers_by_tenant: Multi<String>,
+    customers_by_subscription: Multi<Arc<str>>,
+    customers_by_tenant: Multi<Arc<str>>,
     registrations: HashMap<ObjKey, RegistrationEntry>,
     registrations_by_cloud_id: Multi<String>,
     registrations_by_subscription: Multi<String>,
@@ -108,26 +189,30 @@ pub struct Index {
     state: Mutex<State>,
 }
 
-fn customer_entry(customer: &CustomerSubscription) -> CustomerEntry {
+fn customer_entry(state: &State, customer: &CustomerSubscription) -> CustomerEntry {
     let spec = &customer.spec;
-    let mut tenants: Vec<String> = spec
-        .tenant_id
-        .iter()
-        .map(|t| t.to_ascii_lowercase())
-        .collect();
-    if let Some(resolved) = customer.status.as_ref().and_then(|s| s.tenant_id.as_ref()) {
-        let resolved = resolved.to_ascii_lowercase();
-        if !tenants.contains(&resolved) {
-            tenants.push(resolved);
+    let mut tenants: Vec<Arc<str>> = Vec::new();
+    let resolved = customer.status.as_ref().and_then(|s| s.tenant_id.as_ref());
+    for tenant in spec.tenant_id.iter().chain(resolved) {
+        let tenant: Arc<str> = tenant.to_ascii_lowercase().into();
+        if !tenants.contains(&tenant) {
+            tenants.push(shared(&state.customers_by_tenant, tenant));
         }
     }
+    let registration = ObjKey::new(
+        &customer.namespace().unwrap_or_default(),
+        &spec.registration_ref.name,
+    );
     CustomerEntry {
-        registration: ObjKey::new(
-            &customer.namespace().unwrap_or_default(),
-            &spec.registration_ref.name,
+        registration: shared(&state.customers_by_registration, registration),
+        subscription: shared(
+            &state.customers_by_subscription,
+            spec.subscription_id.to_ascii_lowercase().into(),
         ),
-        subscription: spec.subscription_id.to_ascii_lowercase(),
         tenants,
+        generation: customer.metadata.generation,
+        deleting: customer.metadata.deletion_timestamp.is_some(),
+        attached: is_attached(customer),
     }
 }
 
@@ -223,16 +308,31 @@ impl Index {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Records a created or updated CustomerSubscription.
+    /// Records a created or updated CustomerSubscription. Its Registration is requeued only
+    /// when what it counts changes (a dependent comes, goes, moves, attaches or detaches), so
+    /// that the operator's own status writes do not rewrite the Registration each time.
     pub fn apply_customer(&self, customer: &CustomerSubscription) -> Affected {
-        let key = ObjKey::of(customer);
-        let entry = customer_entry(customer);
         let mut state = self.lock();
+        let key = ObjKey::of(customer);
+        let key = shared(&state.customers, key);
+        let entry = customer_entry(&state, customer);
         let mut affected = Affected::default();
+        let old = state.customers.get(&key);
+        if old == Some(&entry) {
+            return affected;
+        }
+        let registration_counts_change = old.is_none_or(|old| {
+            old.registration != entry.registration || old.attached != entry.attached
+        });
+        let siblings_decide_again = old.is_none_or(|old| !old.same_for_siblings(&entry));
         let old = state.remove_customer(&key);
         if let Some(old) = &old {
-            affected.registrations.insert(old.registration.clone());
-            state.siblings_sharing(&key, old, &mut affected.customers);
+            if registration_counts_change {
+                affected.registrations.insert(old.registration.clone());
+            }
+            if siblings_decide_again {
+                state.siblings_sharing(&key, old, &mut affected.customers);
+            }
         }
         insert(
             &mut state.customers_by_registration,
@@ -247,8 +347,12 @@ impl Index {
         for tenant in &entry.tenants {
             insert(&mut state.customers_by_tenant, tenant.clone(), &key);
         }
-        affected.registrations.insert(entry.registration.clone());
-        state.siblings_sharing(&key, &entry, &mut affected.customers);
+        if registration_counts_change {
+            affected.registrations.insert(entry.registration.clone());
+        }
+        if siblings_decide_again {
+            state.siblings_sharing(&key, &entry, &mut affected.customers);
+        }
         state.customers.insert(key, entry);
         affected
     }
@@ -336,10 +440,10 @@ impl Index {
         let state = self.lock();
         let subscription = subscription.to_ascii_lowercase();
         let tenant = tenant.map(str::to_ascii_lowercase);
-        let by_subscription = lookup(&state.customers_by_subscription, &subscription);
+        let by_subscription = lookup(&state.customers_by_subscription, subscription.as_str());
         let by_tenant = tenant
             .iter()
-            .flat_map(|t| lookup(&state.customers_by_tenant, t));
+            .flat_map(|t| lookup(&state.customers_by_tenant, t.as_str()));
         let mut candidates: Vec<ObjKey> = by_subscription
             .chain(by_tenant)
             .filter(|k| {
@@ -379,7 +483,7 @@ impl Index {
         for subscription in &change.subscriptions {
             affected
                 .customers
-                .extend(lookup(&state.customers_by_subscription, subscription).cloned());
+                .extend(lookup(&state.customers_by_subscription, subscription.as_str()).cloned());
             affected
                 .registrations
                 .extend(lookup(&state.registrations_by_subscription, subscription).cloned());
@@ -406,7 +510,7 @@ fn stale_keys<'a>(
     namespace: Option<&str>,
     keep: &HashSet<ObjKey>,
 ) -> Vec<ObjKey> {
-    keys.filter(|k| namespace.is_none_or(|ns| k.namespace == ns) && !keep.contains(*k))
+    keys.filter(|k| namespace.is_none_or(|ns| &*k.namespace == ns) && !keep.contains(*k))
         .cloned()
         .collect()
 }

@@ -271,3 +271,108 @@ fn duplicate_candidates_are_the_siblings_sharing_subscription_or_tenant() {
         vec![ObjKey::new("a", "same-sub")]
     );
 }
+
+fn with_ready(
+    mut c: CustomerSubscription,
+    status: crate::api::ConditionStatus,
+    reason: &str,
+) -> CustomerSubscription {
+    c.status = Some(CustomerSubscriptionStatus {
+        conditions: vec![crate::api::Condition {
+            type_: conditions::READY.into(),
+            status,
+            reason: reason.into(),
+            message: String::new(),
+            last_transition_time: None,
+            observed_generation: None,
+        }],
+        ..Default::default()
+    });
+    c
+}
+
+#[test]
+fn a_customer_status_write_requeues_its_registration_only_when_attachment_changes() {
+    use crate::api::ConditionStatus::{False, True};
+    let index = Index::default();
+    index.apply_customer(&customer("a", "sibling", "reg", "SUB-1", None));
+    let me = || customer("a", "me", "reg", "SUB-1", None);
+    let created = index.apply_customer(&me());
+    assert_eq!(
+        created.registrations,
+        keys(&[("a", "reg")]),
+        "a new dependent"
+    );
+    assert_eq!(created.customers, keys(&[("a", "sibling")]));
+
+    // The same object seen again (a relist): nothing to do.
+    assert_eq!(index.apply_customer(&me()), Affected::default());
+
+    // A decision that does not attach changes no count and no sibling's decision.
+    let rejected = index.apply_customer(&with_ready(me(), False, "InvalidCSPSubscription"));
+    assert_eq!(rejected, Affected::default());
+    let other_reason =
+        index.apply_customer(&with_ready(me(), False, "DuplicateCustomerSubscription"));
+    assert_eq!(other_reason, Affected::default());
+
+    let attached = index.apply_customer(&with_ready(me(), True, "Attached"));
+    assert_eq!(
+        attached.registrations,
+        keys(&[("a", "reg")]),
+        "the count changes"
+    );
+    assert!(
+        attached.customers.is_empty(),
+        "siblings decide on specs, not on status"
+    );
+
+    let detached = index.apply_customer(&with_ready(me(), False, "BadCustomerSubscriptionId"));
+    assert_eq!(detached.registrations, keys(&[("a", "reg")]));
+}
+
+#[test]
+fn a_customer_spec_or_deletion_change_requeues_its_siblings() {
+    let index = Index::default();
+    index.apply_customer(&customer("a", "sibling", "reg", "SUB-1", None));
+    let mut me = customer("a", "me", "reg", "SUB-1", None);
+    me.metadata.generation = Some(1);
+    index.apply_customer(&me);
+
+    me.metadata.generation = Some(2);
+    let edited = index.apply_customer(&me);
+    assert_eq!(edited.customers, keys(&[("a", "sibling")]));
+    assert!(edited.registrations.is_empty(), "attachment did not change");
+
+    me.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+    ));
+    assert_eq!(
+        index.apply_customer(&me).customers,
+        keys(&[("a", "sibling")])
+    );
+}
+
+#[test]
+fn keys_filed_under_one_subscription_grow_and_shrink() {
+    let index = Index::default();
+    let reg = ObjKey::new("a", "reg");
+    for name in ["c1", "c2", "c3"] {
+        index.apply_customer(&customer("a", name, "reg", "SUB-1", None));
+    }
+    assert_eq!(index.duplicate_candidates(&reg, "SUB-1", None).len(), 3);
+    index.delete_customer(&ObjKey::new("a", "c2"));
+    assert_eq!(
+        index.duplicate_candidates(&reg, "sub-1", None),
+        vec![ObjKey::new("a", "c1"), ObjKey::new("a", "c3")]
+    );
+    index.delete_customer(&ObjKey::new("a", "c1"));
+    index.delete_customer(&ObjKey::new("a", "c3"));
+    assert!(index.duplicate_candidates(&reg, "sub-1", None).is_empty());
+    assert!(index.dependents(&reg).is_empty());
+    let state = index.lock();
+    assert!(
+        state.customers_by_subscription.is_empty(),
+        "no empty entries are kept"
+    );
+    assert!(state.customers_by_registration.is_empty());
+}
