@@ -3,7 +3,7 @@
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use kube::{Client, runtime::reflector::Store};
@@ -136,6 +136,54 @@ impl Backoff {
     }
 }
 
+/// Keeps count-only status writes of an object at least `interval` apart.
+///
+/// A Registration's `customerSubscriptionCount` changes with every dependent that attaches;
+/// while thousands converge, writing each change would rewrite every Registration several
+/// times a second. A change of anything else (a reason, a message) is written at once.
+pub struct WriteSpacing {
+    interval: Duration,
+    last_write: Mutex<HashMap<ObjKey, Instant>>,
+}
+
+impl WriteSpacing {
+    pub fn new(interval: Duration) -> Self {
+        Self {
+            interval,
+            last_write: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn last_write(&self) -> std::sync::MutexGuard<'_, HashMap<ObjKey, Instant>> {
+        self.last_write.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// How long a count-only write of `key` must still wait at `now`; `None` when it may go.
+    pub fn wait(&self, key: &ObjKey, now: Instant) -> Option<Duration> {
+        let last = *self.last_write().get(key)?;
+        let due = last + self.interval;
+        (due > now).then(|| due - now)
+    }
+
+    /// Records a status write of `key` at `now`.
+    pub fn written(&self, key: &ObjKey, now: Instant) {
+        self.last_write().insert(key.clone(), now);
+    }
+
+    /// Forgets `key`, when the object is gone.
+    pub fn forget(&self, key: &ObjKey) {
+        self.last_write().remove(key);
+    }
+
+    pub fn len(&self) -> usize {
+        self.last_write().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 pub struct Context {
     pub client: Client,
     pub registrations: Stores<Registration>,
@@ -145,6 +193,7 @@ pub struct Context {
     pub clock: Arc<dyn Clock>,
     pub events: EventQueue,
     pub backoff: Arc<Backoff>,
+    pub count_spacing: Arc<WriteSpacing>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -161,6 +210,23 @@ impl Context {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn count_writes_are_spaced_per_object_and_forgotten() {
+        let spacing = WriteSpacing::new(Duration::from_secs(5));
+        let (a, b) = (ObjKey::new("ns", "a"), ObjKey::new("ns", "b"));
+        let t0 = Instant::now();
+        assert_eq!(spacing.wait(&a, t0), None, "never written: write now");
+        spacing.written(&a, t0);
+        assert_eq!(
+            spacing.wait(&a, t0 + Duration::from_secs(2)),
+            Some(Duration::from_secs(3))
+        );
+        assert_eq!(spacing.wait(&a, t0 + Duration::from_secs(5)), None);
+        assert_eq!(spacing.wait(&b, t0), None, "each object has its own clock");
+        spacing.forget(&a);
+        assert!(spacing.is_empty());
+    }
 
     #[test]
     fn backoff_grows_caps_and_resets() {

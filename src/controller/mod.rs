@@ -26,7 +26,7 @@ use kube::{
 };
 use tracing::{error, info, warn};
 
-pub use context::{Backoff, Context, Kind, Stores};
+pub use context::{Backoff, Context, Kind, Stores, WriteSpacing};
 pub use customer_subscription::MANAGER as CUSTOMER_SUBSCRIPTION_MANAGER;
 pub use index::{Index, ObjKey, is_attached};
 pub use registration::{FINALIZER, MANAGER as REGISTRATION_MANAGER};
@@ -68,6 +68,10 @@ pub struct Settings {
     /// Told when the caches are filled.
     pub health: Health,
 }
+
+/// Least time between two Registration status writes that only change
+/// `customerSubscriptionCount`.
+pub const COUNT_WRITE_INTERVAL: Duration = Duration::from_secs(5);
 
 /// A watched scope: one namespace, or the whole cluster (`None`).
 type Scope = Option<String>;
@@ -156,16 +160,20 @@ fn drop_managed_fields<K: ResourceExt>(obj: &mut K) {
     obj.managed_fields_mut().clear();
 }
 
-/// A delete handler that also drops the object's backoff count, so nothing is kept for
-/// objects that are gone.
+/// A delete handler that also drops what is kept per object (backoff count, write spacing),
+/// so nothing is kept for objects that are gone.
 fn forget_and(
     backoff: &Arc<Backoff>,
+    spacing: &Arc<WriteSpacing>,
     kind: Kind,
     delete: fn(&Index, &ObjKey) -> index::Affected,
 ) -> impl Fn(&Index, &ObjKey) -> index::Affected + Send + 'static {
-    let backoff = backoff.clone();
+    let (backoff, spacing) = (backoff.clone(), spacing.clone());
     move |index, key| {
         backoff.reset(kind, key);
+        if kind == Kind::Registration {
+            spacing.forget(key);
+        }
         delete(index, key)
     }
 }
@@ -236,6 +244,7 @@ pub async fn run(
         Duration::from_secs(1),
         Duration::from_secs(300),
     ));
+    let count_spacing = Arc::new(WriteSpacing::new(COUNT_WRITE_INTERVAL));
     let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
 
     let mut registration_rx = Vec::new();
@@ -279,7 +288,12 @@ pub async fn run(
             index.clone(),
             router.clone(),
             Index::apply_registration,
-            forget_and(&backoff, Kind::Registration, Index::delete_registration),
+            forget_and(
+                &backoff,
+                &count_spacing,
+                Kind::Registration,
+                Index::delete_registration,
+            ),
             Index::retain_registrations,
         ));
         let customer_watch = watcher(
@@ -295,7 +309,12 @@ pub async fn run(
             index.clone(),
             router.clone(),
             Index::apply_customer,
-            forget_and(&backoff, Kind::CustomerSubscription, Index::delete_customer),
+            forget_and(
+                &backoff,
+                &count_spacing,
+                Kind::CustomerSubscription,
+                Index::delete_customer,
+            ),
             Index::retain_customers,
         ));
         subscriptions.push((
@@ -363,6 +382,7 @@ pub async fn run(
         clock,
         events: event_queue,
         backoff: backoff.clone(),
+        count_spacing,
         metrics: settings.metrics.clone(),
     });
 

@@ -105,6 +105,16 @@ fn desired_status(
     }
 }
 
+/// Whether `desired` differs from `current` in `customerSubscriptionCount` and nothing else.
+fn only_the_count_differs(current: &RegistrationStatus, desired: &RegistrationStatus) -> bool {
+    current.customer_subscription_count != desired.customer_subscription_count
+        && *current
+            == RegistrationStatus {
+                customer_subscription_count: current.customer_subscription_count,
+                ..desired.clone()
+            }
+}
+
 #[instrument(skip_all, fields(namespace = registration.namespace().unwrap_or_default(), name = registration.name_any()))]
 pub async fn reconcile(
     registration: Arc<Registration>,
@@ -163,12 +173,18 @@ async fn reconcile_one(registration: Arc<Registration>, ctx: &Context) -> Result
     });
 
     let desired = desired_status(&registration, &decision, ctx);
+    if let Some(current) = registration.status.as_ref()
+        && only_the_count_differs(current, &desired)
+        && let Some(wait) = ctx.count_spacing.wait(&key, Instant::now())
+    {
+        return Ok(Action::requeue(wait));
+    }
     let current_conditions = registration
         .status
         .as_ref()
         .map(|s| s.conditions.as_slice())
         .unwrap_or_default();
-    write::record_decision(
+    let written = write::record_decision(
         ctx,
         registration.as_ref(),
         MANAGER,
@@ -179,6 +195,9 @@ async fn reconcile_one(registration: Arc<Registration>, ctx: &Context) -> Result
         &decision.message,
     )
     .await?;
+    if written {
+        ctx.count_spacing.written(&key, Instant::now());
+    }
     let transient = decision.reason.is_transient() || decision.approval.reason.is_transient();
     Ok(next_action(ctx, Kind::Registration, &key, transient))
 }
@@ -189,4 +208,51 @@ pub fn error_policy(registration: Arc<Registration>, error: &Error, ctx: Arc<Con
         .backoff
         .next_delay(Kind::Registration, &ObjKey::of(registration.as_ref()));
     Action::requeue(delay.max(Duration::from_millis(100)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{Condition, ConditionStatus};
+
+    fn status(count: i64, reason: &str) -> RegistrationStatus {
+        RegistrationStatus {
+            observed_generation: Some(1),
+            customer_subscription_count: Some(count),
+            conditions: vec![Condition {
+                type_: READY.into(),
+                status: ConditionStatus::True,
+                reason: reason.into(),
+                message: "m".into(),
+                last_transition_time: None,
+                observed_generation: Some(1),
+            }],
+            ..RegistrationStatus::default()
+        }
+    }
+
+    #[test]
+    fn only_a_count_change_may_wait() {
+        let cases = [
+            (status(1, "Registered"), status(2, "Registered"), true),
+            (status(1, "Registered"), status(1, "Registered"), false),
+            (status(1, "Registered"), status(2, "DeletionBlocked"), false),
+            (status(1, "Registered"), status(1, "DeletionBlocked"), false),
+            (
+                status(1, "Registered"),
+                RegistrationStatus {
+                    observed_generation: Some(2),
+                    ..status(2, "Registered")
+                },
+                false,
+            ),
+        ];
+        for (current, desired, want) in cases {
+            assert_eq!(
+                only_the_count_differs(&current, &desired),
+                want,
+                "{current:?} → {desired:?}"
+            );
+        }
+    }
 }
