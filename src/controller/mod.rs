@@ -155,10 +155,18 @@ pub async fn ensure_crds_installed(client: &Client, namespaces: &[String]) -> Re
     Ok(())
 }
 
-/// managedFields are often the largest part of a cached object and nothing here reads them.
-fn drop_managed_fields<K: ResourceExt>(obj: &mut K) {
+/// managedFields and `kubectl apply`'s copy of the last applied manifest are often most of
+/// a cached object, and no decision reads them.
+fn drop_unread_fields<K: ResourceExt>(obj: &mut K) {
     obj.managed_fields_mut().clear();
+    obj.annotations_mut().remove(LAST_APPLIED);
 }
+
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Watch events a shared store buffers for its controller; the watch waits when the
+/// controller falls further behind, so a burst does not keep thousands of old versions alive.
+const SHARED_STORE_BUFFER: usize = 256;
 
 /// A delete handler that also drops what is kept per object (backoff count, write spacing),
 /// so nothing is kept for objects that are gone.
@@ -268,8 +276,9 @@ pub async fn run(
     let mut cluster_stores = None;
     let mut subscriptions = Vec::new();
     for scope in &scopes {
-        let (registration_store, registration_writer) = reflector::store_shared(4096);
-        let (customer_store, customer_writer) = reflector::store_shared(4096);
+        let (registration_store, registration_writer) =
+            reflector::store_shared(SHARED_STORE_BUFFER);
+        let (customer_store, customer_writer) = reflector::store_shared(SHARED_STORE_BUFFER);
         let registration_events = registration_writer
             .subscribe()
             .ok_or(Error::CacheNeverReady)?;
@@ -280,7 +289,7 @@ pub async fn run(
             watcher::Config::default(),
         )
         .default_backoff()
-        .modify(drop_managed_fields)
+        .modify(drop_unread_fields)
         .reflect_shared(registration_writer);
         tasks.push(index_events(
             registration_watch,
@@ -301,7 +310,7 @@ pub async fn run(
             watcher::Config::default(),
         )
         .default_backoff()
-        .modify(drop_managed_fields)
+        .modify(drop_unread_fields)
         .reflect_shared(customer_writer);
         tasks.push(index_events(
             customer_watch,
@@ -485,5 +494,41 @@ fn log_controller_error<E: std::error::Error, K: std::fmt::Display>(
         // Triggers for objects that are gone (or not yet cached) are routine.
         kube::runtime::controller::Error::ObjectNotFound(_) => {}
         other => warn!(kind, error = %other, "controller error"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
+
+    #[test]
+    fn cached_objects_lose_managed_fields_and_the_last_applied_manifest_only() {
+        let mut registration = Registration::new(
+            "r",
+            crate::api::RegistrationSpec {
+                subscription_id: "s".into(),
+                resource_group: "rg".into(),
+                registration_name: None,
+                cloud_id: "c".into(),
+                billing_model: crate::api::BillingModel::PayAsYouUse,
+                agreement_number: None,
+                ms_asset_tag: None,
+            },
+        );
+        registration.metadata.managed_fields = Some(vec![ManagedFieldsEntry::default()]);
+        registration.metadata.annotations = Some(
+            [
+                (LAST_APPLIED.to_string(), "{...}".to_string()),
+                ("team".to_string(), "billing".to_string()),
+            ]
+            .into(),
+        );
+        drop_unread_fields(&mut registration);
+        assert!(registration.managed_fields().is_empty());
+        assert_eq!(
+            registration.annotations().keys().collect::<Vec<_>>(),
+            ["team"]
+        );
     }
 }
