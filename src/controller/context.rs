@@ -184,6 +184,53 @@ impl WriteSpacing {
     }
 }
 
+/// The resourceVersion each CustomerSubscription got from this operator's last status write.
+///
+/// The watch event of that write carries nothing the decision reads that the operator did
+/// not just decide, so it need not trigger a reconcile: at scale that halves the reconciles.
+/// An entry lives until its event arrives, the next write replaces it, or the object goes.
+#[derive(Default)]
+pub struct OwnWrites {
+    versions: Mutex<HashMap<ObjKey, String>>,
+}
+
+impl OwnWrites {
+    fn versions(&self) -> std::sync::MutexGuard<'_, HashMap<ObjKey, String>> {
+        self.versions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn record(&self, key: &ObjKey, resource_version: String) {
+        if !resource_version.is_empty() {
+            self.versions().insert(key.clone(), resource_version);
+        }
+    }
+
+    /// Whether `resource_version` of `key` is the result of the operator's own last write;
+    /// forgets it, as each version is seen once.
+    pub fn take(&self, key: &ObjKey, resource_version: Option<&str>) -> bool {
+        let mut versions = self.versions();
+        match (versions.get(key), resource_version) {
+            (Some(ours), Some(seen)) if ours == seen => {
+                versions.remove(key);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    pub fn forget(&self, key: &ObjKey) {
+        self.versions().remove(key);
+    }
+
+    pub fn len(&self) -> usize {
+        self.versions().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 pub struct Context {
     pub client: Client,
     pub registrations: Stores<Registration>,
@@ -194,6 +241,7 @@ pub struct Context {
     pub events: EventQueue,
     pub backoff: Arc<Backoff>,
     pub count_spacing: Arc<WriteSpacing>,
+    pub own_writes: Arc<OwnWrites>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -210,6 +258,24 @@ impl Context {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_own_write_is_recognised_once_and_only_at_its_version() {
+        let writes = OwnWrites::default();
+        let (a, b) = (ObjKey::new("ns", "a"), ObjKey::new("ns", "b"));
+        writes.record(&a, "41".into());
+        assert!(!writes.take(&b, Some("41")), "another object");
+        assert!(!writes.take(&a, Some("40")), "an older version");
+        assert!(!writes.take(&a, None));
+        assert!(writes.take(&a, Some("41")));
+        assert!(!writes.take(&a, Some("41")), "seen once");
+        writes.record(&a, "42".into());
+        writes.record(&a, "43".into());
+        assert!(!writes.take(&a, Some("42")), "replaced by the next write");
+        writes.forget(&a);
+        writes.record(&b, String::new());
+        assert!(writes.is_empty());
+    }
 
     #[test]
     fn count_writes_are_spaced_per_object_and_forgotten() {

@@ -162,7 +162,8 @@ async fn reconcile_one(
         .as_ref()
         .map(|s| s.conditions.as_slice())
         .unwrap_or_default();
-    write::record_decision(
+    let key = ObjKey::of(customer.as_ref());
+    let written = write::record_decision(
         ctx,
         customer.as_ref(),
         MANAGER,
@@ -173,10 +174,13 @@ async fn reconcile_one(
         &decision.message,
     )
     .await?;
+    if let Some(written) = written {
+        ctx.own_writes.record(&key, written.resource_version);
+    }
     Ok(next_action(
         ctx,
         Kind::CustomerSubscription,
-        &ObjKey::of(customer.as_ref()),
+        &key,
         decision.reason.is_transient(),
     ))
 }

@@ -26,7 +26,7 @@ use kube::{
 };
 use tracing::{error, info, warn};
 
-pub use context::{Backoff, Context, Kind, Stores, WriteSpacing};
+pub use context::{Backoff, Context, Kind, OwnWrites, Stores, WriteSpacing};
 pub use customer_subscription::MANAGER as CUSTOMER_SUBSCRIPTION_MANAGER;
 pub use index::{Index, ObjKey, is_attached};
 pub use registration::{FINALIZER, MANAGER as REGISTRATION_MANAGER};
@@ -171,19 +171,27 @@ const SHARED_STORE_BUFFER: usize = 256;
 /// A delete handler that also drops what is kept per object (backoff count, write spacing),
 /// so nothing is kept for objects that are gone.
 fn forget_and(
-    backoff: &Arc<Backoff>,
-    spacing: &Arc<WriteSpacing>,
+    kept: &PerObject,
     kind: Kind,
     delete: fn(&Index, &ObjKey) -> index::Affected,
 ) -> impl Fn(&Index, &ObjKey) -> index::Affected + Send + 'static {
-    let (backoff, spacing) = (backoff.clone(), spacing.clone());
+    let kept = kept.clone();
     move |index, key| {
-        backoff.reset(kind, key);
-        if kind == Kind::Registration {
-            spacing.forget(key);
+        kept.backoff.reset(kind, key);
+        match kind {
+            Kind::Registration => kept.count_spacing.forget(key),
+            Kind::CustomerSubscription => kept.own_writes.forget(key),
         }
         delete(index, key)
     }
+}
+
+/// What the controllers keep per object besides the caches.
+#[derive(Clone)]
+struct PerObject {
+    backoff: Arc<Backoff>,
+    count_spacing: Arc<WriteSpacing>,
+    own_writes: Arc<OwnWrites>,
 }
 
 /// Keeps the index in step with one watch and requeues what each event affects.
@@ -252,7 +260,11 @@ pub async fn run(
         Duration::from_secs(1),
         Duration::from_secs(300),
     ));
-    let count_spacing = Arc::new(WriteSpacing::new(COUNT_WRITE_INTERVAL));
+    let kept = PerObject {
+        backoff: backoff.clone(),
+        count_spacing: Arc::new(WriteSpacing::new(COUNT_WRITE_INTERVAL)),
+        own_writes: Arc::new(OwnWrites::default()),
+    };
     let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
 
     let mut registration_rx = Vec::new();
@@ -297,12 +309,7 @@ pub async fn run(
             index.clone(),
             router.clone(),
             Index::apply_registration,
-            forget_and(
-                &backoff,
-                &count_spacing,
-                Kind::Registration,
-                Index::delete_registration,
-            ),
+            forget_and(&kept, Kind::Registration, Index::delete_registration),
             Index::retain_registrations,
         ));
         let customer_watch = watcher(
@@ -318,12 +325,7 @@ pub async fn run(
             index.clone(),
             router.clone(),
             Index::apply_customer,
-            forget_and(
-                &backoff,
-                &count_spacing,
-                Kind::CustomerSubscription,
-                Index::delete_customer,
-            ),
+            forget_and(&kept, Kind::CustomerSubscription, Index::delete_customer),
             Index::retain_customers,
         ));
         subscriptions.push((
@@ -391,7 +393,8 @@ pub async fn run(
         clock,
         events: event_queue,
         backoff: backoff.clone(),
-        count_spacing,
+        count_spacing: kept.count_spacing.clone(),
+        own_writes: kept.own_writes.clone(),
         metrics: settings.metrics.clone(),
     });
 
@@ -443,6 +446,14 @@ pub async fn run(
                         log_controller_error("Registration", &error);
                     }
                 });
+        let own_writes = kept.own_writes.clone();
+        let customer_events = customer_events.filter(move |customer| {
+            let own = own_writes.take(
+                &ObjKey::of(customer.as_ref()),
+                customer.resource_version().as_deref(),
+            );
+            std::future::ready(!own)
+        });
         let customer_controller = Controller::for_shared_stream(customer_events, customer_store)
             .with_config(
                 Config::default()

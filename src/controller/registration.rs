@@ -195,7 +195,7 @@ async fn reconcile_one(registration: Arc<Registration>, ctx: &Context) -> Result
         &decision.message,
     )
     .await?;
-    if written {
+    if written.is_some() {
         ctx.count_spacing.written(&key, Instant::now());
     }
     let transient = decision.reason.is_transient() || decision.approval.reason.is_transient();

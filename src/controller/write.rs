@@ -15,15 +15,22 @@ use crate::{
     runtime::metrics::{CUSTOMER_SUBSCRIPTION, REGISTRATION},
 };
 
+/// What a status write produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Written {
+    /// The object's resourceVersion after the write.
+    pub resource_version: String,
+}
+
 /// Applies `status` to `obj` as `manager`, unless it equals the current one.
-/// Returns whether a write was made.
+/// Returns what the write produced, `None` when no write was needed.
 pub async fn apply_status<K, S>(
     ctx: &Context,
     obj: &K,
     manager: &str,
     current: Option<&S>,
     desired: &S,
-) -> Result<bool, Error>
+) -> Result<Option<Written>, Error>
 where
     K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
         + Clone
@@ -32,7 +39,7 @@ where
     S: Serialize + PartialEq,
 {
     if current == Some(desired) {
-        return Ok(false);
+        return Ok(None);
     }
     let namespace = obj.namespace().unwrap_or_default();
     let name = obj.name_any();
@@ -42,17 +49,18 @@ where
         "kind": K::kind(&()),
         "status": desired,
     });
-    api.patch_status(
-        &name,
-        &PatchParams::apply(manager).force(),
-        &Patch::Apply(body),
-    )
-    .await
-    .map_err(|source| Error::Write {
-        namespace: namespace.clone(),
-        name: name.clone(),
-        source,
-    })?;
+    let updated = api
+        .patch_status(
+            &name,
+            &PatchParams::apply(manager).force(),
+            &Patch::Apply(body),
+        )
+        .await
+        .map_err(|source| Error::Write {
+            namespace: namespace.clone(),
+            name: name.clone(),
+            source,
+        })?;
     ctx.metrics
         .status_written(if K::kind(&()) == "Registration" {
             REGISTRATION
@@ -60,11 +68,13 @@ where
             CUSTOMER_SUBSCRIPTION
         });
     debug!(%namespace, %name, manager, "status written");
-    Ok(true)
+    Ok(Some(Written {
+        resource_version: updated.resource_version().unwrap_or_default(),
+    }))
 }
 
 /// Writes a decided status (nothing when it equals the current one) and, when the Ready reason
-/// changed, one Event. Returns whether a write was made.
+/// changed, one Event. Returns what the write produced, `None` when none was needed.
 #[allow(clippy::too_many_arguments)]
 pub async fn record_decision<K, S>(
     ctx: &Context,
@@ -75,7 +85,7 @@ pub async fn record_decision<K, S>(
     desired: &S,
     reason: Reason,
     message: &str,
-) -> Result<bool, Error>
+) -> Result<Option<Written>, Error>
 where
     K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
         + Clone
@@ -86,7 +96,7 @@ where
     let previous = crate::conditions::find(current_conditions, crate::conditions::READY)
         .map(|c| c.reason.clone());
     let written = apply_status(ctx, obj, manager, current, desired).await?;
-    if written && previous.as_deref() != Some(reason.as_str()) {
+    if written.is_some() && previous.as_deref() != Some(reason.as_str()) {
         tracing::info!(
             kind = K::kind(&()).as_ref(),
             reason = reason.as_str(),
