@@ -1,5 +1,13 @@
 //! The catalog backend: answers lookups from the last catalog that validated, and tells the
 //! controllers exactly what each accepted replacement changed.
+//!
+//! Lookup counters ([`MetadataResolver::lookup_stats`]) mean what they mean for the http
+//! backend, with the catalog in force as the cache: every lookup answered from it is a
+//! **hit** (a hash-map read, including answers that the subscription is unknown). A lookup
+//! made while no catalog is in force yet is a **miss**: it could not be answered from memory
+//! and fails with `CatalogUnavailable`. Nothing is ever fetched per lookup, so there are no
+//! coalesced lookups and no upstream requests, errors or latencies (all stay 0); reading and
+//! loading catalogs is counted separately by [`MetadataResolver::catalog_stats`].
 
 use std::{
     path::Path,
@@ -14,9 +22,10 @@ use futures::future::{BoxFuture, FutureExt};
 use tokio::sync::{broadcast, watch};
 
 use super::{
-    CatalogStats, MetadataChange, MetadataResolver, RegistrationKey, ResolveError,
+    CatalogStats, MetadataChange, MetadataResolver, RegistrationKey, ResolveError, StatsSnapshot,
     SubscriptionMetadata,
     catalog::{Catalog, CatalogError, read_catalog_text},
+    stats::ResolverStats,
 };
 
 /// Changes are small and controllers drain them promptly; a receiver that still lags gets
@@ -37,6 +46,8 @@ pub struct CatalogResolver {
     accepted: AtomicU64,
     rejected: AtomicU64,
     source_errors: AtomicU64,
+    /// Lookup counters (see the module documentation); atomics only.
+    lookups: ResolverStats,
 }
 
 impl CatalogResolver {
@@ -53,6 +64,7 @@ impl CatalogResolver {
             accepted: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
             source_errors: AtomicU64::new(0),
+            lookups: ResolverStats::default(),
         }
     }
 
@@ -206,8 +218,16 @@ impl CatalogResolver {
         self.source_errors.load(Ordering::Relaxed)
     }
 
+    /// The catalog in force for one lookup, counting the lookup as a hit, or as a miss when
+    /// no catalog is in force yet.
     fn loaded_catalog(&self) -> Result<Arc<Catalog>, ResolveError> {
-        self.current().ok_or_else(|| {
+        let current = self.current();
+        if current.is_some() {
+            self.lookups.record_hit();
+        } else {
+            self.lookups.record_miss();
+        }
+        current.ok_or_else(|| {
             let reason = match self.last_error() {
                 Some(error) => format!("from {}: {error}", self.source),
                 None => format!("waiting for the first catalog from {}", self.source),
@@ -244,6 +264,10 @@ impl MetadataResolver for CatalogResolver {
 
     fn refresh_interval(&self) -> Option<Duration> {
         None
+    }
+
+    fn lookup_stats(&self) -> Option<StatsSnapshot> {
+        Some(self.lookups.snapshot())
     }
 
     fn catalog_stats(&self) -> Option<CatalogStats> {
@@ -352,6 +376,64 @@ mod tests {
         );
         assert_eq!(resolver.accepted_catalogs(), 3);
         assert_eq!(resolver.rejected_catalogs(), 1);
+    }
+
+    #[tokio::test]
+    async fn every_lookup_is_counted_as_a_hit_or_before_the_first_catalog_a_miss() {
+        let resolver = CatalogResolver::new("test");
+        let zero = resolver
+            .lookup_stats()
+            .expect("the catalog backend counts lookups");
+        assert_eq!(
+            zero,
+            StatsSnapshot {
+                upstream_latency_buckets: zero.upstream_latency_buckets.clone(),
+                ..StatsSnapshot::default()
+            }
+        );
+
+        let key = RegistrationKey::new(SUB_B, "rg", "r");
+        assert!(resolver.subscription(SUB_A).await.is_err());
+        assert!(resolver.multitenancy_approved(&key).await.is_err());
+        resolver.replace(&catalog_text("Enabled")).expect("valid");
+        assert!(resolver.subscription(SUB_A).await.expect("ok").is_some());
+        assert!(
+            resolver
+                .subscription(&SUB_A.to_uppercase())
+                .await
+                .expect("ok")
+                .is_some()
+        );
+        let unknown = "11111111-2222-4333-8444-555555555555";
+        assert!(resolver.subscription(unknown).await.expect("ok").is_none());
+        assert!(resolver.multitenancy_approved(&key).await.expect("ok"));
+        assert!(
+            !resolver
+                .multitenancy_approved(&RegistrationKey::new(SUB_A, "rg", "r"))
+                .await
+                .expect("ok")
+        );
+
+        let stats = resolver.lookup_stats().expect("counted");
+        assert_eq!((stats.hits, stats.misses), (5, 2), "{stats:?}");
+        assert_eq!(
+            (
+                stats.coalesced,
+                stats.upstream_requests,
+                stats.upstream_errors
+            ),
+            (0, 0, 0),
+            "a catalog lookup never goes upstream: {stats:?}"
+        );
+        assert_eq!(stats.upstream_latency_seconds_sum, 0.0);
+        assert_eq!(
+            stats.upstream_latency_buckets.last(),
+            Some(&(f64::INFINITY, 0))
+        );
+        // Loading and replacing catalogs are not lookups.
+        resolver.replace(&catalog_text("Warned")).expect("valid");
+        assert!(resolver.replace("subscriptions: [").is_err());
+        assert_eq!(resolver.lookup_stats().expect("counted").hits, 5);
     }
 
     #[tokio::test]

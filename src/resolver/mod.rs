@@ -176,7 +176,8 @@ pub trait MetadataResolver: Send + Sync + 'static {
     /// backend pushes every change through [`MetadataResolver::changes`].
     fn refresh_interval(&self) -> Option<std::time::Duration>;
 
-    /// Cache and upstream counters, for backends that look things up remotely (http).
+    /// Lookup, cache and upstream counters. Both backends count; what a hit or a miss is for
+    /// the catalog is documented in [`catalog_resolver`].
     fn lookup_stats(&self) -> Option<StatsSnapshot> {
         None
     }
