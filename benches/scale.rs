@@ -439,6 +439,20 @@ impl Plan {
             .collect()
     }
 
+    /// Distinct subscriptions the objects name (customers' in any letter case, and the
+    /// Registrations'): what a resolver that caches per subscription would have to look up.
+    fn referenced_subscriptions(&self) -> usize {
+        let customers = self
+            .customers
+            .iter()
+            .map(|c| c.subscription_id.to_ascii_lowercase());
+        let registrations = self.registrations.iter().map(|r| r.subscription_id.clone());
+        customers
+            .chain(registrations)
+            .collect::<std::collections::HashSet<_>>()
+            .len()
+    }
+
     fn outcome_mix(&self) -> BTreeMap<&'static str, usize> {
         let mut mix = BTreeMap::new();
         for c in &self.customers {
@@ -806,6 +820,42 @@ fn operator_metrics(port: u16) -> Option<BTreeMap<String, f64>> {
         })
         .collect();
     Some(samples)
+}
+
+/// The operator's resolver lookup counters (`azs_csp_resolver_*`) over a phase: from `before`
+/// (`None`: since the operator started) to `after`. A lookup is a hit, a miss or a coalesced
+/// lookup; for the catalog backend every lookup after the first load is a hit and nothing goes
+/// upstream. `Null` when the operator exports no lookup counters.
+fn resolver_lookups(
+    before: Option<&BTreeMap<String, f64>>,
+    after: Option<&BTreeMap<String, f64>>,
+    per: f64,
+) -> Value {
+    let Some(after) = after else {
+        return Value::Null;
+    };
+    let counter = |name: &str| -> Option<f64> {
+        let key = format!("azs_csp_resolver_{name}_total");
+        let now = *after.get(&key)?;
+        Some(now - before.and_then(|b| b.get(&key)).copied().unwrap_or(0.0))
+    };
+    let (Some(hits), Some(misses), Some(coalesced)) = (
+        counter("cache_hits"),
+        counter("cache_misses"),
+        counter("coalesced"),
+    ) else {
+        return Value::Null;
+    };
+    let lookups = hits + misses + coalesced;
+    json!({
+        "lookups": lookups,
+        "per_object": (per > 0.0).then(|| round2(lookups / per)),
+        "hits": hits,
+        "misses": misses,
+        "coalesced": coalesced,
+        "upstream_requests": counter("requests"),
+        "upstream_errors": counter("errors"),
+    })
 }
 
 /// Writes the operator says it made (`azs_csp_*_writes_total`, event counters), if it says.
@@ -1186,6 +1236,7 @@ impl Bench {
                 "create_concurrency": s.create_concurrency,
                 "outcome_mix": self.plan.outcome_mix(),
                 "catalog_subscriptions": self.plan.catalog_subscriptions.len(),
+                "referenced_subscriptions": self.plan.referenced_subscriptions(),
             }),
         );
         self.record("kubernetes", json!(version.git_version));
@@ -1349,6 +1400,7 @@ impl Bench {
                 "event_writes": writes(&d, "events", None),
                 "all_writes_per_object": round2(all_writes(&d) / n),
                 "operator_reported_writes": op_metrics_converged.as_ref().map(operator_writes),
+                "resolver": resolver_lookups(None, op_metrics_converged.as_ref(), n),
                 "apiserver_requests": requests_json(&d),
                 "cpu": cpu_json(&cpu0, &cpu1),
                 "operator_rss_mib": memory_mib(pid, "VmRSS:").map(round2),
@@ -1416,6 +1468,10 @@ impl Bench {
                     (Some(b), Some(a)) => metrics_delta(b, a),
                     _ => Value::Null,
                 },
+                "resolver": match &op_metrics_settled {
+                    Some(b) => resolver_lookups(Some(b), op_metrics_idle.as_ref(), 0.0),
+                    None => Value::Null,
+                },
                 "apiserver_requests": requests_json(&d),
                 "cpu": cpu_json(&cpu1, &cpu2),
                 "operator_rss_mib": memory_mib(pid, "VmRSS:").map(round2),
@@ -1460,6 +1516,14 @@ impl Bench {
                 "all_writes": all_writes(&d),
                 "apiserver_requests": requests_json(&d),
                 "cpu": cpu_json(&cpu2, &cpu3),
+                "resolver": match &op_metrics_idle {
+                    Some(b) => resolver_lookups(
+                        Some(b),
+                        op_metrics_after_fanout.as_ref(),
+                        s.fanout as f64,
+                    ),
+                    None => Value::Null,
+                },
             }),
         );
         if !ok {
@@ -1801,6 +1865,20 @@ fn print_summary(results: &serde_json::Map<String, Value>) {
     let converge = num(&["converge", "seconds"]);
     let limit = num(&["limit", "seconds"]);
     let ratio = ratio(results);
+    let lookups = |phase: &str, per: &str| {
+        let total = num(&[phase, "resolver", "lookups"]);
+        let upstream = num(&[phase, "resolver", "upstream_requests"]);
+        match (total, num(&[phase, "resolver", "per_object"]), upstream) {
+            (Some(t), Some(p), Some(u)) => format!("{t} ({p} per {per}; {u} upstream requests)"),
+            (Some(t), _, _) => format!("{t}"),
+            _ => "n/a (no azs_csp_resolver_* in /metrics)".to_string(),
+        }
+    };
+    let distinct = format!(
+        "{} in the catalog, {} named by the objects",
+        fmt(num(&["config", "catalog_subscriptions"]), ""),
+        fmt(num(&["config", "referenced_subscriptions"]), "")
+    );
     println!();
     println!("| measure | value | target |");
     println!("|---|---|---|");
@@ -1858,6 +1936,17 @@ fn print_summary(results: &serde_json::Map<String, Value>) {
             "",
         ),
         ("fan-out time", fmt(num(&["fanout", "seconds"]), " s"), ""),
+        (
+            "resolver lookups: converge",
+            lookups("converge", "object"),
+            "",
+        ),
+        (
+            "resolver lookups: fan-out",
+            lookups("fanout", "dependent"),
+            "",
+        ),
+        ("… distinct subscriptions", distinct, ""),
     ];
     for (name, value, target) in rows {
         println!("| {name} | {value} | {target} |");
