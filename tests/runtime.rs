@@ -268,6 +268,22 @@ async fn metrics_count_reconciles_writes_and_reasons_and_the_probes_answer() {
         assert_eq!(value(&text, &inf), value(&text, &count), "{text}");
     }
     assert!(value(&text, "azs_csp_finalizer_writes_total") >= 1.0);
+    // One Event per first decision: 5 CustomerSubscriptions and the Registration, published
+    // in the background.
+    let published = r#"azs_csp_events_total{outcome="published"}"#;
+    let text = poll("the Events to be published", common::TIMEOUT, async || {
+        let text = scrape(addr);
+        (sample(&text, published) >= Some(6.0)).then_some(text)
+    })
+    .await;
+    assert_eq!(
+        value(&text, r#"azs_csp_events_total{outcome="failed"}"#),
+        0.0
+    );
+    assert_eq!(
+        value(&text, r#"azs_csp_events_total{outcome="dropped"}"#),
+        0.0
+    );
     assert_eq!(value(&text, "azs_csp_leader"), 1.0);
     assert_eq!(value(&text, "azs_csp_catalog_loaded"), 1.0);
     assert_eq!(value(&text, "azs_csp_catalog_rejected_total"), 0.0);
