@@ -1,5 +1,13 @@
 //! The catalog document (DESIGN.md §4): parsed strictly, validated as a whole, then frozen
 //! into an immutable [`Catalog`] that lookups read without further checks.
+//!
+//! Parsing streams: [`stream`] reads the document event by event and validates each entry
+//! as it is read, so loading a catalog takes little more memory than the catalog itself.
+//! serde_yaml defines what a document means and words every syntax error; documents that the
+//! streaming reader does not take go through it (see [`stream`]).
+
+mod libyaml;
+mod stream;
 
 use std::{
     collections::{HashMap, HashSet},
@@ -118,7 +126,7 @@ pub(crate) struct SubscriptionEntry {
 
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct ApprovalEntry {
+pub(crate) struct ApprovalEntry {
     subscription_id: String,
     resource_group: String,
     registration_name: String,
@@ -208,10 +216,116 @@ impl SubscriptionEntry {
     }
 }
 
+/// A subscription GUID as a number: the catalog's key, 16 bytes instead of a 36-character
+/// string, and a lookup needs no lower-case copy of the ID. `None` when `s` is not a GUID.
+fn guid_key(s: &str) -> Option<u128> {
+    if !guid::is_guid(s) {
+        return None;
+    }
+    let nibble = |b: u8| match b {
+        b'0'..=b'9' => b - b'0',
+        b'a'..=b'f' => b - b'a' + 10,
+        _ => b - b'A' + 10, // is_guid: an upper-case hex digit
+    };
+    Some(
+        s.bytes()
+            .filter(|b| *b != b'-')
+            .fold(0, |key, b| key << 4 | u128::from(nibble(b))),
+    )
+}
+
+/// Validates entries one at a time, in document order, into what a valid catalog holds. Both
+/// the streaming reader and the serde_yaml path feed it, so the rules and every problem's
+/// wording are the same whichever read the document.
+#[derive(Default)]
+struct Builder {
+    subscriptions: HashMap<u128, Arc<SubscriptionMetadata>>,
+    /// Position of each subscription, for "duplicates subscriptions[N].id".
+    first_subscription: HashMap<u128, usize>,
+    subscriptions_read: usize,
+    approvals: HashSet<RegistrationKey>,
+    first_approval: HashMap<RegistrationKey, usize>,
+    approvals_read: usize,
+    // Kept apart so that subscription problems come first whatever the order of the lists.
+    subscription_problems: Vec<String>,
+    approval_problems: Vec<String>,
+}
+
+impl Builder {
+    fn add_subscription(&mut self, entry: &SubscriptionEntry) {
+        let index = self.subscriptions_read;
+        self.subscriptions_read += 1;
+        let at = format!("subscriptions[{index}]");
+        let Some(metadata) = entry.validate(&at, &mut self.subscription_problems) else {
+            return;
+        };
+        let key = guid_key(&metadata.id).expect("validate accepts GUIDs only");
+        if let Some(first) = self.first_subscription.get(&key) {
+            self.subscription_problems.push(format!(
+                "{at}.id: {:?} duplicates subscriptions[{first}].id",
+                entry.id
+            ));
+            return;
+        }
+        self.first_subscription.insert(key, index);
+        self.subscriptions.insert(key, Arc::new(metadata));
+    }
+
+    fn add_approval(&mut self, entry: &ApprovalEntry) {
+        let index = self.approvals_read;
+        self.approvals_read += 1;
+        let at = format!("multitenancyApprovals[{index}]");
+        let problems = &mut self.approval_problems;
+        let before = problems.len();
+        if !guid::is_guid(&entry.subscription_id) {
+            problems.push(format!(
+                "{at}.subscriptionId: {:?} is not a GUID",
+                entry.subscription_id
+            ));
+        }
+        if entry.resource_group.trim().is_empty() {
+            problems.push(format!("{at}.resourceGroup: must not be empty"));
+        }
+        if entry.registration_name.trim().is_empty() {
+            problems.push(format!("{at}.registrationName: must not be empty"));
+        }
+        if problems.len() > before {
+            return;
+        }
+        let key = RegistrationKey::new(
+            &entry.subscription_id,
+            &entry.resource_group,
+            &entry.registration_name,
+        );
+        if let Some(first) = self.first_approval.get(&key) {
+            problems.push(format!(
+                "{at}: duplicates multitenancyApprovals[{first}] ({key})"
+            ));
+            return;
+        }
+        self.first_approval.insert(key.clone(), index);
+        self.approvals.insert(key);
+    }
+
+    fn finish(self) -> Result<Catalog, CatalogError> {
+        let mut problems = self.subscription_problems;
+        problems.extend(self.approval_problems);
+        if problems.is_empty() {
+            Ok(Catalog {
+                subscriptions: self.subscriptions,
+                approvals: self.approvals,
+            })
+        } else {
+            Err(CatalogError::Invalid { problems })
+        }
+    }
+}
+
 /// A validated catalog. GUIDs and registration keys are stored in canonical lower case.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Catalog {
-    subscriptions: HashMap<String, Arc<SubscriptionMetadata>>,
+    /// By [`guid_key`] of the subscription ID.
+    subscriptions: HashMap<u128, Arc<SubscriptionMetadata>>,
     approvals: HashSet<RegistrationKey>,
 }
 
@@ -219,82 +333,34 @@ impl Catalog {
     /// Parses and validates a catalog document. An empty document (or `{}`) is an empty
     /// catalog; anything wrong rejects the whole document.
     pub fn parse(text: &str) -> Result<Self, CatalogError> {
+        let mut builder = Builder::default();
+        if stream::read(text, &mut builder).is_ok() {
+            return builder.finish();
+        }
+        drop(builder);
+        Self::parse_with_serde_yaml(text)
+    }
+
+    /// The reference reading of a document, which buffers all of it: for documents the
+    /// streaming reader leaves to serde_yaml, and its precise syntax errors.
+    fn parse_with_serde_yaml(text: &str) -> Result<Self, CatalogError> {
         // `Option` so that an empty (or comment-only, or `null`) document is a valid empty
         // catalog rather than an "EOF while parsing" error.
         let document: Option<CatalogDocument> = serde_yaml::from_str(text)?;
-        Self::validate(document.unwrap_or_default())
-    }
-
-    fn validate(document: CatalogDocument) -> Result<Self, CatalogError> {
-        let mut problems = Vec::new();
-        let mut subscriptions = HashMap::with_capacity(document.subscriptions.len());
-        let mut first_index: HashMap<String, usize> = HashMap::new();
-        for (index, entry) in document.subscriptions.iter().enumerate() {
-            let at = format!("subscriptions[{index}]");
-            let Some(metadata) = entry.validate(&at, &mut problems) else {
-                continue;
-            };
-            if let Some(first) = first_index.get(&metadata.id) {
-                problems.push(format!(
-                    "{at}.id: {:?} duplicates subscriptions[{first}].id",
-                    entry.id
-                ));
-                continue;
-            }
-            first_index.insert(metadata.id.clone(), index);
-            subscriptions.insert(metadata.id.clone(), Arc::new(metadata));
+        let document = document.unwrap_or_default();
+        let mut builder = Builder::default();
+        for entry in document.subscriptions {
+            builder.add_subscription(&entry);
         }
-
-        let mut approvals = HashSet::with_capacity(document.multitenancy_approvals.len());
-        let mut first_approval: HashMap<RegistrationKey, usize> = HashMap::new();
-        for (index, entry) in document.multitenancy_approvals.iter().enumerate() {
-            let at = format!("multitenancyApprovals[{index}]");
-            let before = problems.len();
-            if !guid::is_guid(&entry.subscription_id) {
-                problems.push(format!(
-                    "{at}.subscriptionId: {:?} is not a GUID",
-                    entry.subscription_id
-                ));
-            }
-            if entry.resource_group.trim().is_empty() {
-                problems.push(format!("{at}.resourceGroup: must not be empty"));
-            }
-            if entry.registration_name.trim().is_empty() {
-                problems.push(format!("{at}.registrationName: must not be empty"));
-            }
-            if problems.len() > before {
-                continue;
-            }
-            let key = RegistrationKey::new(
-                &entry.subscription_id,
-                &entry.resource_group,
-                &entry.registration_name,
-            );
-            if let Some(first) = first_approval.get(&key) {
-                problems.push(format!(
-                    "{at}: duplicates multitenancyApprovals[{first}] ({key})"
-                ));
-                continue;
-            }
-            first_approval.insert(key.clone(), index);
-            approvals.insert(key);
+        for entry in document.multitenancy_approvals {
+            builder.add_approval(&entry);
         }
-
-        if problems.is_empty() {
-            Ok(Self {
-                subscriptions,
-                approvals,
-            })
-        } else {
-            Err(CatalogError::Invalid { problems })
-        }
+        builder.finish()
     }
 
     /// Metadata of a subscription (GUID in any case), `None` when the catalog does not know it.
     pub fn subscription(&self, subscription_id: &str) -> Option<Arc<SubscriptionMetadata>> {
-        self.subscriptions
-            .get(&subscription_id.to_ascii_lowercase())
-            .cloned()
+        self.subscriptions.get(&guid_key(subscription_id)?).cloned()
     }
 
     /// Whether the catalog lists this registration as approved for multitenancy.
@@ -319,14 +385,14 @@ impl Catalog {
     /// Exactly the subscriptions and registrations whose data differ between two catalogs.
     pub fn diff(old: &Catalog, new: &Catalog) -> MetadataChange {
         let mut change = MetadataChange::default();
-        for (id, metadata) in &new.subscriptions {
-            if old.subscriptions.get(id) != Some(metadata) {
-                change.subscriptions.insert(id.clone());
+        for (key, metadata) in &new.subscriptions {
+            if old.subscriptions.get(key) != Some(metadata) {
+                change.subscriptions.insert(metadata.id.clone());
             }
         }
-        for id in old.subscriptions.keys() {
-            if !new.subscriptions.contains_key(id) {
-                change.subscriptions.insert(id.clone());
+        for (key, metadata) in &old.subscriptions {
+            if !new.subscriptions.contains_key(key) {
+                change.subscriptions.insert(metadata.id.clone());
             }
         }
         change
@@ -478,6 +544,32 @@ multitenancyApprovals:
             summary.to_string(),
             "catalog is valid: 2 subscriptions (1 CSP, 1 Enabled, 1 Deleted), 1 multitenancy approvals"
         );
+    }
+
+    #[test]
+    fn guid_keys_are_the_128_bits_of_the_guid_in_any_letter_case() {
+        let want = Some(0xe09a4e93_29a7_4eba_a7f2_3b2c1d0e9f8a_u128);
+        assert_eq!(guid_key(SUB_A), want);
+        assert_eq!(guid_key(&SUB_A.to_uppercase()), want);
+        assert_eq!(guid_key("00000000-0000-0000-0000-000000000000"), Some(0));
+        assert_eq!(
+            guid_key("FFFFFFFF-ffff-FFFF-ffff-FFFFFFFFFFFF"),
+            Some(u128::MAX)
+        );
+        for not_a_guid in [
+            "",
+            "e09a4e93",
+            "e09a4e9329a74ebaa7f23b2c1d0e9f8a",
+            "not-a-guid",
+        ] {
+            assert_eq!(guid_key(not_a_guid), None, "{not_a_guid:?}");
+        }
+        let catalog = Catalog::parse(&format!(
+            "subscriptions:\n- {{id: {SUB_A}, state: Enabled, offer: CSP}}\n"
+        ))
+        .expect("valid");
+        assert!(catalog.subscription("not-a-guid").is_none());
+        assert!(catalog.subscription(SUB_B).is_none());
     }
 
     #[test]
