@@ -40,6 +40,9 @@ pub struct CatalogResolver {
     // Serializes replacements so that diffs are computed against the catalog they replace
     // and broadcast in the order they took effect.
     replace_lock: Mutex<()>,
+    /// Digest of the text of the catalog in force: the same text again (the file watch's
+    /// first look, a ConfigMap resync) is not parsed a second time.
+    in_force_digest: Mutex<Option<u64>>,
     last_error: Mutex<Option<String>>,
     changes: broadcast::Sender<MetadataChange>,
     loaded: watch::Sender<bool>,
@@ -50,6 +53,14 @@ pub struct CatalogResolver {
     lookups: ResolverStats,
 }
 
+/// A digest of a source's content, to recognise content seen before without keeping it.
+pub(crate) fn digest(bytes: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut hasher);
+    hasher.finish()
+}
+
 impl CatalogResolver {
     /// A resolver with no catalog yet: lookups fail with `CatalogUnavailable` until the first
     /// successful [`CatalogResolver::replace`].
@@ -58,6 +69,7 @@ impl CatalogResolver {
             source: source.into(),
             current: RwLock::new(None),
             replace_lock: Mutex::new(()),
+            in_force_digest: Mutex::new(None),
             last_error: Mutex::new(None),
             changes: broadcast::channel(CHANGE_CHANNEL_CAPACITY).0,
             loaded: watch::channel(false).0,
@@ -84,6 +96,12 @@ impl CatalogResolver {
         Ok(resolver)
     }
 
+    fn digest_in_force(&self) -> std::sync::MutexGuard<'_, Option<u64>> {
+        self.in_force_digest
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Where this resolver's catalogs come from.
     pub fn source(&self) -> &str {
         &self.source
@@ -93,6 +111,16 @@ impl CatalogResolver {
     /// changed (everything, for the first one). An invalid catalog is rejected whole: the
     /// catalog in force stays, the error is logged and counted.
     pub fn replace(&self, text: &str) -> Result<MetadataChange, CatalogError> {
+        let digest = digest(text.as_bytes());
+        if self.current().is_some() && *self.digest_in_force() == Some(digest) {
+            self.accepted.fetch_add(1, Ordering::Relaxed);
+            *self
+                .last_error
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = None;
+            tracing::debug!(source = %self.source, "catalog unchanged");
+            return Ok(MetadataChange::default());
+        }
         let new = match Catalog::parse(text) {
             Ok(catalog) => Arc::new(catalog),
             Err(error) => {
@@ -113,6 +141,7 @@ impl CatalogResolver {
             Some(old) => Catalog::diff(old, &new),
         };
         *self.current.write().unwrap_or_else(PoisonError::into_inner) = Some(Arc::clone(&new));
+        *self.digest_in_force() = Some(digest);
         self.accepted.fetch_add(1, Ordering::Relaxed);
         *self
             .last_error

@@ -10,7 +10,7 @@ use kube::{
     runtime::{WatchStreamExt, watcher},
 };
 
-use super::catalog_resolver::CatalogResolver;
+use super::catalog_resolver::{CatalogResolver, digest};
 
 /// The ConfigMap key that holds the catalog document.
 pub const CATALOG_KEY: &str = "catalog.yaml";
@@ -39,17 +39,21 @@ pub async fn watch_file(resolver: Arc<CatalogResolver>, path: PathBuf) {
 pub async fn watch_file_every(resolver: Arc<CatalogResolver>, path: PathBuf, interval: Duration) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // What was last handed to the resolver (or found unreadable), so that a bad file is
-    // reported once and not every second.
-    let mut last_seen: Option<Result<Vec<u8>, String>> = None;
+    // A digest of what was last handed to the resolver (or of why the file was unreadable),
+    // so that a bad file is reported once and not every second, without keeping a copy.
+    let mut last_seen: Option<Result<u64, String>> = None;
     loop {
         ticker.tick().await;
         let read = read_settled(&path).await;
-        if last_seen.as_ref() == Some(&read) {
+        let seen = read
+            .as_ref()
+            .map(|bytes| digest(bytes))
+            .map_err(Clone::clone);
+        if last_seen.as_ref() == Some(&seen) {
             continue;
         }
-        match &read {
-            Ok(bytes) => match String::from_utf8(bytes.clone()) {
+        match read {
+            Ok(bytes) => match String::from_utf8(bytes) {
                 Ok(text) => {
                     // Errors are logged and counted inside `replace`.
                     let _ = resolver.replace(&text);
@@ -58,9 +62,9 @@ pub async fn watch_file_every(resolver: Arc<CatalogResolver>, path: PathBuf, int
                     resolver.record_source_error(&format!("{} is not UTF-8 text", path.display()))
                 }
             },
-            Err(reason) => resolver.record_source_error(reason),
+            Err(reason) => resolver.record_source_error(&reason),
         }
-        last_seen = Some(read);
+        last_seen = Some(seen);
     }
 }
 
