@@ -361,13 +361,13 @@ impl Collector for ScrapeCollector {
             encode_counter(
                 &mut encoder,
                 "azs_csp_resolver_cache_hits",
-                "Metadata lookups answered from the cache.",
+                "Metadata lookups answered from the cache (catalog backend: from the catalog in force).",
                 stats.hits,
             )?;
             encode_counter(
                 &mut encoder,
                 "azs_csp_resolver_cache_misses",
-                "Metadata lookups that started a request to the metadata server.",
+                "Metadata lookups that started a request to the metadata server (catalog backend: made before the first catalog loaded; no request).",
                 stats.misses,
             )?;
             encode_counter(
