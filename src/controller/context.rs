@@ -136,47 +136,71 @@ impl Backoff {
     }
 }
 
-/// Keeps count-only status writes of an object at least `interval` apart.
+/// Spaces out status writes that only change a count.
 ///
 /// A Registration's `customerSubscriptionCount` changes with every dependent that attaches;
 /// while thousands converge, writing each change would rewrite every Registration several
-/// times a second. A change of anything else (a reason, a message) is written at once.
+/// times a second. So a count-only change is written when the count has held still for
+/// `settle` (the dependents are done), or at the latest `interval` after the previous write
+/// (they keep changing); anything else is written at once.
 pub struct WriteSpacing {
     interval: Duration,
-    last_write: Mutex<HashMap<ObjKey, Instant>>,
+    settle: Duration,
+    objects: Mutex<HashMap<ObjKey, Spacing>>,
+}
+
+#[derive(Default)]
+struct Spacing {
+    last_write: Option<Instant>,
+    /// The count waiting to be written, and since when it has been the one decided.
+    pending: Option<(i64, Instant)>,
 }
 
 impl WriteSpacing {
-    pub fn new(interval: Duration) -> Self {
+    pub fn new(interval: Duration, settle: Duration) -> Self {
         Self {
             interval,
-            last_write: Mutex::new(HashMap::new()),
+            settle,
+            objects: Mutex::new(HashMap::new()),
         }
     }
 
-    fn last_write(&self) -> std::sync::MutexGuard<'_, HashMap<ObjKey, Instant>> {
-        self.last_write.lock().unwrap_or_else(|p| p.into_inner())
+    fn objects(&self) -> std::sync::MutexGuard<'_, HashMap<ObjKey, Spacing>> {
+        self.objects.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// How long a count-only write of `key` must still wait at `now`; `None` when it may go.
-    pub fn wait(&self, key: &ObjKey, now: Instant) -> Option<Duration> {
-        let last = *self.last_write().get(key)?;
-        let due = last + self.interval;
-        (due > now).then(|| due - now)
+    /// How long a write of `key` changing only the count to `count` must still wait at
+    /// `now`; `None` when it may go.
+    pub fn wait(&self, key: &ObjKey, count: i64, now: Instant) -> Option<Duration> {
+        let mut objects = self.objects();
+        let spacing = objects.get_mut(key)?;
+        let due = spacing.last_write? + self.interval;
+        let since = match spacing.pending {
+            Some((pending, since)) if pending == count => since,
+            _ => {
+                spacing.pending = Some((count, now));
+                now
+            }
+        };
+        let settled = since + self.settle;
+        (due > now && settled > now).then(|| due.min(settled) - now)
     }
 
     /// Records a status write of `key` at `now`.
     pub fn written(&self, key: &ObjKey, now: Instant) {
-        self.last_write().insert(key.clone(), now);
+        let mut objects = self.objects();
+        let spacing = objects.entry(key.clone()).or_default();
+        spacing.last_write = Some(now);
+        spacing.pending = None;
     }
 
     /// Forgets `key`, when the object is gone.
     pub fn forget(&self, key: &ObjKey) {
-        self.last_write().remove(key);
+        self.objects().remove(key);
     }
 
     pub fn len(&self) -> usize {
-        self.last_write().len()
+        self.objects().len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -278,18 +302,34 @@ mod tests {
     }
 
     #[test]
-    fn count_writes_are_spaced_per_object_and_forgotten() {
-        let spacing = WriteSpacing::new(Duration::from_secs(5));
+    fn count_writes_wait_until_the_count_settles_or_the_interval_is_over() {
+        let spacing = WriteSpacing::new(Duration::from_secs(5), Duration::from_secs(1));
         let (a, b) = (ObjKey::new("ns", "a"), ObjKey::new("ns", "b"));
         let t0 = Instant::now();
-        assert_eq!(spacing.wait(&a, t0), None, "never written: write now");
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let secs = Duration::from_millis;
+        assert_eq!(spacing.wait(&a, 1, t0), None, "never written: write now");
         spacing.written(&a, t0);
+        // Dependents keep attaching: each new count waits for the count to settle...
+        assert_eq!(spacing.wait(&a, 2, at(100)), Some(secs(1000)));
+        assert_eq!(spacing.wait(&a, 3, at(600)), Some(secs(1000)));
+        assert_eq!(spacing.wait(&a, 3, at(1100)), Some(secs(500)), "same count");
+        assert_eq!(spacing.wait(&a, 4, at(1500)), Some(secs(1000)));
         assert_eq!(
-            spacing.wait(&a, t0 + Duration::from_secs(2)),
-            Some(Duration::from_secs(3))
+            spacing.wait(&a, 5, at(4500)),
+            Some(secs(500)),
+            "or the interval"
         );
-        assert_eq!(spacing.wait(&a, t0 + Duration::from_secs(5)), None);
-        assert_eq!(spacing.wait(&b, t0), None, "each object has its own clock");
+        assert_eq!(spacing.wait(&a, 6, at(5000)), None, "the interval is over");
+        spacing.written(&a, at(5000));
+        // ...and once they stop, the last count goes after `settle`, not after `interval`.
+        assert_eq!(spacing.wait(&a, 7, at(5200)), Some(secs(1000)));
+        assert_eq!(spacing.wait(&a, 7, at(6200)), None, "settled");
+        assert_eq!(
+            spacing.wait(&b, 1, at(6200)),
+            None,
+            "each object on its own"
+        );
         spacing.forget(&a);
         assert!(spacing.is_empty());
     }

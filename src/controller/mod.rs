@@ -69,9 +69,11 @@ pub struct Settings {
     pub health: Health,
 }
 
-/// Least time between two Registration status writes that only change
-/// `customerSubscriptionCount`.
+/// Longest a Registration status write that only changes `customerSubscriptionCount` waits
+/// after the previous write while dependents keep changing (see [`WriteSpacing`]).
 pub const COUNT_WRITE_INTERVAL: Duration = Duration::from_secs(5);
+/// How long the count must hold still before such a write goes earlier.
+pub const COUNT_SETTLE: Duration = Duration::from_secs(1);
 
 /// A watched scope: one namespace, or the whole cluster (`None`).
 type Scope = Option<String>;
@@ -262,7 +264,7 @@ pub async fn run(
     ));
     let kept = PerObject {
         backoff: backoff.clone(),
-        count_spacing: Arc::new(WriteSpacing::new(COUNT_WRITE_INTERVAL)),
+        count_spacing: Arc::new(WriteSpacing::new(COUNT_WRITE_INTERVAL, COUNT_SETTLE)),
         own_writes: Arc::new(OwnWrites::default()),
     };
     let shutdown = futures::FutureExt::shared(Box::pin(shutdown));

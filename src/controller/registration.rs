@@ -175,7 +175,11 @@ async fn reconcile_one(registration: Arc<Registration>, ctx: &Context) -> Result
     let desired = desired_status(&registration, &decision, ctx);
     if let Some(current) = registration.status.as_ref()
         && only_the_count_differs(current, &desired)
-        && let Some(wait) = ctx.count_spacing.wait(&key, Instant::now())
+        && let Some(wait) = ctx.count_spacing.wait(
+            &key,
+            desired.customer_subscription_count.unwrap_or_default(),
+            Instant::now(),
+        )
     {
         return Ok(Action::requeue(wait));
     }
