@@ -17,17 +17,27 @@
 //!    the operator's convergence time is compared with;
 //! 6. clean up: both namespaces deleted, the operator stopped, whatever happened.
 //!
+//! With `AZS_BENCH_RESOLVER=http` the operator runs with `--resolver http` against a metadata
+//! server inside the bench process ([`MetadataServer`]: the same catalog, as the JSON of
+//! DESIGN.md §4, on 127.0.0.1), which counts the requests it answers: what a caching backend
+//! asks upstream, to set next to the distinct subscriptions the objects name. The fan-out is
+//! skipped in that mode (see [`FANOUT_SKIPPED_HTTP`]).
+//!
 //! API writes are counted from kube-apiserver's own `apiserver_request_total`, the operator's
 //! memory and CPU from /proc. Configuration is read from the environment (`AZS_BENCH_*`, see
 //! [`Settings::from_env`]); `hack/bench.sh` sets it from `make bench N=...`.
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
+    ffi::OsString,
     fmt::Write as _,
     io::{Read as _, Write as _},
     path::{Path, PathBuf},
     process::{Child, Command, ExitCode, Stdio},
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -84,6 +94,40 @@ struct Settings {
     operator_log_filter: String,
     /// Skip the limit phase (e.g. for a quick smoke run).
     skip_limit: bool,
+    /// Where the operator gets its metadata from.
+    resolver: ResolverMode,
+    /// `--cache-ttl` of the operator in http mode.
+    cache_ttl: Duration,
+}
+
+/// `AZS_BENCH_RESOLVER`: the operator's metadata backend during the run.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum ResolverMode {
+    /// `--catalog-file`, the generated catalog (the default).
+    Catalog,
+    /// `--resolver http` against the bench's own [`MetadataServer`].
+    Http,
+}
+
+impl ResolverMode {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Catalog => "catalog",
+            Self::Http => "http",
+        }
+    }
+}
+
+impl std::str::FromStr for ResolverMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "catalog" => Ok(Self::Catalog),
+            "http" => Ok(Self::Http),
+            _ => Err(format!("{s:?} is neither catalog nor http")),
+        }
+    }
 }
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> Result<T> {
@@ -114,12 +158,19 @@ impl Settings {
         }
         let secs = |name: &str, default: u64| env_or(name, default).map(Duration::from_secs);
         let converge_default = 300.max(n as u64 / 10);
+        let converge_timeout = secs("AZS_BENCH_CONVERGE_TIMEOUT", converge_default)?;
+        let idle = secs("AZS_BENCH_IDLE_SECONDS", 60)?;
+        // No cached answer may expire while the operator runs (converge, settle, idle: the
+        // fan-out is skipped in http mode): an expiry would add upstream requests and
+        // re-checks that belong to the refresh, not to convergence. The operator's default
+        // (5 min) is shorter than the longest run the converge timeout allows.
+        let ttl_default = converge_timeout.as_secs() + idle.as_secs() + 120;
         Ok(Self {
             n,
             registrations,
             fanout,
-            idle: secs("AZS_BENCH_IDLE_SECONDS", 60)?,
-            converge_timeout: secs("AZS_BENCH_CONVERGE_TIMEOUT", converge_default)?,
+            idle,
+            converge_timeout,
             fanout_timeout: secs("AZS_BENCH_FANOUT_TIMEOUT", 300)?,
             total_timeout: secs("AZS_BENCH_TIMEOUT", 900 + 3 * converge_default)?,
             create_concurrency: env_or("AZS_BENCH_CREATE_CONCURRENCY", OPERATOR_CONCURRENCY)?,
@@ -134,6 +185,8 @@ impl Settings {
                 .unwrap_or_else(|| root.join("target/bench")),
             operator_log_filter: env_or("AZS_BENCH_OPERATOR_LOG", "info".to_string())?,
             skip_limit: env_or("AZS_BENCH_SKIP_LIMIT", 0u8)? != 0,
+            resolver: env_or("AZS_BENCH_RESOLVER", ResolverMode::Catalog)?,
+            cache_ttl: secs("AZS_BENCH_CACHE_TTL", ttl_default.max(300))?,
         })
     }
 }
@@ -451,6 +504,24 @@ impl Plan {
             .chain(registrations)
             .collect::<std::collections::HashSet<_>>()
             .len()
+    }
+
+    /// Distinct subscriptions the decisions look up: the Registrations', and the customers'
+    /// whose Registration is PayAsYouUse (the operator skips the lookups when rule 2 fails, and
+    /// asks for the approval and both subscriptions together otherwise, also when not approved).
+    fn looked_up_subscriptions(&self) -> usize {
+        let customers = self
+            .customers
+            .iter()
+            .filter(|c| {
+                matches!(
+                    self.registrations[c.registration].kind,
+                    RegKind::Approved | RegKind::Unapproved
+                )
+            })
+            .map(|c| c.subscription_id.to_ascii_lowercase());
+        let registrations = self.registrations.iter().map(|r| r.subscription_id.clone());
+        customers.chain(registrations).collect::<HashSet<_>>().len()
     }
 
     fn outcome_mix(&self) -> BTreeMap<&'static str, usize> {
@@ -1114,7 +1185,8 @@ struct Operator {
 }
 
 impl Operator {
-    fn start(s: &Settings, catalog: &Path, namespace: &str) -> Result<Self> {
+    /// `resolver`: the metadata flags (`--catalog-file F`, or `--resolver http ...`).
+    fn start(s: &Settings, resolver: &[OsString], namespace: &str) -> Result<Self> {
         if !s.operator.exists() {
             return Err(format!(
                 "{} does not exist: build it with `cargo build --release` (make bench does)",
@@ -1126,8 +1198,7 @@ impl Operator {
         let file = std::fs::File::create(&log)?;
         let child = Command::new(&s.operator)
             .arg("run")
-            .arg("--catalog-file")
-            .arg(catalog)
+            .args(resolver)
             .args(["--watch-namespace", namespace])
             .args(["--metrics-addr", "127.0.0.1:0"])
             .env("KUBECONFIG", &s.kubeconfig)
@@ -1175,6 +1246,254 @@ impl Drop for Operator {
 }
 
 // ---------------------------------------------------------------------------------------------
+// The metadata server of the http mode
+// ---------------------------------------------------------------------------------------------
+
+/// Why the fan-out is not measured with `--resolver http` (also in the JSON and the table).
+const FANOUT_SKIPPED_HTTP: &str = "skipped with --resolver http: the http backend cannot be told \
+    of a change, so a revoked approval reaches the objects only when the cached answer expires \
+    (--cache-ttl) and their refresh re-check runs; the time measured would be the TTL";
+
+/// Requests the [`MetadataServer`] answered, by kind.
+#[derive(Default)]
+struct UpstreamCounters {
+    subscription_lookups: AtomicU64,
+    approval_lookups: AtomicU64,
+    /// Paths outside the documented API.
+    other: AtomicU64,
+    /// 404 answers (unknown subscription, registration not approved, other paths).
+    not_found: AtomicU64,
+    /// Subscription IDs asked for (lower case), and registrations (`sub/rg/name`).
+    subscriptions: Mutex<HashSet<String>>,
+    registrations: Mutex<HashSet<String>>,
+}
+
+#[derive(Clone, Copy, Default)]
+struct UpstreamSnapshot {
+    subscription_lookups: u64,
+    approval_lookups: u64,
+    other: u64,
+    not_found: u64,
+    distinct_subscriptions: usize,
+    distinct_registrations: usize,
+}
+
+impl UpstreamSnapshot {
+    fn total(&self) -> u64 {
+        self.subscription_lookups + self.approval_lookups + self.other
+    }
+
+    /// Requests since `before`, by kind (distinct counts are not differences: left out).
+    fn since_json(&self, before: &Self) -> Value {
+        json!({
+            "requests": self.total() - before.total(),
+            "subscription_lookups": self.subscription_lookups - before.subscription_lookups,
+            "approval_lookups": self.approval_lookups - before.approval_lookups,
+            "other_requests": self.other - before.other,
+            "not_found": self.not_found - before.not_found,
+        })
+    }
+}
+
+/// The documented data the server answers with, from the generated catalog.
+struct MetadataData {
+    /// Lower-case subscription ID → its `subscriptions[]` entry as JSON.
+    subscriptions: HashMap<String, String>,
+    /// Approved registrations, `sub/rg/name` in lower case.
+    approvals: HashSet<String>,
+}
+
+impl MetadataData {
+    /// Reads the catalog the catalog mode would load (serde_yaml, not the operator's reader).
+    fn from_catalog(text: &str) -> Result<Self> {
+        let doc: Value = serde_yaml::from_str(text)?;
+        let list = |key: &str| -> Result<Vec<Value>> {
+            Ok(doc
+                .get(key)
+                .and_then(Value::as_array)
+                .ok_or_else(|| format!("the generated catalog has no {key} list"))?
+                .clone())
+        };
+        let text_of = |v: &Value, key: &str| -> Result<String> {
+            Ok(v.get(key)
+                .and_then(Value::as_str)
+                .ok_or_else(|| format!("a catalog entry without {key}: {v}"))?
+                .to_ascii_lowercase())
+        };
+        let mut subscriptions = HashMap::new();
+        for entry in list("subscriptions")? {
+            subscriptions.insert(text_of(&entry, "id")?, entry.to_string());
+        }
+        let mut approvals = HashSet::new();
+        for entry in list("multitenancyApprovals")? {
+            approvals.insert(format!(
+                "{}/{}/{}",
+                text_of(&entry, "subscriptionId")?,
+                text_of(&entry, "resourceGroup")?,
+                text_of(&entry, "registrationName")?
+            ));
+        }
+        Ok(Self {
+            subscriptions,
+            approvals,
+        })
+    }
+}
+
+#[derive(Clone)]
+struct ServerState {
+    data: Arc<MetadataData>,
+    counters: Arc<UpstreamCounters>,
+}
+
+/// DESIGN.md §4 over plain HTTP on 127.0.0.1, answered from the generated catalog, counting
+/// what it answers. Runs on the bench's runtime (its CPU is the bench's CPU).
+struct MetadataServer {
+    url: String,
+    counters: Arc<UpstreamCounters>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl MetadataServer {
+    async fn start(catalog: &str) -> Result<Self> {
+        use axum::{extract::State, routing::get};
+        let data = Arc::new(MetadataData::from_catalog(catalog)?);
+        let counters = Arc::new(UpstreamCounters::default());
+        let app = axum::Router::new()
+            .route("/subscriptions/{id}", get(serve_subscription))
+            .route(
+                "/registrations/{subscription}/{group}/{name}",
+                get(serve_approval),
+            )
+            .fallback(|State(state): State<ServerState>| async move {
+                state.counters.other.fetch_add(1, Ordering::Relaxed);
+                not_found(&state)
+            })
+            .with_state(ServerState {
+                data,
+                counters: counters.clone(),
+            });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let task = tokio::spawn(async move {
+            if let Err(error) = axum::serve(listener, app).await {
+                eprintln!("bench: metadata server stopped: {error}");
+            }
+        });
+        Ok(Self {
+            url,
+            counters,
+            task,
+        })
+    }
+
+    fn snapshot(&self) -> UpstreamSnapshot {
+        let c = &self.counters;
+        let len =
+            |set: &Mutex<HashSet<String>>| set.lock().unwrap_or_else(|p| p.into_inner()).len();
+        UpstreamSnapshot {
+            subscription_lookups: c.subscription_lookups.load(Ordering::Relaxed),
+            approval_lookups: c.approval_lookups.load(Ordering::Relaxed),
+            other: c.other.load(Ordering::Relaxed),
+            not_found: c.not_found.load(Ordering::Relaxed),
+            distinct_subscriptions: len(&c.subscriptions),
+            distinct_registrations: len(&c.registrations),
+        }
+    }
+}
+
+/// What the server answered from the operator's start to convergence, next to what the
+/// objects name.
+fn upstream_json(u: &UpstreamSnapshot, plan: &Plan) -> Value {
+    let per = |x: u64, over: usize| (over > 0).then(|| round2(x as f64 / over as f64));
+    json!({
+        "requests": u.total(),
+        "subscription_lookups": u.subscription_lookups,
+        "approval_lookups": u.approval_lookups,
+        "other_requests": u.other,
+        "not_found": u.not_found,
+        "distinct_subscriptions": u.distinct_subscriptions,
+        "distinct_registrations": u.distinct_registrations,
+        "subscription_lookups_per_distinct": per(u.subscription_lookups, u.distinct_subscriptions),
+        "requests_per_object": per(u.total(), plan.customers.len()),
+        "referenced_subscriptions": plan.referenced_subscriptions(),
+        "subscriptions_to_look_up": plan.looked_up_subscriptions(),
+    })
+}
+
+impl Drop for MetadataServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn json_answer(body: String) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
+}
+
+fn not_found(state: &ServerState) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    state.counters.not_found.fetch_add(1, Ordering::Relaxed);
+    (
+        axum::http::StatusCode::NOT_FOUND,
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        r#"{"error":"not found"}"#,
+    )
+        .into_response()
+}
+
+async fn serve_subscription(
+    axum::extract::State(state): axum::extract::State<ServerState>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> axum::response::Response {
+    state
+        .counters
+        .subscription_lookups
+        .fetch_add(1, Ordering::Relaxed);
+    let id = id.to_ascii_lowercase();
+    let body = state.data.subscriptions.get(&id).cloned();
+    state
+        .counters
+        .subscriptions
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(id);
+    match body {
+        Some(body) => json_answer(body),
+        None => not_found(&state),
+    }
+}
+
+async fn serve_approval(
+    axum::extract::State(state): axum::extract::State<ServerState>,
+    axum::extract::Path((subscription, group, name)): axum::extract::Path<(String, String, String)>,
+) -> axum::response::Response {
+    state
+        .counters
+        .approval_lookups
+        .fetch_add(1, Ordering::Relaxed);
+    let key = format!("{subscription}/{group}/{name}").to_ascii_lowercase();
+    let approved = state.data.approvals.contains(&key);
+    state
+        .counters
+        .registrations
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(key);
+    if approved {
+        json_answer(r#"{"multitenancyApproved":true}"#.to_string())
+    } else {
+        // DESIGN.md §4: 404 → not approved.
+        not_found(&state)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // The run
 // ---------------------------------------------------------------------------------------------
 
@@ -1209,6 +1528,18 @@ impl Bench {
             .insert(key.to_string(), value);
     }
 
+    /// Adds `field` to the object recorded under `key`.
+    fn add(&self, key: &str, field: &str, value: Value) {
+        if let Some(Value::Object(object)) = self
+            .results
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(key)
+        {
+            object.insert(field.to_string(), value);
+        }
+    }
+
     fn replace_catalog(&self, text: &str) -> Result<()> {
         let tmp = self.catalog_path.with_extension("yaml.next");
         std::fs::write(&tmp, text)?;
@@ -1237,6 +1568,7 @@ impl Bench {
                 "outcome_mix": self.plan.outcome_mix(),
                 "catalog_subscriptions": self.plan.catalog_subscriptions.len(),
                 "referenced_subscriptions": self.plan.referenced_subscriptions(),
+                "resolver": s.resolver.as_str(),
             }),
         );
         self.record("kubernetes", json!(version.git_version));
@@ -1248,6 +1580,41 @@ impl Bench {
         let catalog = self.plan.catalog(&[]);
         std::fs::write(&self.catalog_path, &catalog)?;
         self.record("catalog_bytes", json!(catalog.len()));
+        // The operator's metadata flags, and in http mode the server it asks.
+        let (server, resolver_args): (Option<MetadataServer>, Vec<OsString>) = match s.resolver {
+            ResolverMode::Catalog => (
+                None,
+                vec!["--catalog-file".into(), self.catalog_path.clone().into()],
+            ),
+            ResolverMode::Http => {
+                let server = MetadataServer::start(&catalog).await?;
+                let ttl = format!("{}s", s.cache_ttl.as_secs());
+                eprintln!(
+                    "bench: --resolver http --resolver-url {} --cache-ttl {ttl} (longer than \
+                     the operator may run: no cached answer expires during the measurement); \
+                     fan-out skipped",
+                    server.url
+                );
+                self.record(
+                    "http_resolver",
+                    json!({
+                        "url": server.url,
+                        "cache_ttl_s": s.cache_ttl.as_secs(),
+                        "subscriptions_to_look_up": self.plan.looked_up_subscriptions(),
+                    }),
+                );
+                let args = [
+                    "--resolver",
+                    "http",
+                    "--resolver-url",
+                    &server.url,
+                    "--cache-ttl",
+                    &ttl,
+                ];
+                let args = args.iter().map(OsString::from).collect();
+                (Some(server), args)
+            }
+        };
 
         // 1. Create everything, before the operator runs.
         create_namespace(&self.client, &self.ns).await?;
@@ -1329,7 +1696,7 @@ impl Bench {
         // 2. Start the operator against the pre-created objects.
         let load_before = load_average();
         let before = apiserver_requests(&self.client).await?;
-        let operator = Operator::start(s, &self.catalog_path, &self.ns)?;
+        let operator = Operator::start(s, &resolver_args, &self.ns)?;
         let pid = operator.pid();
         lock_resources(&self.resources).operator = Some(operator);
         let probe = self
@@ -1364,6 +1731,7 @@ impl Bench {
         let after = apiserver_requests(&self.client).await?;
         let port = listening_ports(pid).first().copied();
         let op_metrics_converged = port.and_then(operator_metrics);
+        let up_converged = server.as_ref().map(MetadataServer::snapshot);
         let converged_at = {
             let c = lock(&cust_tracker)
                 .converged_at
@@ -1411,6 +1779,9 @@ impl Bench {
                 "load_average_after": load_average(),
             }),
         );
+        if let Some(up) = &up_converged {
+            self.add("converge", "upstream", upstream_json(up, &self.plan));
+        }
         if !ok {
             let mismatches = lock(&cust_tracker).mismatches();
             let reg_mismatches = lock(&reg_tracker).mismatches();
@@ -1437,6 +1808,7 @@ impl Bench {
         tokio::time::sleep(SETTLE).await;
         let after_settle = apiserver_requests(&self.client).await?;
         let op_metrics_settled = port.and_then(operator_metrics);
+        let up_settled = server.as_ref().map(MetadataServer::snapshot);
         self.record(
             "settle",
             json!({
@@ -1452,6 +1824,7 @@ impl Bench {
         let after_idle = apiserver_requests(&self.client).await?;
         let d = delta(&after_settle, &after_idle);
         let op_metrics_idle = port.and_then(operator_metrics);
+        let up_idle = server.as_ref().map(MetadataServer::snapshot);
         let idle_mods = lock(&cust_tracker).modifications_between(t_idle, Instant::now())
             + lock(&reg_tracker).modifications_between(t_idle, Instant::now());
         self.record(
@@ -1477,6 +1850,11 @@ impl Bench {
                 "operator_rss_mib": memory_mib(pid, "VmRSS:").map(round2),
             }),
         );
+        if let (Some(converged), Some(settled), Some(idle)) = (&up_converged, &up_settled, &up_idle)
+        {
+            self.add("settle", "upstream", settled.since_json(converged));
+            self.add("idle", "upstream", idle.since_json(settled));
+        }
         eprintln!(
             "bench: idle {} s: {} writes",
             s.idle.as_secs(),
@@ -1484,61 +1862,71 @@ impl Bench {
         );
 
         // 4. Fan-out: revoke the approval of the large registration.
-        let revoked = [self.plan.fanout_registration];
-        lock(&cust_tracker).expect(self.plan.expected_customers(&revoked));
-        lock(&reg_tracker).expect(self.plan.expected_registrations(&revoked));
-        let t_f = Instant::now();
-        self.replace_catalog(&self.plan.catalog(&revoked))?;
-        let ok = wait_until(&changed, s.fanout_timeout, || {
-            converged() || self.operator_exited()
-        })
-        .await
-            && converged();
-        let cpu3 = probe.sample();
-        let after_fanout = apiserver_requests(&self.client).await?;
-        let d = delta(&after_idle, &after_fanout);
-        let (first, cust_done) = {
-            let t = lock(&cust_tracker);
-            let first = t.modifications.iter().find(|m| **m >= t_f).copied();
-            (first, t.converged_at)
+        let op_metrics_after_fanout = if s.resolver == ResolverMode::Http {
+            self.record(
+                "fanout",
+                json!({"skipped": true, "reason": FANOUT_SKIPPED_HTTP}),
+            );
+            eprintln!("bench: fan-out {FANOUT_SKIPPED_HTTP}");
+            None
+        } else {
+            let revoked = [self.plan.fanout_registration];
+            lock(&cust_tracker).expect(self.plan.expected_customers(&revoked));
+            lock(&reg_tracker).expect(self.plan.expected_registrations(&revoked));
+            let t_f = Instant::now();
+            self.replace_catalog(&self.plan.catalog(&revoked))?;
+            let ok = wait_until(&changed, s.fanout_timeout, || {
+                converged() || self.operator_exited()
+            })
+            .await
+                && converged();
+            let cpu3 = probe.sample();
+            let after_fanout = apiserver_requests(&self.client).await?;
+            let d = delta(&after_idle, &after_fanout);
+            let (first, cust_done) = {
+                let t = lock(&cust_tracker);
+                let first = t.modifications.iter().find(|m| **m >= t_f).copied();
+                (first, t.converged_at)
+            };
+            let reg_done = lock(&reg_tracker).converged_at;
+            let op_metrics_after_fanout = port.and_then(operator_metrics);
+            self.record(
+                "fanout",
+                json!({
+                    "ok": ok,
+                    "dependents": s.fanout,
+                    "seconds": cust_done.map(|c| secs(c.duration_since(t_f))),
+                    "registration_seconds": reg_done.map(|c| secs(c.duration_since(t_f))),
+                    "first_dependent_write_s": first.map(|f| secs(f.duration_since(t_f))),
+                    "customer_status_writes": writes(&d, "customersubscriptions", Some("status")),
+                    "all_writes": all_writes(&d),
+                    "apiserver_requests": requests_json(&d),
+                    "cpu": cpu_json(&cpu2, &cpu3),
+                    "resolver": match &op_metrics_idle {
+                        Some(b) => resolver_lookups(
+                            Some(b),
+                            op_metrics_after_fanout.as_ref(),
+                            s.fanout as f64,
+                        ),
+                        None => Value::Null,
+                    },
+                }),
+            );
+            if !ok {
+                return Err(format!(
+                    "fan-out not converged after {:.0} s: {:?}",
+                    s.fanout_timeout.as_secs_f64(),
+                    lock(&cust_tracker).mismatches()
+                )
+                .into());
+            }
+            eprintln!(
+                "bench: fan-out of {} dependents in {:.2} s",
+                s.fanout,
+                cust_done.map_or(0.0, |c| c.duration_since(t_f).as_secs_f64())
+            );
+            op_metrics_after_fanout
         };
-        let reg_done = lock(&reg_tracker).converged_at;
-        let op_metrics_after_fanout = port.and_then(operator_metrics);
-        self.record(
-            "fanout",
-            json!({
-                "ok": ok,
-                "dependents": s.fanout,
-                "seconds": cust_done.map(|c| secs(c.duration_since(t_f))),
-                "registration_seconds": reg_done.map(|c| secs(c.duration_since(t_f))),
-                "first_dependent_write_s": first.map(|f| secs(f.duration_since(t_f))),
-                "customer_status_writes": writes(&d, "customersubscriptions", Some("status")),
-                "all_writes": all_writes(&d),
-                "apiserver_requests": requests_json(&d),
-                "cpu": cpu_json(&cpu2, &cpu3),
-                "resolver": match &op_metrics_idle {
-                    Some(b) => resolver_lookups(
-                        Some(b),
-                        op_metrics_after_fanout.as_ref(),
-                        s.fanout as f64,
-                    ),
-                    None => Value::Null,
-                },
-            }),
-        );
-        if !ok {
-            return Err(format!(
-                "fan-out not converged after {:.0} s: {:?}",
-                s.fanout_timeout.as_secs_f64(),
-                lock(&cust_tracker).mismatches()
-            )
-            .into());
-        }
-        eprintln!(
-            "bench: fan-out of {} dependents in {:.2} s",
-            s.fanout,
-            cust_done.map_or(0.0, |c| c.duration_since(t_f).as_secs_f64())
-        );
 
         // The operator's totals, then stop it: the limit runs without it.
         let cpu_total = cpu_seconds(pid, probe.ticks);
@@ -1561,6 +1949,11 @@ impl Bench {
         );
         if let Some(mut operator) = lock_resources(&self.resources).operator.take() {
             operator.stop();
+        }
+        if let Some(server) = server {
+            // Everything the operator asked, from its start to its stop.
+            let whole = server.snapshot().since_json(&UpstreamSnapshot::default());
+            self.add("http_resolver", "requests_while_operator_ran", whole);
         }
         for w in watches {
             w.abort();
@@ -1882,7 +2275,7 @@ fn print_summary(results: &serde_json::Map<String, Value>) {
     println!();
     println!("| measure | value | target |");
     println!("|---|---|---|");
-    let rows = [
+    let mut rows = vec![
         (
             "create N + registrations (client)",
             fmt(num(&["create", "seconds"]), " s"),
@@ -1948,9 +2341,78 @@ fn print_summary(results: &serde_json::Map<String, Value>) {
         ),
         ("… distinct subscriptions", distinct, ""),
     ];
+    if results.contains_key("http_resolver") {
+        http_rows(&mut rows, &num);
+    }
     for (name, value, target) in rows {
         println!("| {name} | {value} | {target} |");
     }
+}
+
+/// The http mode's rows: what the bench's metadata server answered, the operator's own cache
+/// counters, and the fan-out marked as skipped.
+fn http_rows(
+    rows: &mut Vec<(&'static str, String, &'static str)>,
+    num: &dyn Fn(&[&str]) -> Option<f64>,
+) {
+    let n = |path: &[&str]| num(path).map_or("n/a".to_string(), |x| x.to_string());
+    for (name, value, _) in rows.iter_mut() {
+        if name.starts_with("fan-out") || *name == "resolver lookups: fan-out" {
+            *value = "skipped (http resolver: a revoked approval is seen only after --cache-ttl)"
+                .to_string();
+        }
+    }
+    let up = |field: &str| n(&["converge", "upstream", field]);
+    let served = format!(
+        "{} ({} subscription lookups of {} distinct subscriptions, {} approval lookups of {} \
+         registrations, {} answered 404)",
+        up("requests"),
+        up("subscription_lookups"),
+        up("distinct_subscriptions"),
+        up("approval_lookups"),
+        up("distinct_registrations"),
+        up("not_found"),
+    );
+    let op = |field: &str| n(&["converge", "resolver", field]);
+    let operator = format!(
+        "{} requests, {} misses, {} coalesced, {} hits, {} errors",
+        op("upstream_requests"),
+        op("misses"),
+        op("coalesced"),
+        op("hits"),
+        op("upstream_errors"),
+    );
+    let distinct = rows.len() - 1;
+    rows.insert(
+        distinct,
+        (
+            "upstream requests answered by the bench's server: converge",
+            served,
+            "≈ distinct subscriptions",
+        ),
+    );
+    rows.insert(
+        distinct + 1,
+        ("operator azs_csp_resolver_*: converge", operator, ""),
+    );
+    rows.insert(
+        distinct + 2,
+        (
+            "upstream requests while idle",
+            n(&["idle", "upstream", "requests"]),
+            "0",
+        ),
+    );
+    rows.push((
+        "… of them the decisions look up (rule 2 settles the rest)",
+        n(&["converge", "upstream", "subscriptions_to_look_up"]),
+        "",
+    ));
+    rows.push((
+        "http resolver --cache-ttl",
+        format!("{} s", n(&["http_resolver", "cache_ttl_s"])),
+        "",
+    ));
 }
 
 fn main() -> ExitCode {
@@ -1992,7 +2454,10 @@ fn main() -> ExitCode {
         let total_timeout = settings.total_timeout;
         let out_file = settings
             .out_dir
-            .join(format!("scale-n{}-{stamp}.json", settings.n));
+            .join(match settings.resolver {
+                ResolverMode::Catalog => format!("scale-n{}-{stamp}.json", settings.n),
+                ResolverMode::Http => format!("scale-n{}-http-{stamp}.json", settings.n),
+            });
         let probe = Probe {
             ticks: clock_ticks(),
             pids: control_plane_pids(&settings.kubeconfig),
