@@ -101,9 +101,9 @@ impl From<serde_yaml::Error> for CatalogError {
 )]
 struct CatalogDocument {
     #[serde(default)]
-    subscriptions: Vec<SubscriptionEntry>,
+    subscriptions: Subscriptions,
     #[serde(default)]
-    multitenancy_approvals: Vec<ApprovalEntry>,
+    multitenancy_approvals: Approvals,
 }
 
 /// One `subscriptions[]` entry as written, before validation. Also the body of the http
@@ -233,49 +233,56 @@ fn guid_key(s: &str) -> Option<u128> {
     )
 }
 
-/// Validates entries one at a time, in document order, into what a valid catalog holds.
+/// The `subscriptions` list, validated entry by entry as it is deserialized, so that the
+/// entries as written are never all held at once.
 #[derive(Default)]
-struct Builder {
-    subscriptions: HashMap<u128, Arc<SubscriptionMetadata>>,
+struct Subscriptions {
+    valid: HashMap<u128, Arc<SubscriptionMetadata>>,
     /// Position of each subscription, for "duplicates subscriptions[N].id".
-    first_subscription: HashMap<u128, usize>,
-    subscriptions_read: usize,
-    approvals: HashSet<RegistrationKey>,
-    first_approval: HashMap<RegistrationKey, usize>,
-    approvals_read: usize,
-    // Kept apart so that subscription problems come first whatever the order of the lists.
-    subscription_problems: Vec<String>,
-    approval_problems: Vec<String>,
+    first: HashMap<u128, usize>,
+    read: usize,
+    problems: Vec<String>,
 }
 
-impl Builder {
-    fn add_subscription(&mut self, entry: &SubscriptionEntry) {
-        let index = self.subscriptions_read;
-        self.subscriptions_read += 1;
+impl Subscriptions {
+    fn add(&mut self, entry: &SubscriptionEntry) {
+        let index = self.read;
+        self.read += 1;
         let at = format!("subscriptions[{index}]");
-        let Some(metadata) = entry.validate(&at, &mut self.subscription_problems) else {
+        let Some(metadata) = entry.validate(&at, &mut self.problems) else {
             return;
         };
         let Some(key) = guid_key(&metadata.id) else {
             // `validate` accepts GUIDs only.
             return;
         };
-        if let Some(first) = self.first_subscription.get(&key) {
-            self.subscription_problems.push(format!(
+        if let Some(first) = self.first.get(&key) {
+            self.problems.push(format!(
                 "{at}.id: {:?} duplicates subscriptions[{first}].id",
                 entry.id
             ));
             return;
         }
-        self.first_subscription.insert(key, index);
-        self.subscriptions.insert(key, Arc::new(metadata));
+        self.first.insert(key, index);
+        self.valid.insert(key, Arc::new(metadata));
     }
+}
 
-    fn add_approval(&mut self, entry: &ApprovalEntry) {
-        let index = self.approvals_read;
-        self.approvals_read += 1;
+/// The `multitenancyApprovals` list, validated entry by entry like [`Subscriptions`].
+#[derive(Default)]
+struct Approvals {
+    valid: HashSet<RegistrationKey>,
+    first: HashMap<RegistrationKey, usize>,
+    read: usize,
+    problems: Vec<String>,
+}
+
+impl Approvals {
+    fn add(&mut self, entry: &ApprovalEntry) {
+        let index = self.read;
+        self.read += 1;
         let at = format!("multitenancyApprovals[{index}]");
-        let problems = &mut self.approval_problems;
+        let problems = &mut self.problems;
         let before = problems.len();
         if !guid::is_guid(&entry.subscription_id) {
             problems.push(format!(
@@ -297,27 +304,64 @@ impl Builder {
             &entry.resource_group,
             &entry.registration_name,
         );
-        if let Some(first) = self.first_approval.get(&key) {
+        if let Some(first) = self.first.get(&key) {
             problems.push(format!(
                 "{at}: duplicates multitenancyApprovals[{first}] ({key})"
             ));
             return;
         }
-        self.first_approval.insert(key.clone(), index);
-        self.approvals.insert(key);
+        self.first.insert(key.clone(), index);
+        self.valid.insert(key);
+    }
+}
+
+/// Deserializes a sequence of `E` into `L`, one element at a time. The visitor reads the
+/// same calls as serde's own `Vec` visitor, so both YAML readers word errors as for a `Vec`.
+struct ListVisitor<E, L>(std::marker::PhantomData<(E, L)>);
+
+impl<'de, E: Deserialize<'de>, L: Default + AddEntry<E>> serde::de::Visitor<'de>
+    for ListVisitor<E, L>
+{
+    type Value = L;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a sequence")
     }
 
-    fn finish(self) -> Result<Catalog, CatalogError> {
-        let mut problems = self.subscription_problems;
-        problems.extend(self.approval_problems);
-        if problems.is_empty() {
-            Ok(Catalog {
-                subscriptions: self.subscriptions,
-                approvals: self.approvals,
-            })
-        } else {
-            Err(CatalogError::Invalid { problems })
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<L, A::Error> {
+        let mut list = L::default();
+        while let Some(entry) = seq.next_element::<E>()? {
+            list.add_entry(&entry);
         }
+        Ok(list)
+    }
+}
+
+trait AddEntry<E> {
+    fn add_entry(&mut self, entry: &E);
+}
+
+impl AddEntry<SubscriptionEntry> for Subscriptions {
+    fn add_entry(&mut self, entry: &SubscriptionEntry) {
+        self.add(entry);
+    }
+}
+
+impl AddEntry<ApprovalEntry> for Approvals {
+    fn add_entry(&mut self, entry: &ApprovalEntry) {
+        self.add(entry);
+    }
+}
+
+impl<'de> Deserialize<'de> for Subscriptions {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_seq(ListVisitor::<SubscriptionEntry, Self>(Default::default()))
+    }
+}
+
+impl<'de> Deserialize<'de> for Approvals {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_seq(ListVisitor::<ApprovalEntry, Self>(Default::default()))
     }
 }
 
@@ -363,14 +407,21 @@ impl Catalog {
     }
 
     fn build(document: CatalogDocument) -> Result<Self, CatalogError> {
-        let mut builder = Builder::default();
-        for entry in document.subscriptions {
-            builder.add_subscription(&entry);
+        let CatalogDocument {
+            subscriptions,
+            multitenancy_approvals: approvals,
+        } = document;
+        // Subscription problems come first whatever the order of the lists.
+        let mut problems = subscriptions.problems;
+        problems.extend(approvals.problems);
+        if problems.is_empty() {
+            Ok(Catalog {
+                subscriptions: subscriptions.valid,
+                approvals: approvals.valid,
+            })
+        } else {
+            Err(CatalogError::Invalid { problems })
         }
-        for entry in document.multitenancy_approvals {
-            builder.add_approval(&entry);
-        }
-        builder.finish()
     }
 
     /// Metadata of a subscription (GUID in any case), `None` when the catalog does not know it.
