@@ -157,18 +157,12 @@ async fn reconcile_one(
     apply_duplicate_rule(ctx, &customer, &mut decision).await;
 
     let desired = desired_status(&customer, &decision, ctx);
-    let current_conditions = customer
-        .status
-        .as_ref()
-        .map(|s| s.conditions.as_slice())
-        .unwrap_or_default();
     let key = ObjKey::of(customer.as_ref());
     let written = write::record_decision(
         ctx,
         customer.as_ref(),
         MANAGER,
         customer.status.as_ref(),
-        current_conditions,
         &desired,
         decision.reason,
         &decision.message,

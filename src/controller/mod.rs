@@ -170,8 +170,8 @@ const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 /// controller falls further behind, so a burst does not keep thousands of old versions alive.
 const SHARED_STORE_BUFFER: usize = 256;
 
-/// A delete handler that also drops what is kept per object (backoff count, write spacing),
-/// so nothing is kept for objects that are gone.
+/// A delete handler that also drops what is kept per object (backoff count, write spacing,
+/// own write versions), so nothing is kept for objects that are gone.
 fn forget_and(
     kept: &PerObject,
     kind: Kind,

@@ -183,17 +183,11 @@ async fn reconcile_one(registration: Arc<Registration>, ctx: &Context) -> Result
     {
         return Ok(Action::requeue(wait));
     }
-    let current_conditions = registration
-        .status
-        .as_ref()
-        .map(|s| s.conditions.as_slice())
-        .unwrap_or_default();
     let written = write::record_decision(
         ctx,
         registration.as_ref(),
         MANAGER,
         registration.status.as_ref(),
-        current_conditions,
         &desired,
         decision.reason,
         &decision.message,

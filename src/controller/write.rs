@@ -11,6 +11,7 @@ use tracing::debug;
 
 use super::{Error, context::Context, events::PendingEvent};
 use crate::{
+    api::{Condition, CustomerSubscriptionStatus, RegistrationStatus},
     policy::Reason,
     runtime::metrics::{CUSTOMER_SUBSCRIPTION, REGISTRATION},
 };
@@ -73,15 +74,30 @@ where
     }))
 }
 
+/// A status whose conditions include the Ready condition of a decision.
+pub trait WithConditions {
+    fn conditions(&self) -> &[Condition];
+}
+
+impl WithConditions for CustomerSubscriptionStatus {
+    fn conditions(&self) -> &[Condition] {
+        &self.conditions
+    }
+}
+
+impl WithConditions for RegistrationStatus {
+    fn conditions(&self) -> &[Condition] {
+        &self.conditions
+    }
+}
+
 /// Writes a decided status (nothing when it equals the current one) and, when the Ready reason
 /// changed, one Event. Returns what the write produced, `None` when none was needed.
-#[allow(clippy::too_many_arguments)]
 pub async fn record_decision<K, S>(
     ctx: &Context,
     obj: &K,
     manager: &str,
     current: Option<&S>,
-    current_conditions: &[crate::api::Condition],
     desired: &S,
     reason: Reason,
     message: &str,
@@ -91,9 +107,10 @@ where
         + Clone
         + serde::de::DeserializeOwned
         + std::fmt::Debug,
-    S: Serialize + PartialEq,
+    S: Serialize + PartialEq + WithConditions,
 {
-    let previous = crate::conditions::find(current_conditions, crate::conditions::READY)
+    let previous = current
+        .and_then(|status| crate::conditions::find(status.conditions(), crate::conditions::READY))
         .map(|c| c.reason.clone());
     let written = apply_status(ctx, obj, manager, current, desired).await?;
     if written.is_some() && previous.as_deref() != Some(reason.as_str()) {
