@@ -86,7 +86,7 @@ pub struct Affected {
 }
 
 impl Affected {
-    fn extend(&mut self, other: Affected) {
+    pub fn extend(&mut self, other: Affected) {
         self.registrations.extend(other.registrations);
         self.customers.extend(other.customers);
     }

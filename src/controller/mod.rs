@@ -405,10 +405,17 @@ pub async fn run(
         let mut changes = resolver.changes();
         let index = index.clone();
         let router = router.clone();
+        let (registrations, customers) = (ctx.registrations.clone(), ctx.customers.clone());
         tasks.push(Box::pin(async move {
             loop {
                 match changes.recv().await {
-                    Ok(change) => router.send(index.affected_by(&change)),
+                    Ok(change) => {
+                        let mut affected = index.affected_by(&change);
+                        if change.upstream_recovered {
+                            affected.extend(waiting_on_upstream(&registrations, &customers));
+                        }
+                        router.send(affected);
+                    }
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
                         warn!(missed, "missed metadata changes; re-evaluating everything");
                         router.send(index.affected_by(&crate::resolver::MetadataChange {
@@ -499,6 +506,44 @@ pub async fn run(
     Ok(())
 }
 
+/// Objects whose last decision is `MetadataResolverBadGatewayError`: when the metadata server
+/// answers again they are re-evaluated at once instead of at their next backoff retry, which
+/// after a long outage can be minutes away.
+fn waiting_on_upstream(
+    registrations: &Stores<Registration>,
+    customers: &Stores<CustomerSubscription>,
+) -> index::Affected {
+    let bad_gateway = |conditions: &[crate::api::Condition]| {
+        conditions
+            .iter()
+            .any(|c| c.reason == crate::policy::Reason::MetadataResolverBadGatewayError.as_str())
+    };
+    let mut affected = index::Affected::default();
+    affected.registrations.extend(
+        registrations
+            .all()
+            .iter()
+            .filter(|r| {
+                r.status
+                    .as_ref()
+                    .is_some_and(|s| bad_gateway(&s.conditions))
+            })
+            .map(|r| ObjKey::of(r.as_ref())),
+    );
+    affected.customers.extend(
+        customers
+            .all()
+            .iter()
+            .filter(|c| {
+                c.status
+                    .as_ref()
+                    .is_some_and(|s| bad_gateway(&s.conditions))
+            })
+            .map(|c| ObjKey::of(c.as_ref())),
+    );
+    affected
+}
+
 fn log_controller_error<E: std::error::Error, K: std::fmt::Display>(
     kind: &str,
     error: &kube::runtime::controller::Error<E, K>,
@@ -515,10 +560,9 @@ mod tests {
     use super::*;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
 
-    #[test]
-    fn cached_objects_lose_managed_fields_and_the_last_applied_manifest_only() {
+    fn registration(name: &str) -> Registration {
         let mut registration = Registration::new(
-            "r",
+            name,
             crate::api::RegistrationSpec {
                 subscription_id: "s".into(),
                 resource_group: "rg".into(),
@@ -529,6 +573,99 @@ mod tests {
                 ms_asset_tag: None,
             },
         );
+        registration.metadata.namespace = Some("ns".into());
+        registration
+    }
+
+    fn with_reason<S>(status: &mut Option<S>, reason: crate::policy::Reason)
+    where
+        S: Default + HasConditionsMut,
+    {
+        status
+            .get_or_insert_with(S::default)
+            .conditions_mut()
+            .push(crate::api::Condition {
+                type_: crate::conditions::READY.into(),
+                status: reason.status(),
+                reason: reason.as_str().into(),
+                message: String::new(),
+                last_transition_time: None,
+                observed_generation: None,
+            });
+    }
+
+    trait HasConditionsMut {
+        fn conditions_mut(&mut self) -> &mut Vec<crate::api::Condition>;
+    }
+
+    impl HasConditionsMut for crate::api::RegistrationStatus {
+        fn conditions_mut(&mut self) -> &mut Vec<crate::api::Condition> {
+            &mut self.conditions
+        }
+    }
+
+    impl HasConditionsMut for crate::api::CustomerSubscriptionStatus {
+        fn conditions_mut(&mut self) -> &mut Vec<crate::api::Condition> {
+            &mut self.conditions
+        }
+    }
+
+    #[test]
+    fn after_an_upstream_recovery_exactly_the_bad_gateway_decisions_are_requeued() {
+        use crate::policy::Reason;
+        let (registration_store, mut registration_writer) = reflector::store();
+        let (customer_store, mut customer_writer) = reflector::store();
+        for (name, reason) in [
+            ("reg-waiting", Some(Reason::MetadataResolverBadGatewayError)),
+            ("reg-registered", Some(Reason::Registered)),
+            ("reg-new", None),
+        ] {
+            let mut r = registration(name);
+            if let Some(reason) = reason {
+                with_reason(&mut r.status, reason);
+            }
+            registration_writer.apply_watcher_event(&watcher::Event::Apply(r));
+        }
+        for (name, reason) in [
+            (
+                "cust-waiting",
+                Some(Reason::MetadataResolverBadGatewayError),
+            ),
+            ("cust-attached", Some(Reason::Attached)),
+            ("cust-rejected", Some(Reason::BadCustomerSubscriptionId)),
+            ("cust-new", None),
+        ] {
+            let mut c = CustomerSubscription::new(
+                name,
+                crate::api::CustomerSubscriptionSpec {
+                    registration_ref: crate::api::RegistrationRef { name: "r".into() },
+                    subscription_id: "s".into(),
+                    tenant_id: None,
+                },
+            );
+            c.metadata.namespace = Some("ns".into());
+            if let Some(reason) = reason {
+                with_reason(&mut c.status, reason);
+            }
+            customer_writer.apply_watcher_event(&watcher::Event::Apply(c));
+        }
+        let affected = waiting_on_upstream(
+            &Stores::cluster(registration_store),
+            &Stores::cluster(customer_store),
+        );
+        assert_eq!(
+            affected.registrations.into_iter().collect::<Vec<_>>(),
+            [ObjKey::new("ns", "reg-waiting")]
+        );
+        assert_eq!(
+            affected.customers.into_iter().collect::<Vec<_>>(),
+            [ObjKey::new("ns", "cust-waiting")]
+        );
+    }
+
+    #[test]
+    fn cached_objects_lose_managed_fields_and_the_last_applied_manifest_only() {
+        let mut registration = registration("r");
         registration.metadata.managed_fields = Some(vec![ManagedFieldsEntry::default()]);
         registration.metadata.annotations = Some(
             [

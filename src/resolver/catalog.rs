@@ -868,7 +868,7 @@ multitenancyApprovals:
             let want = MetadataChange {
                 subscriptions: subs.iter().map(|s| s.to_string()).collect(),
                 registrations: regs.into_iter().collect(),
-                everything: false,
+                ..MetadataChange::default()
             };
             assert_eq!(change, want, "{text}");
             assert_eq!(Catalog::diff(&new, &old), want, "reverse of {text}");

@@ -4,7 +4,10 @@
 
 use std::{
     path::{Path, PathBuf},
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
@@ -100,8 +103,6 @@ pub struct HttpResolver {
     subscriptions: TtlCache<String, Option<Arc<SubscriptionMetadata>>, ResolveError>,
     approvals: TtlCache<RegistrationKey, bool, ResolveError>,
     stats: Arc<ResolverStats>,
-    // Never sent on: http cannot observe changes; callers re-check after the TTL instead.
-    changes: broadcast::Sender<MetadataChange>,
 }
 
 impl HttpResolver {
@@ -133,11 +134,12 @@ impl HttpResolver {
                 timeout: options.timeout,
                 token_file: options.token_file,
                 in_flight: Semaphore::new(options.max_in_flight),
+                failing: AtomicBool::new(false),
+                changes: broadcast::channel(16).0,
             }),
             subscriptions: TtlCache::new(options.cache_ttl, Arc::clone(&stats)),
             approvals: TtlCache::new(options.cache_ttl, Arc::clone(&stats)),
             stats,
-            changes: broadcast::channel(1).0,
         })
     }
 
@@ -194,7 +196,7 @@ impl MetadataResolver for HttpResolver {
     }
 
     fn changes(&self) -> broadcast::Receiver<MetadataChange> {
-        self.changes.subscribe()
+        self.upstream.changes.subscribe()
     }
 
     fn refresh_interval(&self) -> Option<Duration> {
@@ -219,6 +221,11 @@ struct Upstream {
     timeout: Duration,
     token_file: Option<PathBuf>,
     in_flight: Semaphore,
+    /// Whether the last answer was a failure.
+    failing: AtomicBool,
+    // http cannot observe data changes (callers re-check after the TTL); the only news sent
+    // is that the server answers again after failing.
+    changes: broadcast::Sender<MetadataChange>,
 }
 
 impl Upstream {
@@ -299,6 +306,15 @@ impl Upstream {
             request = request.bearer_auth(token);
         }
         let result = self.send(request, url).await;
+        let failed = result.is_err();
+        if self.failing.swap(failed, Ordering::Relaxed) && !failed {
+            tracing::info!(%url, "the metadata server answers again");
+            // No receiver (nothing failed yet that waits for it) is fine.
+            let _ = self.changes.send(MetadataChange {
+                upstream_recovered: true,
+                ..MetadataChange::default()
+            });
+        }
         match &result {
             Ok(body) => tracing::debug!(
                 %url,

@@ -445,3 +445,31 @@ async fn https_with_a_private_ca() {
         .expect("known");
     assert_eq!(found.id, SUB);
 }
+
+#[tokio::test]
+async fn answering_again_after_failures_is_announced_once() {
+    let server = TestServer::start().await;
+    server.route(
+        &format!("/subscriptions/{SUB}"),
+        200,
+        &subscription_json(SUB),
+    );
+    let resolver = resolver(&server);
+    let mut changes = resolver.changes();
+    assert!(resolver.subscription(OTHER).await.is_ok());
+    assert!(changes.try_recv().is_err(), "nothing failed: no news");
+
+    server.force(Some((502, "bad gateway")));
+    assert!(resolver.subscription(SUB).await.is_err());
+    assert!(resolver.subscription(SUB).await.is_err());
+    assert!(changes.try_recv().is_err(), "failing is no news either");
+
+    server.force(None);
+    assert!(resolver.subscription(SUB).await.expect("ok").is_some());
+    let recovered = changes.try_recv().expect("announced");
+    assert!(recovered.upstream_recovered && !recovered.is_empty());
+    assert!(recovered.subscriptions.is_empty() && !recovered.everything);
+    let key = RegistrationKey::new(OTHER, "rg", "r");
+    assert_eq!(resolver.multitenancy_approved(&key).await, Ok(false));
+    assert!(changes.try_recv().is_err(), "announced once");
+}

@@ -145,11 +145,17 @@ pub struct MetadataChange {
     pub registrations: BTreeSet<RegistrationKey>,
     /// Everything may have changed (e.g. the first catalog was loaded).
     pub everything: bool,
+    /// The metadata server answers again after failing: decisions that are
+    /// `MetadataResolverBadGatewayError` can be made now, without waiting for their backoff.
+    pub upstream_recovered: bool,
 }
 
 impl MetadataChange {
     pub fn is_empty(&self) -> bool {
-        !self.everything && self.subscriptions.is_empty() && self.registrations.is_empty()
+        !self.everything
+            && !self.upstream_recovered
+            && self.subscriptions.is_empty()
+            && self.registrations.is_empty()
     }
 }
 
