@@ -141,7 +141,10 @@ wait_for() {
   local name="$1" what="$2" deadline=$((SECONDS + TIMEOUT))
   shift 2
   until "$@" >/dev/null 2>&1; do
-    if ! component_pid "$name" >/dev/null; then
+    # Not component_pid: it also checks the command line, which for a moment after the fork
+    # is still this script's (the exec of setsid and then of the daemon has not happened
+    # yet); a pid just written by start_daemon needs no check against reuse.
+    if ! pid_alive "$(<"$PID_DIR/$name.pid")"; then
       log "error: $name exited before $what (log: $LOG_DIR/$name.log)"
       print_log_tail "$name"
       exit 1
