@@ -7,10 +7,7 @@
 //! directly, without the kube `Recorder`, which keeps every Event it published for six
 //! minutes to aggregate repeats that never happen here (each object gets its own).
 
-use std::{
-    sync::{Arc, Mutex},
-    time::{Duration, Instant},
-};
+use std::{sync::Arc, time::Duration};
 
 use futures::StreamExt;
 use k8s_openapi::{
@@ -28,44 +25,6 @@ use crate::runtime::Metrics;
 pub const QUEUE_CAPACITY: usize = 1024;
 /// Requests creating Events at once: few, so that Events never crowd out status writes.
 const IN_FLIGHT: usize = 2;
-/// Events published at once after a quiet spell, and per second after that: plenty for a
-/// person reading `kubectl events`, and a bound on what a burst of decisions (adopting
-/// thousands of objects) costs the API server on top of the status writes.
-const BURST: u32 = 100;
-const PER_SECOND: u32 = 20;
-
-/// A token bucket: [`RateLimit::delay`] says how long a caller waits before its turn.
-#[derive(Debug)]
-struct RateLimit {
-    burst: f64,
-    per_second: f64,
-    tokens: f64,
-    refilled: Instant,
-}
-
-impl RateLimit {
-    fn new(burst: u32, per_second: u32, now: Instant) -> Self {
-        Self {
-            burst: f64::from(burst),
-            per_second: f64::from(per_second),
-            tokens: f64::from(burst),
-            refilled: now,
-        }
-    }
-
-    /// Takes a token at `now`; the wait until it is due (zero when one was left).
-    fn delay(&mut self, now: Instant) -> Duration {
-        let elapsed = now.saturating_duration_since(self.refilled).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * self.per_second).min(self.burst);
-        self.refilled = now;
-        self.tokens -= 1.0;
-        if self.tokens >= 0.0 {
-            Duration::ZERO
-        } else {
-            Duration::from_secs_f64(-self.tokens / self.per_second)
-        }
-    }
-}
 
 /// Who reports the Events.
 #[derive(Clone, Debug)]
@@ -132,27 +91,19 @@ fn event_object(event: PendingEvent, reporter: &Reporter, now: Timestamp) -> Eve
     }
 }
 
-/// Publishes queued Events, [`IN_FLIGHT`] at a time and at most [`PER_SECOND`] after a
-/// [`BURST`], until every [`EventQueue`] is dropped and the queue is empty.
+/// Publishes queued Events, [`IN_FLIGHT`] at a time, until every [`EventQueue`] is dropped
+/// and the queue is empty.
 pub async fn publish_queued(
     mut rx: mpsc::Receiver<PendingEvent>,
     client: Client,
     reporter: Reporter,
     metrics: Arc<Metrics>,
 ) {
-    let limit = Mutex::new(RateLimit::new(BURST, PER_SECOND, Instant::now()));
     let queued = futures::stream::poll_fn(|cx| rx.poll_recv(cx));
     queued
         .for_each_concurrent(IN_FLIGHT, |event| {
             let (client, reporter, metrics) = (client.clone(), &reporter, &metrics);
-            let wait = limit
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .delay(Instant::now());
             async move {
-                if !wait.is_zero() {
-                    tokio::time::sleep(wait).await;
-                }
                 let namespace = event.regarding.namespace.clone().unwrap_or_default();
                 let reason = event.reason.clone();
                 let body = event_object(event, reporter, Timestamp::now());
@@ -216,25 +167,6 @@ mod tests {
         assert_eq!(kept, ["a", "b"], "the oldest Events are kept, in order");
         queue.send(pending("e"));
         assert_eq!(count(&metrics, "dropped"), 2, "room again once drained");
-    }
-
-    #[test]
-    fn publishing_is_limited_to_a_burst_then_a_steady_rate() {
-        let t0 = Instant::now();
-        let at = |ms: u64| t0 + Duration::from_millis(ms);
-        let mut limit = RateLimit::new(3, 10, t0);
-        for _ in 0..3 {
-            assert_eq!(limit.delay(t0), Duration::ZERO, "the burst goes at once");
-        }
-        // Then one every 100 ms: callers queue up behind each other.
-        assert_eq!(limit.delay(t0), Duration::from_millis(100));
-        assert_eq!(limit.delay(t0), Duration::from_millis(200));
-        assert_eq!(limit.delay(at(200)), Duration::from_millis(100));
-        // A quiet spell refills the bucket, up to the burst only.
-        assert_eq!(limit.delay(at(10_000)), Duration::ZERO);
-        assert_eq!(limit.delay(at(10_000)), Duration::ZERO);
-        assert_eq!(limit.delay(at(10_000)), Duration::ZERO);
-        assert_eq!(limit.delay(at(10_000)), Duration::from_millis(100));
     }
 
     #[test]
