@@ -11,10 +11,25 @@ use tracing::debug;
 
 use super::{Error, context::Context, events::PendingEvent};
 use crate::{
-    api::{Condition, CustomerSubscriptionStatus, RegistrationStatus},
+    api::{
+        Condition, CustomerSubscription, CustomerSubscriptionStatus, Registration,
+        RegistrationStatus,
+    },
     policy::Reason,
     runtime::metrics::{CUSTOMER_SUBSCRIPTION, REGISTRATION},
 };
+
+/// A namespaced object whose status this operator writes.
+pub trait StatusOwner:
+    Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+    + Clone
+    + serde::de::DeserializeOwned
+    + std::fmt::Debug
+{
+}
+
+impl StatusOwner for CustomerSubscription {}
+impl StatusOwner for Registration {}
 
 /// What a status write produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,10 +48,7 @@ pub async fn apply_status<K, S>(
     desired: &S,
 ) -> Result<Option<Written>, Error>
 where
-    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug,
+    K: StatusOwner,
     S: Serialize + PartialEq,
 {
     if current == Some(desired) {
@@ -103,10 +115,7 @@ pub async fn record_decision<K, S>(
     message: &str,
 ) -> Result<Option<Written>, Error>
 where
-    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug,
+    K: StatusOwner,
     S: Serialize + PartialEq + WithConditions,
 {
     let previous = current
