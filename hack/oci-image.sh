@@ -30,7 +30,7 @@ pack() {
   # umoci unpacks into bundle/rootfs; what is copied there becomes the one layer.
   umoci unpack --image "$work/oci:$tag" "$work/bundle" >/dev/null
   cp -a "$rootfs/." "$work/bundle/rootfs/"
-  umoci repack --no-history --image "$work/oci:$tag" "$work/bundle"
+  umoci repack --image "$work/oci:$tag" "$work/bundle"
   umoci config --no-history --image "$work/oci:$tag" "$@"
   umoci gc --layout "$work/oci"
   mkdir -p "$(dirname "$out")"
