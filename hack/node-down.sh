@@ -43,10 +43,13 @@ if netns_exists; then
   ip netns delete "$NODE_NETNS"
 fi
 # Deleting the namespace deletes the veth pair (and the pod route with it); a half-made
-# pair may still be on the host.
-if ip link show "$NODE_HOST_LINK" >/dev/null 2>&1; then
-  ip link delete "$NODE_HOST_LINK"
-fi
+# pair may still be on the host. The kernel removes the pair asynchronously: wait for it.
+ip link delete "$NODE_HOST_LINK" 2>/dev/null || true
+for ((i = 0; i < 50; i++)); do
+  ip link show "$NODE_HOST_LINK" >/dev/null 2>&1 || break
+  sleep 0.1
+done
+if ip link show "$NODE_HOST_LINK" >/dev/null 2>&1; then die "the link $NODE_HOST_LINK is still on the host"; fi
 
 # The Node object, when the cluster still runs (a later node-up registers it afresh).
 if cluster_healthy && kctl get node "$NODE_NAME" >/dev/null 2>&1; then

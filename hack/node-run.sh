@@ -68,6 +68,8 @@ run_node() {
   done
   chmod 1777 /tmp
   mask_kernel_tunables
+  # containerd gives a pod without DNS settings a copy of /etc/resolv.conf: no servers.
+  [ -e /etc/resolv.conf ] && mount --bind "$NODE_DIR/resolv.conf" /etc/resolv.conf
   ip link set lo up
 
   start containerd containerd --config "$NODE_DIR/containerd.toml"

@@ -34,8 +34,8 @@ snapshot() {
   sysctl -a 2>/dev/null |
     grep -vE '^(kernel\.random\.|fs\.(dentry-state|file-nr|inode-nr|inode-state|aio-nr|quota\.)|kernel\.(ns_last_pid|pty\.nr|perf_event_max_sample_rate|sched_)|net\.netfilter\.nf_conntrack_count|vm\.stat)' \
       >"$d/sysctl"
-  { iptables-save 2>&1 || true; } | grep -v '^#' | sed 's/\[[0-9]*:[0-9]*\]//' >"$d/iptables"
-  { ip6tables-save 2>&1 || true; } | grep -v '^#' | sed 's/\[[0-9]*:[0-9]*\]//' >"$d/ip6tables"
+  { iptables-save 2>&1 || true; } | sed '/^#/d; s/\[[0-9]*:[0-9]*\]//' >"$d/iptables"
+  { ip6tables-save 2>&1 || true; } | sed '/^#/d; s/\[[0-9]*:[0-9]*\]//' >"$d/ip6tables"
   { nft list ruleset 2>&1 || true; } >"$d/nft"
   ip -o link show | sed 's/^[0-9]*: //' >"$d/links"
   ip -o addr show | sed 's/^[0-9]*: //' >"$d/addresses"
@@ -53,8 +53,9 @@ snapshot() {
       echo "$p absent"
     fi
   done >"$d/files"
-  pgrep -a -x 'containerd|containerd-shim-runc-v2|kubelet|kube-proxy|kube-scheduler|pause|socat' |
-    awk '{print $2}' | sort >"$d/processes" || true
+  for p in containerd containerd-shim kubelet kube-proxy kube-scheduler pause socat; do
+    pgrep -x "$p" >/dev/null && echo "$p running"
+  done >"$d/processes" || true
 }
 
 log "snapshot of the host before node-up"
@@ -64,6 +65,13 @@ t0=$SECONDS
 node_started=1
 "$HACK_DIR/node-up.sh"
 log "node-up took $((SECONDS - t0))s"
+# The snapshot sees a running node (so that an equal one after node-down means something).
+snapshot "$work/during"
+for aspect in links netns cgroups listening; do
+  if cmp -s "$work/before/$aspect" "$work/during/$aspect"; then
+    die "the snapshot's $aspect do not show the running node: the comparison would prove nothing"
+  fi
+done
 
 # --- 1. no packet leaves the machine ---
 log "egress: a pod tries the API server and addresses outside the node"
@@ -91,7 +99,7 @@ try() { if nc -w 3 "$2" "$3" </dev/null >/dev/null 2>&1; then echo "$1=ok"; else
 try api 10.96.0.1 443
 '
 for t in "${targets[@]}"; do script+="try out-$t $t 443"$'\n'; done
-script+='if grep -q "^nameserver" /etc/resolv.conf; then echo dns=configured; else echo dns=none; fi
+script+='if grep -q "^nameserver" /etc/resolv.conf; then echo dns=configured; cat /etc/resolv.conf; else echo dns=none; fi
 echo routes; ip route
 '
 kctl -n "$probe_ns" run egress --image="$busybox_image" --image-pull-policy=Never --restart=Never \

@@ -183,7 +183,7 @@ EOF
 # --- kubelet: cgroupfs under /$NODE_CGROUP; no cluster DNS (pods get no nameserver, so
 # they never send a query anywhere; the operator needs none: KUBERNETES_SERVICE_HOST is an
 # address) ---
-: >"$NODE_DIR/resolv.conf"
+echo '# no DNS server on the local node (hack/node-up.sh)' >"$NODE_DIR/resolv.conf"
 cat >"$NODE_DIR/kubelet.yaml" <<EOF
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration

@@ -46,9 +46,13 @@ load() {
   # ref.name annotation holds only the tag.
   skopeo --insecure-policy copy --quiet "oci-archive:$archive" "docker-archive:$work/image.tar:$ref"
   node_ctr images import "$work/image.tar" >/dev/null
-  node_ctr images ls -q | grep -qxF "docker.io/library/$ref" ||
-    node_ctr images ls -q | grep -qxF "$ref" ||
-    die "containerd does not list $ref after the import"
+  # The name the kubelet asks for: a first component without a dot is not a registry.
+  local full="$ref"
+  case "$ref" in
+    */*) [[ "${ref%%/*}" == *.* ]] || full="docker.io/$ref" ;;
+    *) full="docker.io/library/$ref" ;;
+  esac
+  node_ctr images ls -q | grep -qxF "$full" || die "containerd does not list $full after the import"
   log "imported $ref into the node's containerd"
 }
 
