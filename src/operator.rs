@@ -1,8 +1,10 @@
 //! `azs-csp-operator run`: serve the endpoints, build the resolver, start the controllers
 //! (with leader election: once this replica holds the Lease), stop on SIGTERM/Ctrl-C.
 //!
-//! With `--leader-election` a standby runs nothing but the lease loop and the endpoints; the
-//! leader runs the watches and both controllers. On SIGTERM the leader stops taking work, lets
+//! With `--leader-election` a standby runs the lease loop, the endpoints and the watches (a warm
+//! standby: its caches stay filled, so a takeover starts without a relist) but no controller:
+//! it reconciles, writes and reports nothing. The leader runs both controllers over the same
+//! caches. On SIGTERM the leader stops taking work, lets
 //! the reconciles in flight finish, releases the Lease and exits 0. A leader that cannot renew
 //! the Lease in time drops the controllers at once (no further write) and exits 1, so that
 //! Kubernetes restarts it as a standby.
@@ -16,7 +18,7 @@ use tracing::{debug, error, info, warn};
 use crate::{
     cli::{ResolverKind, RunArgs},
     conditions::SystemClock,
-    controller::{self, Settings},
+    controller::{self, Reporter, Settings, Tuning},
     resolver::{
         CatalogError, CatalogResolver, HttpResolver, HttpResolverError, HttpResolverOptions,
         MetadataResolver, watch_configmap, watch_file,
@@ -134,6 +136,9 @@ async fn build_resolver(
     }
 }
 
+/// The `reportingController` of Events.
+const REPORTER: &str = "azs-csp-operator";
+
 /// How long a standby stays ready after it last reached the Lease.
 const STANDBY_READY_FOR: Duration = Duration::from_secs(30);
 
@@ -163,7 +168,13 @@ pub async fn serve(args: RunArgs) -> Result<(), OperatorError> {
     metrics.set_resolver(resolver.clone());
     let settings = Settings {
         namespaces: args.watch_namespaces.clone(),
-        reporter: "azs-csp-operator".to_string(),
+        reporter: Reporter {
+            controller: REPORTER.to_string(),
+            // The Downward API names the pod; outside a pod the operator's name stands in.
+            instance: std::env::var("POD_NAME").unwrap_or_else(|_| REPORTER.to_string()),
+        },
+        registrations: Tuning::REGISTRATIONS,
+        customer_subscriptions: Tuning::CUSTOMER_SUBSCRIPTIONS,
         metrics: metrics.clone(),
         health: health.clone(),
     };
@@ -188,7 +199,9 @@ pub async fn serve(args: RunArgs) -> Result<(), OperatorError> {
     let lease = LeaseSettings::new(namespace, runtime::default_identity());
     let mut elector = LeaderElector::new(client.clone(), lease.clone(), health.clone());
 
-    // Standby: nothing runs but the lease loop (and the endpoints) until this replica leads.
+    // Standby: the lease loop, the endpoints and the watches run; the controllers wait until
+    // this replica leads.
+    let caches = controller::start_caches(&client, &settings)?;
     tokio::select! {
         biased;
         _ = shutdown.clone() => {
@@ -203,7 +216,8 @@ pub async fn serve(args: RunArgs) -> Result<(), OperatorError> {
 
     health.set_leader();
     metrics.set_leader(true);
-    let mut controllers = Box::pin(controller::run(
+    let mut controllers = Box::pin(controller::run_controllers(
+        caches,
         client,
         resolver,
         Arc::new(SystemClock),

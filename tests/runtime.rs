@@ -13,10 +13,13 @@ use std::{
 use azs_csp_operator::api::{CustomerSubscription, Registration};
 use common::{
     CatalogFile, Operator, Scenario, TestNamespace, customer_reason, ensure_crds, http_get,
-    wait_customer_reason, wait_registration_reason,
+    registration_reason, wait_customer_reason, wait_for, wait_registration_reason,
 };
 use k8s_openapi::api::{coordination::v1::Lease, events::v1::Event};
-use kube::api::ListParams;
+use kube::{
+    Api,
+    api::{ApiResource, DynamicObject, ListParams, Patch, PatchParams},
+};
 
 const CATALOG: &str = include_str!("../examples/catalog.yaml");
 const LEASE: &str = "azs-csp-operator";
@@ -455,4 +458,131 @@ async fn sigterm_releases_the_lease_and_the_standby_takes_over_at_once() {
         value(&scrape(standby.metrics_addr()), "azs_csp_leader"),
         1.0
     );
+}
+
+/// A stored object that does not deserialize into the operator's types is skipped — logged,
+/// counted and reported by an Event — while the cache still fills, `/readyz` answers 200 and
+/// every other object is decided; once fixed, it is decided like any other.
+///
+/// How such an object comes to be stored, the way another tool would store it: the API server
+/// checks a condition's `lastTransitionTime` against the CRD's `format: date-time` as Go parses
+/// RFC 3339, which takes any number of fractional digits, while the Rust `metav1.Time` takes at
+/// most nine (nanoseconds). A condition of another tool's own type with ten fractional digits,
+/// written through the status subresource, passes the schema and fails the Rust type. It is
+/// stored before the operator starts: unguarded, it fails the operator's whole initial list, so
+/// the cache never fills and `/readyz` stays 503.
+#[tokio::test]
+async fn an_object_that_does_not_deserialize_is_skipped_and_reported_and_the_rest_is_decided() {
+    let ns = TestNamespace::new("rt-invalid").await;
+    ensure_crds(&ns.client).await;
+    ns.create::<Registration>(&registration_yaml("broken"))
+        .await;
+    let untyped: Api<DynamicObject> = Api::namespaced_with(
+        ns.client.clone(),
+        &ns.name,
+        &ApiResource::erase::<Registration>(&()),
+    );
+    let audited_at = |time: &str| {
+        serde_json::json!({"status": {"conditions": [{
+            "type": "AuditedByAnotherTool",
+            "status": "True",
+            "reason": "Audited",
+            "message": "written by another tool",
+            "lastTransitionTime": time,
+        }]}})
+    };
+    untyped
+        .patch_status(
+            "broken",
+            &PatchParams::default(),
+            &Patch::Merge(audited_at("2026-01-02T15:04:05.1234567891Z")),
+        )
+        .await
+        .expect("the API server accepts ten fractional digits");
+    assert!(
+        ns.api::<Registration>().get("broken").await.is_err(),
+        "the stored object should not deserialize into the Rust type"
+    );
+
+    let catalog = CatalogFile::new(CATALOG);
+    let operator = Operator::start(&[
+        "--catalog-file",
+        catalog.path_str(),
+        "--watch-namespace",
+        &ns.name,
+    ]);
+    let addr = operator.metrics_addr();
+    poll("/readyz to answer 200", common::TIMEOUT, async || {
+        (status(addr, "/readyz").0 == 200).then_some(())
+    })
+    .await;
+    create_and_settle(&ns).await;
+
+    let invalid = r#"azs_csp_invalid_objects_total{controller="registration"}"#;
+    let text = poll(
+        "the invalid object to be counted",
+        common::TIMEOUT,
+        async || {
+            let text = scrape(addr);
+            (sample(&text, invalid) == Some(1.0)).then_some(text)
+        },
+    )
+    .await;
+    assert_eq!(
+        value(
+            &text,
+            r#"azs_csp_invalid_objects_total{controller="customersubscription"}"#
+        ),
+        0.0
+    );
+    assert!(
+        operator
+            .logs()
+            .contains("skipping a stored object that does not deserialize"),
+        "{}",
+        operator.logs()
+    );
+    let events = ns.api::<Event>();
+    let event = poll("the InvalidObject Event", common::TIMEOUT, async || {
+        let list = events.list(&ListParams::default()).await.ok()?;
+        list.items.into_iter().find(|e| {
+            e.reason.as_deref() == Some("InvalidObject")
+                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("broken")
+        })
+    })
+    .await;
+    assert_eq!(event.type_.as_deref(), Some("Warning"));
+    assert!(
+        event
+            .note
+            .as_deref()
+            .unwrap_or_default()
+            .contains("skipped"),
+        "{event:?}"
+    );
+    // Skipped: the operator wrote nothing to it.
+    let broken = untyped.get("broken").await.unwrap();
+    assert_eq!(
+        broken.data["status"]["conditions"].as_array().map(Vec::len),
+        Some(1)
+    );
+    assert_eq!(status(addr, "/readyz").0, 200);
+
+    // Fixed by its tool, it is decided like any other object.
+    untyped
+        .patch_status(
+            "broken",
+            &PatchParams::default(),
+            &Patch::Merge(audited_at("2026-01-02T15:04:05.123456789Z")),
+        )
+        .await
+        .unwrap();
+    wait_for(
+        &ns.api::<Registration>(),
+        "broken",
+        "the fixed Registration to be decided",
+        |r| registration_reason(r).is_some(),
+    )
+    .await;
+    assert_eq!(value(&scrape(addr), invalid), 1.0);
 }

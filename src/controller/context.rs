@@ -84,15 +84,6 @@ impl<K: kube::Resource<DynamicType = ()> + Clone + 'static> Stores<K> {
                 .collect()
         })
     }
-
-    pub async fn wait_until_ready(
-        &self,
-    ) -> Result<(), kube::runtime::reflector::store::WriterDropped> {
-        for store in self.cluster.iter().chain(self.by_namespace.values()) {
-            store.wait_until_ready().await?;
-        }
-        Ok(())
-    }
 }
 
 /// Which controller's object a backoff entry belongs to.

@@ -137,8 +137,9 @@ pub async fn reconcile(
 ) -> Result<Action, Error> {
     let started = Instant::now();
     let result = reconcile_one(customer, &ctx).await;
+    let outcome = result.as_ref().map(|_| ()).map_err(Error::category);
     ctx.metrics
-        .observe_reconcile(CUSTOMER_SUBSCRIPTION, result.is_ok(), started.elapsed());
+        .observe_reconcile(CUSTOMER_SUBSCRIPTION, outcome, started.elapsed());
     result
 }
 
@@ -161,7 +162,6 @@ async fn reconcile_one(
     let written = write::record_decision(
         ctx,
         customer.as_ref(),
-        MANAGER,
         customer.status.as_ref(),
         &desired,
         decision.reason,

@@ -130,7 +130,10 @@ mod tests {
     fn pending(name: &str) -> PendingEvent {
         PendingEvent {
             regarding: ObjectReference {
-                api_version: Some("csp.azurestack.io/v1alpha1".into()),
+                api_version: Some(
+                    <crate::api::CustomerSubscription as kube::Resource>::api_version(&())
+                        .into_owned(),
+                ),
                 kind: Some("CustomerSubscription".into()),
                 name: Some(name.into()),
                 namespace: Some("tenants".into()),

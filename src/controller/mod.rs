@@ -5,37 +5,37 @@ mod customer_subscription;
 mod events;
 mod index;
 mod registration;
+mod routing;
+mod watch;
 mod write;
 
-use std::{
-    collections::{HashMap, HashSet},
-    future::Future,
-    sync::Arc,
-    time::Duration,
-};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use futures::{StreamExt, channel::mpsc, future::BoxFuture};
 use kube::{
-    Api, Client, ResourceExt,
+    Client, ResourceExt,
     api::ListParams,
     runtime::{
-        Config, Controller, WatchStreamExt,
-        reflector::{self, ObjectRef, Store},
-        watcher,
+        Config, Controller,
+        reflector::{ObjectRef, Store},
     },
 };
 use tracing::{error, info, warn};
 
 pub use context::{Backoff, Context, Kind, OwnWrites, Stores, WriteSpacing};
 pub use customer_subscription::MANAGER as CUSTOMER_SUBSCRIPTION_MANAGER;
+pub use events::Reporter;
 pub use index::{Index, ObjKey, is_attached};
 pub use registration::{FINALIZER, MANAGER as REGISTRATION_MANAGER};
+use routing::{Route, Scope};
+pub use watch::{Caches, INVALID_OBJECT};
+use watch::{PerObject, Triggers, api_for};
 
 use crate::{
     api::{CustomerSubscription, Registration},
     conditions::Clock,
     resolver::MetadataResolver,
-    runtime::{Health, Metrics},
+    runtime::{Health, Metrics, metrics::ErrorCategory},
 };
 
 #[derive(thiserror::Error, Debug)]
@@ -57,16 +57,74 @@ pub enum Error {
     CacheNeverReady,
 }
 
+impl Error {
+    /// What failed, for the `category` label of the reconcile error counter.
+    pub fn category(&self) -> ErrorCategory {
+        match self {
+            Error::Write { source, .. } | Error::Api(source) => api_error_category(source),
+            Error::CrdMissing { .. } => ErrorCategory::NotFound,
+            Error::CacheNeverReady => ErrorCategory::Other,
+        }
+    }
+}
+
+fn api_error_category(error: &kube::Error) -> ErrorCategory {
+    match error {
+        kube::Error::Api(status) => match status.code {
+            409 => ErrorCategory::Conflict,
+            429 => ErrorCategory::Throttled,
+            404 | 410 => ErrorCategory::NotFound,
+            401 | 403 => ErrorCategory::Forbidden,
+            400 | 422 => ErrorCategory::Rejected,
+            500..=599 => ErrorCategory::ServerError,
+            _ => ErrorCategory::Other,
+        },
+        kube::Error::HyperError(_) | kube::Error::Service(_) => ErrorCategory::Unreachable,
+        _ => ErrorCategory::Other,
+    }
+}
+
 /// What the operator watches and how it behaves.
 pub struct Settings {
     /// Namespaces to watch; empty means the whole cluster.
     pub namespaces: Vec<String>,
-    /// Name under which Events are reported.
-    pub reporter: String,
+    /// Who reports Events: the operator, and this replica (its pod name).
+    pub reporter: Reporter,
+    /// How the Registration controller runs.
+    pub registrations: Tuning,
+    /// How the CustomerSubscription controller runs.
+    pub customer_subscriptions: Tuning,
     /// Where reconciles and writes are counted.
     pub metrics: Arc<Metrics>,
     /// Told when the caches are filled.
     pub health: Health,
+}
+
+/// How one controller schedules its reconciles.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tuning {
+    /// How long a requeued object waits for further triggers before it is reconciled once.
+    pub debounce: Duration,
+    /// Reconciles running at once.
+    pub concurrency: u16,
+}
+
+impl Tuning {
+    /// A Registration reconcile counts its dependents: worth batching their changes.
+    pub const REGISTRATIONS: Tuning = Tuning {
+        debounce: Duration::from_millis(500),
+        concurrency: 8,
+    };
+    pub const CUSTOMER_SUBSCRIPTIONS: Tuning = Tuning {
+        debounce: Duration::from_millis(50),
+        concurrency: 32,
+    };
+
+    fn config(self) -> Config {
+        Config::default()
+            .debounce(self.debounce)
+            .concurrency(self.concurrency)
+    }
 }
 
 /// Longest a Registration status write that only changes `customerSubscriptionCount` waits
@@ -74,56 +132,6 @@ pub struct Settings {
 pub const COUNT_WRITE_INTERVAL: Duration = Duration::from_secs(5);
 /// How long the count must hold still before such a write goes earlier.
 pub const COUNT_SETTLE: Duration = Duration::from_secs(1);
-
-/// A watched scope: one namespace, or the whole cluster (`None`).
-type Scope = Option<String>;
-
-/// Routes requeue requests to the controller of the scope an object lives in.
-#[derive(Clone)]
-struct Router {
-    registrations: Vec<(Scope, mpsc::UnboundedSender<ObjectRef<Registration>>)>,
-    customers: Vec<(
-        Scope,
-        mpsc::UnboundedSender<ObjectRef<CustomerSubscription>>,
-    )>,
-}
-
-fn in_scope(scope: &Scope, namespace: &str) -> bool {
-    scope.as_deref().is_none_or(|ns| ns == namespace)
-}
-
-impl Router {
-    fn send(&self, affected: index::Affected) {
-        for key in affected.registrations {
-            if let Some((_, tx)) = self
-                .registrations
-                .iter()
-                .find(|(s, _)| in_scope(s, &key.namespace))
-            {
-                let _ = tx.unbounded_send(ObjectRef::new(&key.name).within(&key.namespace));
-            }
-        }
-        for key in affected.customers {
-            if let Some((_, tx)) = self
-                .customers
-                .iter()
-                .find(|(s, _)| in_scope(s, &key.namespace))
-            {
-                let _ = tx.unbounded_send(ObjectRef::new(&key.name).within(&key.namespace));
-            }
-        }
-    }
-}
-
-fn api_for<K>(client: &Client, scope: &Scope) -> Api<K>
-where
-    K: kube::Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>,
-{
-    match scope {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    }
-}
 
 /// Fails with a clear message when the CRDs are not installed.
 pub async fn ensure_crds_installed(client: &Client, namespaces: &[String]) -> Result<(), Error> {
@@ -157,90 +165,18 @@ pub async fn ensure_crds_installed(client: &Client, namespaces: &[String]) -> Re
     Ok(())
 }
 
-/// managedFields and `kubectl apply`'s copy of the last applied manifest are often most of
-/// a cached object, and no decision reads them.
-fn drop_unread_fields<K: ResourceExt>(obj: &mut K) {
-    obj.managed_fields_mut().clear();
-    obj.annotations_mut().remove(LAST_APPLIED);
-}
-
-const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
-
-/// Watch events a shared store buffers for its controller; the watch waits when the
-/// controller falls further behind, so a burst does not keep thousands of old versions alive.
-const SHARED_STORE_BUFFER: usize = 256;
-
-/// A delete handler that also drops what is kept per object (backoff count, write spacing,
-/// own write versions), so nothing is kept for objects that are gone.
-fn forget_and(
-    kept: &PerObject,
-    kind: Kind,
-    delete: fn(&Index, &ObjKey) -> index::Affected,
-) -> impl Fn(&Index, &ObjKey) -> index::Affected + Send + 'static {
-    let kept = kept.clone();
-    move |index, key| {
-        kept.backoff.reset(kind, key);
-        match kind {
-            Kind::Registration => kept.count_spacing.forget(key),
-            Kind::CustomerSubscription => kept.own_writes.forget(key),
-        }
-        delete(index, key)
-    }
-}
-
-/// What the controllers keep per object besides the caches.
-#[derive(Clone)]
-struct PerObject {
-    backoff: Arc<Backoff>,
-    count_spacing: Arc<WriteSpacing>,
-    own_writes: Arc<OwnWrites>,
-}
-
-/// Keeps the index in step with one watch and requeues what each event affects.
-fn index_events<K, F, D, R>(
-    events: impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
-    scope: Scope,
-    index: Arc<Index>,
-    router: Router,
-    apply: F,
-    delete: D,
-    retain: R,
-) -> BoxFuture<'static, ()>
-where
-    K: kube::Resource<DynamicType = ()> + ResourceExt + Send + 'static,
-    F: Fn(&Index, &K) -> index::Affected + Send + 'static,
-    D: Fn(&Index, &ObjKey) -> index::Affected + Send + 'static,
-    R: Fn(&Index, Option<&str>, &HashSet<ObjKey>) -> index::Affected + Send + 'static,
-{
-    Box::pin(async move {
-        let mut relisted: HashSet<ObjKey> = HashSet::new();
-        let mut events = std::pin::pin!(events);
-        while let Some(event) = events.next().await {
-            let affected = match event {
-                Ok(watcher::Event::Apply(obj)) => apply(&index, &obj),
-                Ok(watcher::Event::InitApply(obj)) => {
-                    relisted.insert(ObjKey::of(&obj));
-                    apply(&index, &obj)
-                }
-                Ok(watcher::Event::Delete(obj)) => delete(&index, &ObjKey::of(&obj)),
-                Ok(watcher::Event::Init) => {
-                    relisted.clear();
-                    continue;
-                }
-                Ok(watcher::Event::InitDone) => {
-                    let affected = retain(&index, scope.as_deref(), &relisted);
-                    relisted.clear();
-                    affected
-                }
-                Err(error) => {
-                    // The watcher retries by itself with backoff; say why it had to.
-                    warn!(%error, kind = K::kind(&()).as_ref(), "watch failed, retrying");
-                    continue;
-                }
-            };
-            router.send(affected);
-        }
-    })
+/// Starts the watches and caches of every watched scope, without the controllers: a standby
+/// runs these, so that it takes over with its caches filled.
+pub fn start_caches(client: &Client, settings: &Settings) -> Result<Caches, Error> {
+    let kept = PerObject {
+        backoff: Arc::new(Backoff::new(
+            Duration::from_secs(1),
+            Duration::from_secs(300),
+        )),
+        count_spacing: Arc::new(WriteSpacing::new(COUNT_WRITE_INTERVAL, COUNT_SETTLE)),
+        own_writes: Arc::new(OwnWrites::default()),
+    };
+    Caches::start(client, settings, kept)
 }
 
 /// Runs both controllers until `shutdown` completes.
@@ -252,248 +188,84 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> Result<(), Error> {
     ensure_crds_installed(&client, &settings.namespaces).await?;
-    let scopes: Vec<Scope> = if settings.namespaces.is_empty() {
-        vec![None]
-    } else {
-        settings.namespaces.iter().cloned().map(Some).collect()
-    };
-    let index = Arc::new(Index::default());
-    let backoff = Arc::new(Backoff::new(
-        Duration::from_secs(1),
-        Duration::from_secs(300),
-    ));
-    let kept = PerObject {
-        backoff: backoff.clone(),
-        count_spacing: Arc::new(WriteSpacing::new(COUNT_WRITE_INTERVAL, COUNT_SETTLE)),
-        own_writes: Arc::new(OwnWrites::default()),
-    };
+    let caches = start_caches(&client, &settings)?;
+    run_controllers(caches, client, resolver, clock, settings, shutdown).await
+}
+
+/// Runs both controllers over `caches` until `shutdown` completes. They start by reconciling
+/// every cached object, whatever the watches handed on before.
+pub async fn run_controllers(
+    mut caches: Caches,
+    client: Client,
+    resolver: Arc<dyn MetadataResolver>,
+    clock: Arc<dyn Clock>,
+    settings: Settings,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) -> Result<(), Error> {
     let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
-
-    let mut registration_rx = Vec::new();
-    let mut customer_rx = Vec::new();
-    let mut router = Router {
-        registrations: vec![],
-        customers: vec![],
-    };
-    for scope in &scopes {
-        let (tx, rx) = mpsc::unbounded();
-        router.registrations.push((scope.clone(), tx));
-        registration_rx.push(rx);
-        let (tx, rx) = mpsc::unbounded();
-        router.customers.push((scope.clone(), tx));
-        customer_rx.push(rx);
-    }
-
-    let mut tasks: Vec<BoxFuture<'static, ()>> = Vec::new();
-    let mut registration_stores: HashMap<String, Store<Registration>> = HashMap::new();
-    let mut customer_stores: HashMap<String, Store<CustomerSubscription>> = HashMap::new();
-    let mut cluster_stores = None;
-    let mut subscriptions = Vec::new();
-    for scope in &scopes {
-        let (registration_store, registration_writer) =
-            reflector::store_shared(SHARED_STORE_BUFFER);
-        let (customer_store, customer_writer) = reflector::store_shared(SHARED_STORE_BUFFER);
-        let registration_events = registration_writer
-            .subscribe()
-            .ok_or(Error::CacheNeverReady)?;
-        let customer_events = customer_writer.subscribe().ok_or(Error::CacheNeverReady)?;
-
-        let registration_watch = watcher(
-            api_for::<Registration>(&client, scope),
-            watcher::Config::default(),
-        )
-        .default_backoff()
-        .modify(drop_unread_fields)
-        .reflect_shared(registration_writer);
-        tasks.push(index_events(
-            registration_watch,
-            scope.clone(),
-            index.clone(),
-            router.clone(),
-            Index::apply_registration,
-            forget_and(&kept, Kind::Registration, Index::delete_registration),
-            Index::retain_registrations,
-        ));
-        let customer_watch = watcher(
-            api_for::<CustomerSubscription>(&client, scope),
-            watcher::Config::default(),
-        )
-        .default_backoff()
-        .modify(drop_unread_fields)
-        .reflect_shared(customer_writer);
-        tasks.push(index_events(
-            customer_watch,
-            scope.clone(),
-            index.clone(),
-            router.clone(),
-            Index::apply_customer,
-            forget_and(&kept, Kind::CustomerSubscription, Index::delete_customer),
-            Index::retain_customers,
-        ));
-        subscriptions.push((
-            registration_store.clone(),
-            registration_events,
-            customer_store.clone(),
-            customer_events,
-        ));
-        match scope {
-            Some(ns) => {
-                registration_stores.insert(ns.clone(), registration_store);
-                customer_stores.insert(ns.clone(), customer_store);
-            }
-            None => cluster_stores = Some((registration_store, customer_store)),
-        }
-    }
-
-    let (registrations, customers) = match cluster_stores {
-        Some((r, c)) => (Stores::cluster(r), Stores::cluster(c)),
-        None => (
-            Stores::namespaced(registration_stores),
-            Stores::namespaced(customer_stores),
-        ),
-    };
-    settings.metrics.set_ready_reasons(
-        registrations.ready_reasons(|r| r.status.as_ref().map(|s| s.conditions.as_slice())),
-        customers.ready_reasons(|c| c.status.as_ref().map(|s| s.conditions.as_slice())),
-    );
-    {
-        let (registrations, customers) = (registrations.clone(), customers.clone());
-        let health = settings.health.clone();
-        tasks.push(Box::pin(async move {
-            let synced = async {
-                registrations.wait_until_ready().await?;
-                customers.wait_until_ready().await
-            };
-            match synced.await {
-                Ok(()) => {
-                    info!("caches synced");
-                    health.set_caches_synced(true);
-                }
-                Err(error) => warn!(%error, "a cache will never be ready"),
-            }
-            // Ending would look like a watch task ending; wait with them instead.
-            std::future::pending::<()>().await;
-        }));
-    }
-    let reporter = events::Reporter {
-        controller: settings.reporter.clone(),
-        instance: std::env::var("POD_NAME").unwrap_or_else(|_| settings.reporter.clone()),
-    };
     let (event_queue, queued_events) =
         events::EventQueue::new(events::QUEUE_CAPACITY, settings.metrics.clone());
     let event_publisher = tokio::spawn(events::publish_queued(
         queued_events,
         client.clone(),
-        reporter,
+        settings.reporter.clone(),
         settings.metrics.clone(),
     ));
+    caches.invalid.report_to(event_queue.clone());
     let ctx = Arc::new(Context {
-        client: client.clone(),
-        registrations,
-        customers,
-        index: index.clone(),
+        client,
+        registrations: caches.registrations.clone(),
+        customers: caches.customers.clone(),
+        index: caches.index.clone(),
         resolver: resolver.clone(),
         clock,
         events: event_queue,
-        backoff: backoff.clone(),
-        count_spacing: kept.count_spacing.clone(),
-        own_writes: kept.own_writes.clone(),
+        backoff: caches.kept.backoff.clone(),
+        count_spacing: caches.kept.count_spacing.clone(),
+        own_writes: caches.kept.own_writes.clone(),
         metrics: settings.metrics.clone(),
     });
 
-    // Upstream changes requeue exactly the objects they affect.
-    {
-        let mut changes = resolver.changes();
-        let index = index.clone();
-        let router = router.clone();
-        let (registrations, customers) = (ctx.registrations.clone(), ctx.customers.clone());
-        tasks.push(Box::pin(async move {
-            loop {
-                match changes.recv().await {
-                    Ok(change) => {
-                        let mut affected = index.affected_by(&change);
-                        if change.upstream_recovered {
-                            affected.extend(waiting_on_upstream(&registrations, &customers));
-                        }
-                        router.send(affected);
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
-                        warn!(missed, "missed metadata changes; re-evaluating everything");
-                        router.send(index.affected_by(&crate::resolver::MetadataChange {
-                            everything: true,
-                            ..Default::default()
-                        }));
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
-                }
-            }
-        }));
+    let mut controllers: Vec<BoxFuture<'static, ()>> = Vec::new();
+    let mut routes = Vec::new();
+    for feed in caches.feeds().await? {
+        let (route, requeues) = Route::new(feed.scope.clone());
+        routes.push(route);
+        controllers.push(registration_controller(
+            feed.registration_triggers,
+            feed.registrations,
+            requeues.registrations,
+            settings.registrations,
+            ctx.clone(),
+            shutdown.clone(),
+        ));
+        controllers.push(customer_controller(
+            feed.customer_triggers,
+            feed.customers,
+            requeues.customers,
+            settings.customer_subscriptions,
+            ctx.clone(),
+            shutdown.clone(),
+        ));
     }
-
-    for (
-        (registration_store, registration_events, customer_store, customer_events),
-        (reg_rx, cust_rx),
-    ) in subscriptions
-        .into_iter()
-        .zip(registration_rx.into_iter().zip(customer_rx))
-    {
-        let registration_controller =
-            Controller::for_shared_stream(registration_events, registration_store)
-                .with_config(
-                    Config::default()
-                        .debounce(Duration::from_millis(500))
-                        .concurrency(8),
-                )
-                .reconcile_on(reg_rx)
-                .graceful_shutdown_on(shutdown.clone())
-                .run(
-                    registration::reconcile,
-                    registration::error_policy,
-                    ctx.clone(),
-                )
-                .for_each(|result| async move {
-                    if let Err(error) = result {
-                        log_controller_error("Registration", &error);
-                    }
-                });
-        let own_writes = kept.own_writes.clone();
-        let customer_events = customer_events.filter(move |customer| {
-            let own = own_writes.take(
-                &ObjKey::of(customer.as_ref()),
-                customer.resource_version().as_deref(),
-            );
-            std::future::ready(!own)
-        });
-        let customer_controller = Controller::for_shared_stream(customer_events, customer_store)
-            .with_config(
-                Config::default()
-                    .debounce(Duration::from_millis(50))
-                    .concurrency(32),
-            )
-            .reconcile_on(cust_rx)
-            .graceful_shutdown_on(shutdown.clone())
-            .run(
-                customer_subscription::reconcile,
-                customer_subscription::error_policy,
-                ctx.clone(),
-            )
-            .for_each(|result| async move {
-                if let Err(error) = result {
-                    log_controller_error("CustomerSubscription", &error);
-                }
-            });
-        tasks.push(Box::pin(registration_controller));
-        tasks.push(Box::pin(customer_controller));
-    }
+    caches.router.connect(routes);
+    let metadata_changes = tokio::spawn(routing::route_metadata_changes(
+        resolver,
+        caches.index.clone(),
+        caches.router.clone(),
+        caches.registrations.clone(),
+        caches.customers.clone(),
+    ));
 
     info!(namespaces = ?settings.namespaces, "controllers starting");
-    // The controllers end on shutdown; the watch tasks would run forever, so stop with them.
-    let controllers = tasks.split_off(tasks.len() - 2 * scopes.len());
-    let background = futures::future::join_all(tasks);
+    // The controllers end on shutdown; the watches would run forever, so stop with them.
     tokio::select! {
         _ = futures::future::join_all(controllers) => {}
-        _ = background => { error!("watch tasks ended unexpectedly"); }
+        _ = caches.watches_ended() => { error!("watch tasks ended unexpectedly"); }
     }
+    metadata_changes.abort();
+    caches.router.disconnect();
+    caches.invalid.stop_reporting();
     settings.health.set_caches_synced(false);
     info!("controllers stopped");
     // The publisher ends once the last queue handle (in the context) is gone and it is empty.
@@ -507,42 +279,68 @@ pub async fn run(
     Ok(())
 }
 
-/// Objects whose last decision is `MetadataResolverBadGatewayError`: when the metadata server
-/// answers again they are re-evaluated at once instead of at their next backoff retry, which
-/// after a long outage can be minutes away.
-fn waiting_on_upstream(
-    registrations: &Stores<Registration>,
-    customers: &Stores<CustomerSubscription>,
-) -> index::Affected {
-    let bad_gateway = |conditions: &[crate::api::Condition]| {
-        conditions
-            .iter()
-            .any(|c| c.reason == crate::policy::Reason::MetadataResolverBadGatewayError.as_str())
-    };
-    let mut affected = index::Affected::default();
-    affected.registrations.extend(
-        registrations
-            .all()
-            .iter()
-            .filter(|r| {
-                r.status
-                    .as_ref()
-                    .is_some_and(|s| bad_gateway(&s.conditions))
-            })
-            .map(|r| ObjKey::of(r.as_ref())),
-    );
-    affected.customers.extend(
-        customers
-            .all()
-            .iter()
-            .filter(|c| {
-                c.status
-                    .as_ref()
-                    .is_some_and(|s| bad_gateway(&s.conditions))
-            })
-            .map(|c| ObjKey::of(c.as_ref())),
-    );
-    affected
+/// Reconciles everything in the cache once, when a controller starts.
+fn everything_once() -> impl futures::Stream<Item = ()> + Send + 'static {
+    futures::stream::once(std::future::ready(()))
+}
+
+fn registration_controller(
+    triggers: Triggers<Registration>,
+    store: Store<Registration>,
+    requeues: mpsc::UnboundedReceiver<ObjectRef<Registration>>,
+    tuning: Tuning,
+    ctx: Arc<Context>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) -> BoxFuture<'static, ()> {
+    Box::pin(
+        Controller::for_shared_stream(triggers, store)
+            .with_config(tuning.config())
+            .reconcile_all_on(everything_once())
+            .reconcile_on(requeues)
+            .graceful_shutdown_on(shutdown)
+            .run(registration::reconcile, registration::error_policy, ctx)
+            .for_each(|result| async move {
+                if let Err(error) = result {
+                    log_controller_error("Registration", &error);
+                }
+            }),
+    )
+}
+
+fn customer_controller(
+    triggers: Triggers<CustomerSubscription>,
+    store: Store<CustomerSubscription>,
+    requeues: mpsc::UnboundedReceiver<ObjectRef<CustomerSubscription>>,
+    tuning: Tuning,
+    ctx: Arc<Context>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) -> BoxFuture<'static, ()> {
+    // A status this controller wrote comes back as a watch event: no need to decide again.
+    let own_writes = ctx.own_writes.clone();
+    let triggers = triggers.filter(move |customer| {
+        let own = own_writes.take(
+            &ObjKey::of(customer.as_ref()),
+            customer.resource_version().as_deref(),
+        );
+        std::future::ready(!own)
+    });
+    Box::pin(
+        Controller::for_shared_stream(triggers, store)
+            .with_config(tuning.config())
+            .reconcile_all_on(everything_once())
+            .reconcile_on(requeues)
+            .graceful_shutdown_on(shutdown)
+            .run(
+                customer_subscription::reconcile,
+                customer_subscription::error_policy,
+                ctx,
+            )
+            .for_each(|result| async move {
+                if let Err(error) = result {
+                    log_controller_error("CustomerSubscription", &error);
+                }
+            }),
+    )
 }
 
 fn log_controller_error<E: std::error::Error, K: std::fmt::Display>(
@@ -559,127 +357,41 @@ fn log_controller_error<E: std::error::Error, K: std::fmt::Display>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
 
-    fn registration(name: &str) -> Registration {
-        let mut registration = Registration::new(
-            name,
-            crate::api::RegistrationSpec {
-                subscription_id: "s".into(),
-                resource_group: "rg".into(),
-                registration_name: None,
-                cloud_id: "c".into(),
-                billing_model: crate::api::BillingModel::PayAsYouUse,
-                agreement_number: None,
-                ms_asset_tag: None,
-            },
-        );
-        registration.metadata.namespace = Some("ns".into());
-        registration
-    }
-
-    fn with_reason<S>(status: &mut Option<S>, reason: crate::policy::Reason)
-    where
-        S: Default + HasConditionsMut,
-    {
-        status
-            .get_or_insert_with(S::default)
-            .conditions_mut()
-            .push(crate::api::Condition {
-                type_: crate::conditions::READY.into(),
-                status: reason.status(),
-                reason: reason.as_str().into(),
-                message: String::new(),
-                last_transition_time: None,
-                observed_generation: None,
-            });
-    }
-
-    trait HasConditionsMut {
-        fn conditions_mut(&mut self) -> &mut Vec<crate::api::Condition>;
-    }
-
-    impl HasConditionsMut for crate::api::RegistrationStatus {
-        fn conditions_mut(&mut self) -> &mut Vec<crate::api::Condition> {
-            &mut self.conditions
-        }
-    }
-
-    impl HasConditionsMut for crate::api::CustomerSubscriptionStatus {
-        fn conditions_mut(&mut self) -> &mut Vec<crate::api::Condition> {
-            &mut self.conditions
-        }
+    fn api_error(code: u16) -> kube::Error {
+        kube::Error::Api(Box::new(
+            kube::core::Status::failure("refused", "Reason").with_code(code),
+        ))
     }
 
     #[test]
-    fn after_an_upstream_recovery_exactly_the_bad_gateway_decisions_are_requeued() {
-        use crate::policy::Reason;
-        let (registration_store, mut registration_writer) = reflector::store();
-        let (customer_store, mut customer_writer) = reflector::store();
-        for (name, reason) in [
-            ("reg-waiting", Some(Reason::MetadataResolverBadGatewayError)),
-            ("reg-registered", Some(Reason::Registered)),
-            ("reg-new", None),
-        ] {
-            let mut r = registration(name);
-            if let Some(reason) = reason {
-                with_reason(&mut r.status, reason);
-            }
-            registration_writer.apply_watcher_event(&watcher::Event::Apply(r));
+    fn reconcile_errors_are_categorised_by_what_failed() {
+        let cases = [
+            (409, ErrorCategory::Conflict),
+            (429, ErrorCategory::Throttled),
+            (404, ErrorCategory::NotFound),
+            (410, ErrorCategory::NotFound),
+            (401, ErrorCategory::Forbidden),
+            (403, ErrorCategory::Forbidden),
+            (400, ErrorCategory::Rejected),
+            (422, ErrorCategory::Rejected),
+            (500, ErrorCategory::ServerError),
+            (503, ErrorCategory::ServerError),
+            (418, ErrorCategory::Other),
+        ];
+        for (code, want) in cases {
+            let write = Error::Write {
+                namespace: "ns".into(),
+                name: "n".into(),
+                source: api_error(code),
+            };
+            assert_eq!(write.category(), want, "HTTP {code}");
+            assert_eq!(Error::Api(api_error(code)).category(), want, "HTTP {code}");
         }
-        for (name, reason) in [
-            (
-                "cust-waiting",
-                Some(Reason::MetadataResolverBadGatewayError),
-            ),
-            ("cust-attached", Some(Reason::Attached)),
-            ("cust-rejected", Some(Reason::BadCustomerSubscriptionId)),
-            ("cust-new", None),
-        ] {
-            let mut c = CustomerSubscription::new(
-                name,
-                crate::api::CustomerSubscriptionSpec {
-                    registration_ref: crate::api::RegistrationRef { name: "r".into() },
-                    subscription_id: "s".into(),
-                    tenant_id: None,
-                },
-            );
-            c.metadata.namespace = Some("ns".into());
-            if let Some(reason) = reason {
-                with_reason(&mut c.status, reason);
-            }
-            customer_writer.apply_watcher_event(&watcher::Event::Apply(c));
-        }
-        let affected = waiting_on_upstream(
-            &Stores::cluster(registration_store),
-            &Stores::cluster(customer_store),
-        );
-        assert_eq!(
-            affected.registrations.into_iter().collect::<Vec<_>>(),
-            [ObjKey::new("ns", "reg-waiting")]
-        );
-        assert_eq!(
-            affected.customers.into_iter().collect::<Vec<_>>(),
-            [ObjKey::new("ns", "cust-waiting")]
-        );
-    }
-
-    #[test]
-    fn cached_objects_lose_managed_fields_and_the_last_applied_manifest_only() {
-        let mut registration = registration("r");
-        registration.metadata.managed_fields = Some(vec![ManagedFieldsEntry::default()]);
-        registration.metadata.annotations = Some(
-            [
-                (LAST_APPLIED.to_string(), "{...}".to_string()),
-                ("team".to_string(), "billing".to_string()),
-            ]
-            .into(),
-        );
-        drop_unread_fields(&mut registration);
-        assert!(registration.managed_fields().is_empty());
-        assert_eq!(
-            registration.annotations().keys().collect::<Vec<_>>(),
-            ["team"]
-        );
+        assert_eq!(Error::CacheNeverReady.category(), ErrorCategory::Other);
+        let unreachable = Error::Api(kube::Error::Service(Box::new(std::io::Error::other(
+            "connection refused",
+        ))));
+        assert_eq!(unreachable.category(), ErrorCategory::Unreachable);
     }
 }

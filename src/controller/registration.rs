@@ -9,6 +9,7 @@ use std::{
 use kube::{
     Api, ResourceExt,
     api::{Patch, PatchParams},
+    core::TypeMeta,
     runtime::controller::Action,
 };
 use serde_json::json;
@@ -16,7 +17,7 @@ use tracing::{info, instrument};
 
 use super::{
     Error, context::Context, context::Kind, customer_subscription::next_action, index::ObjKey,
-    index::is_attached, write,
+    index::is_attached, write, write::StatusOwner,
 };
 use crate::{
     api::{Registration, RegistrationStatus},
@@ -46,9 +47,10 @@ async fn set_finalizer(
     let name = registration.name_any();
     let api: Api<Registration> = Api::namespaced(ctx.client.clone(), &namespace);
     let finalizers: Vec<&str> = if present { vec![FINALIZER] } else { vec![] };
+    let TypeMeta { api_version, kind } = Registration::type_meta();
     let body = json!({
-        "apiVersion": "csp.azurestack.io/v1alpha1",
-        "kind": "Registration",
+        "apiVersion": api_version,
+        "kind": kind,
         "metadata": {"name": name, "finalizers": finalizers},
     });
     api.patch(
@@ -122,8 +124,9 @@ pub async fn reconcile(
 ) -> Result<Action, Error> {
     let started = Instant::now();
     let result = reconcile_one(registration, &ctx).await;
+    let outcome = result.as_ref().map(|_| ()).map_err(Error::category);
     ctx.metrics
-        .observe_reconcile(REGISTRATION, result.is_ok(), started.elapsed());
+        .observe_reconcile(REGISTRATION, outcome, started.elapsed());
     result
 }
 
@@ -186,7 +189,6 @@ async fn reconcile_one(registration: Arc<Registration>, ctx: &Context) -> Result
     let written = write::record_decision(
         ctx,
         registration.as_ref(),
-        MANAGER,
         registration.status.as_ref(),
         &desired,
         decision.reason,

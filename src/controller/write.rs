@@ -4,12 +4,19 @@
 use kube::{
     Api, Resource, ResourceExt,
     api::{Patch, PatchParams},
+    core::TypeMeta,
 };
 use serde::Serialize;
 use serde_json::json;
 use tracing::debug;
 
-use super::{Error, context::Context, events::PendingEvent};
+use super::{
+    Error,
+    context::{Context, Kind},
+    customer_subscription,
+    events::PendingEvent,
+    registration,
+};
 use crate::{
     api::{
         Condition, CustomerSubscription, CustomerSubscriptionStatus, Registration,
@@ -19,17 +26,38 @@ use crate::{
     runtime::metrics::{CUSTOMER_SUBSCRIPTION, REGISTRATION},
 };
 
-/// A namespaced object whose status this operator writes.
+/// A namespaced object whose status this operator writes, with what its controller writes and
+/// counts it under.
 pub trait StatusOwner:
     Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
     + Clone
     + serde::de::DeserializeOwned
     + std::fmt::Debug
 {
+    /// Which controller's object it is, for what is kept per object.
+    const KIND: Kind;
+    /// The `controller` label of its metrics.
+    const METRICS_LABEL: &'static str;
+    /// The field manager of the status its controller writes.
+    const FIELD_MANAGER: &'static str;
+
+    /// `apiVersion` and `kind` of a server-side apply body, from [`kube::Resource`].
+    fn type_meta() -> TypeMeta {
+        TypeMeta::resource::<Self>()
+    }
 }
 
-impl StatusOwner for CustomerSubscription {}
-impl StatusOwner for Registration {}
+impl StatusOwner for CustomerSubscription {
+    const KIND: Kind = Kind::CustomerSubscription;
+    const METRICS_LABEL: &'static str = CUSTOMER_SUBSCRIPTION;
+    const FIELD_MANAGER: &'static str = customer_subscription::MANAGER;
+}
+
+impl StatusOwner for Registration {
+    const KIND: Kind = Kind::Registration;
+    const METRICS_LABEL: &'static str = REGISTRATION;
+    const FIELD_MANAGER: &'static str = registration::MANAGER;
+}
 
 /// What a status write produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,12 +66,11 @@ pub struct Written {
     pub resource_version: String,
 }
 
-/// Applies `status` to `obj` as `manager`, unless it equals the current one.
-/// Returns what the write produced, `None` when no write was needed.
+/// Applies `status` to `obj` as its controller's field manager, unless it equals the current
+/// one. Returns what the write produced, `None` when no write was needed.
 pub async fn apply_status<K, S>(
     ctx: &Context,
     obj: &K,
-    manager: &str,
     current: Option<&S>,
     desired: &S,
 ) -> Result<Option<Written>, Error>
@@ -57,11 +84,13 @@ where
     let namespace = obj.namespace().unwrap_or_default();
     let name = obj.name_any();
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &namespace);
+    let TypeMeta { api_version, kind } = K::type_meta();
     let body = json!({
-        "apiVersion": K::api_version(&()),
-        "kind": K::kind(&()),
+        "apiVersion": api_version,
+        "kind": kind,
         "status": desired,
     });
+    let manager = K::FIELD_MANAGER;
     let updated = api
         .patch_status(
             &name,
@@ -74,12 +103,7 @@ where
             name: name.clone(),
             source,
         })?;
-    ctx.metrics
-        .status_written(if K::kind(&()) == "Registration" {
-            REGISTRATION
-        } else {
-            CUSTOMER_SUBSCRIPTION
-        });
+    ctx.metrics.status_written(K::METRICS_LABEL);
     debug!(%namespace, %name, manager, "status written");
     Ok(Some(Written {
         resource_version: updated.resource_version().unwrap_or_default(),
@@ -108,7 +132,6 @@ impl WithConditions for RegistrationStatus {
 pub async fn record_decision<K, S>(
     ctx: &Context,
     obj: &K,
-    manager: &str,
     current: Option<&S>,
     desired: &S,
     reason: Reason,
@@ -121,7 +144,7 @@ where
     let previous = current
         .and_then(|status| crate::conditions::find(status.conditions(), crate::conditions::READY))
         .map(|c| c.reason.clone());
-    let written = apply_status(ctx, obj, manager, current, desired).await?;
+    let written = apply_status(ctx, obj, current, desired).await?;
     if written.is_some() && previous.as_deref() != Some(reason.as_str()) {
         tracing::info!(
             kind = K::kind(&()).as_ref(),
@@ -156,7 +179,7 @@ pub fn publish_reason_change<K>(
     });
 }
 
-fn truncate(message: &str, max: usize) -> String {
+pub fn truncate(message: &str, max: usize) -> String {
     if message.len() <= max {
         return message.to_string();
     }

@@ -14,7 +14,7 @@ use std::{
 
 use prometheus_client::{
     collector::Collector,
-    encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, NoLabelSet},
+    encoding::{DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric, NoLabelSet},
     metrics::{
         MetricType,
         counter::{ConstCounter, Counter},
@@ -47,6 +47,47 @@ const NO_DECISION: &str = "Pending";
 struct ReconcileLabels {
     controller: &'static str,
     result: &'static str,
+}
+
+/// Why a reconcile failed, as far as the caller can act on it: the `category` label of
+/// `azs_csp_reconcile_errors_total`.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum ErrorCategory {
+    /// Another writer changed the object first (HTTP 409); the retry reads the new version.
+    Conflict,
+    /// The API server asked to slow down (HTTP 429).
+    Throttled,
+    /// The object is gone (HTTP 404).
+    NotFound,
+    /// The operator's RBAC does not allow the request (HTTP 401, 403).
+    Forbidden,
+    /// The API server refused the body (HTTP 400, 422): a bug or a schema mismatch.
+    Rejected,
+    /// The API server failed (HTTP 5xx).
+    ServerError,
+    /// The API server could not be reached, or did not answer in time.
+    Unreachable,
+    /// Anything else.
+    Other,
+}
+
+impl ErrorCategory {
+    pub const ALL: [ErrorCategory; 8] = [
+        Self::Conflict,
+        Self::Throttled,
+        Self::NotFound,
+        Self::Forbidden,
+        Self::Rejected,
+        Self::ServerError,
+        Self::Unreachable,
+        Self::Other,
+    ];
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReconcileErrorLabels {
+    controller: &'static str,
+    category: ErrorCategory,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -95,6 +136,8 @@ impl fmt::Debug for Sources {
 pub struct Metrics {
     registry: Registry,
     reconciles: Family<ReconcileLabels, Counter>,
+    reconcile_errors: Family<ReconcileErrorLabels, Counter>,
+    invalid_objects: Family<ControllerLabels, Counter>,
     reconcile_duration: HistogramFamily,
     status_writes: Family<ControllerLabels, Counter>,
     finalizer_writes: Counter,
@@ -123,6 +166,18 @@ impl Metrics {
             "azs_csp_reconcile",
             "Reconciles by controller and result (success or error)",
             reconciles.clone(),
+        );
+        let reconcile_errors = Family::<ReconcileErrorLabels, Counter>::default();
+        registry.register(
+            "azs_csp_reconcile_errors",
+            "Failed reconciles by controller and category (what failed: conflict, throttled, ...); the sum is azs_csp_reconcile_total{result=\"error\"}",
+            reconcile_errors.clone(),
+        );
+        let invalid_objects = Family::<ControllerLabels, Counter>::default();
+        registry.register(
+            "azs_csp_invalid_objects",
+            "Stored objects skipped because they do not deserialize into the operator's types, by controller (one per object version)",
+            invalid_objects.clone(),
         );
         let reconcile_duration: HistogramFamily =
             Family::new_with_constructor(reconcile_histogram as fn() -> Histogram);
@@ -167,11 +222,20 @@ impl Metrics {
             for result in ["success", "error"] {
                 drop(reconciles.get_or_create(&ReconcileLabels { controller, result }));
             }
+            for category in ErrorCategory::ALL {
+                drop(reconcile_errors.get_or_create(&ReconcileErrorLabels {
+                    controller,
+                    category,
+                }));
+            }
             drop(status_writes.get_or_create(&ControllerLabels { controller }));
+            drop(invalid_objects.get_or_create(&ControllerLabels { controller }));
         }
         Self {
             registry,
             reconciles,
+            reconcile_errors,
+            invalid_objects,
             reconcile_duration,
             status_writes,
             finalizer_writes,
@@ -181,12 +245,25 @@ impl Metrics {
         }
     }
 
-    /// Records one finished reconcile.
-    pub fn observe_reconcile(&self, controller: &'static str, ok: bool, elapsed: Duration) {
-        let result = if ok { "success" } else { "error" };
+    /// Records one finished reconcile: `Err` names why it failed.
+    pub fn observe_reconcile(
+        &self,
+        controller: &'static str,
+        outcome: Result<(), ErrorCategory>,
+        elapsed: Duration,
+    ) {
+        let result = if outcome.is_ok() { "success" } else { "error" };
         self.reconciles
             .get_or_create(&ReconcileLabels { controller, result })
             .inc();
+        if let Err(category) = outcome {
+            self.reconcile_errors
+                .get_or_create(&ReconcileErrorLabels {
+                    controller,
+                    category,
+                })
+                .inc();
+        }
         self.reconcile_duration
             .get_or_create(&ControllerLabels { controller })
             .observe(elapsed.as_secs_f64());
@@ -195,6 +272,13 @@ impl Metrics {
     /// Records one status write.
     pub fn status_written(&self, controller: &'static str) {
         self.status_writes
+            .get_or_create(&ControllerLabels { controller })
+            .inc();
+    }
+
+    /// Records one version of a stored object skipped because it does not deserialize.
+    pub fn invalid_object(&self, controller: &'static str) {
+        self.invalid_objects
             .get_or_create(&ControllerLabels { controller })
             .inc();
     }
@@ -452,8 +536,13 @@ mod tests {
     #[test]
     fn counters_and_histogram_are_encoded() {
         let metrics = Metrics::new();
-        metrics.observe_reconcile(REGISTRATION, true, Duration::from_millis(3));
-        metrics.observe_reconcile(REGISTRATION, false, Duration::from_millis(30));
+        metrics.observe_reconcile(REGISTRATION, Ok(()), Duration::from_millis(3));
+        metrics.observe_reconcile(
+            REGISTRATION,
+            Err(ErrorCategory::Conflict),
+            Duration::from_millis(30),
+        );
+        metrics.invalid_object(CUSTOMER_SUBSCRIPTION);
         metrics.status_written(CUSTOMER_SUBSCRIPTION);
         metrics.set_leader(true);
         let text = metrics.encode().unwrap();
@@ -493,6 +582,30 @@ mod tests {
             sample(
                 &text,
                 r#"azs_csp_status_writes_total{controller="customersubscription"}"#
+            ),
+            Some(1.0),
+            "{text}"
+        );
+        assert_eq!(
+            sample(
+                &text,
+                r#"azs_csp_reconcile_errors_total{controller="registration",category="Conflict"}"#
+            ),
+            Some(1.0),
+            "{text}"
+        );
+        assert_eq!(
+            sample(
+                &text,
+                r#"azs_csp_reconcile_errors_total{controller="customersubscription",category="Throttled"}"#
+            ),
+            Some(0.0),
+            "{text}"
+        );
+        assert_eq!(
+            sample(
+                &text,
+                r#"azs_csp_invalid_objects_total{controller="customersubscription"}"#
             ),
             Some(1.0),
             "{text}"

@@ -1,0 +1,305 @@
+//! Routing: a requeue request goes to the controller of the scope its object lives in, and an
+//! upstream change requeues exactly the objects it affects.
+//!
+//! The watches route from the moment they start, the controllers connect when they start (on a
+//! standby: when it becomes the leader). Until then requests are dropped: the controllers
+//! reconcile every cached object when they start, which covers whatever was dropped.
+
+use std::sync::{Arc, PoisonError, RwLock};
+
+use futures::channel::mpsc;
+use kube::runtime::reflector::ObjectRef;
+use tracing::warn;
+
+use super::{
+    context::Stores,
+    index::{self, Index, ObjKey},
+};
+use crate::{
+    api::{Condition, CustomerSubscription, Registration},
+    policy::Reason,
+    resolver::{MetadataChange, MetadataResolver},
+};
+
+/// A watched scope: one namespace, or the whole cluster (`None`).
+pub type Scope = Option<String>;
+
+pub fn in_scope(scope: &Scope, namespace: &str) -> bool {
+    scope.as_deref().is_none_or(|ns| ns == namespace)
+}
+
+/// The requeue channel of one scope's controller of each kind.
+pub struct Route {
+    pub scope: Scope,
+    pub registrations: mpsc::UnboundedSender<ObjectRef<Registration>>,
+    pub customers: mpsc::UnboundedSender<ObjectRef<CustomerSubscription>>,
+}
+
+/// The receiving side of a [`Route`], for the controllers of its scope.
+pub struct Requeues {
+    pub registrations: mpsc::UnboundedReceiver<ObjectRef<Registration>>,
+    pub customers: mpsc::UnboundedReceiver<ObjectRef<CustomerSubscription>>,
+}
+
+impl Route {
+    pub fn new(scope: Scope) -> (Self, Requeues) {
+        let (registrations, registration_rx) = mpsc::unbounded();
+        let (customers, customer_rx) = mpsc::unbounded();
+        (
+            Self {
+                scope,
+                registrations,
+                customers,
+            },
+            Requeues {
+                registrations: registration_rx,
+                customers: customer_rx,
+            },
+        )
+    }
+}
+
+/// Routes requeue requests to the controller of the scope an object lives in.
+#[derive(Clone, Default)]
+pub struct Router {
+    routes: Arc<RwLock<Vec<Route>>>,
+}
+
+impl Router {
+    /// Connects the controllers: from now on requests reach them.
+    pub fn connect(&self, routes: Vec<Route>) {
+        *self.routes.write().unwrap_or_else(PoisonError::into_inner) = routes;
+    }
+
+    /// Disconnects the controllers (they stopped).
+    pub fn disconnect(&self) {
+        self.routes
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+    }
+
+    pub fn send(&self, affected: index::Affected) {
+        let routes = self.routes.read().unwrap_or_else(PoisonError::into_inner);
+        let route_of = |key: &ObjKey| routes.iter().find(|r| in_scope(&r.scope, &key.namespace));
+        for key in affected.registrations {
+            if let Some(route) = route_of(&key) {
+                let _ = route
+                    .registrations
+                    .unbounded_send(ObjectRef::new(&key.name).within(&key.namespace));
+            }
+        }
+        for key in affected.customers {
+            if let Some(route) = route_of(&key) {
+                let _ = route
+                    .customers
+                    .unbounded_send(ObjectRef::new(&key.name).within(&key.namespace));
+            }
+        }
+    }
+}
+
+/// Requeues what each upstream change affects, until the resolver stops announcing changes.
+pub async fn route_metadata_changes(
+    resolver: Arc<dyn MetadataResolver>,
+    index: Arc<Index>,
+    router: Router,
+    registrations: Stores<Registration>,
+    customers: Stores<CustomerSubscription>,
+) {
+    let mut changes = resolver.changes();
+    loop {
+        match changes.recv().await {
+            Ok(change) => {
+                let mut affected = index.affected_by(&change);
+                if change.upstream_recovered {
+                    affected.extend(waiting_on_upstream(&registrations, &customers));
+                }
+                router.send(affected);
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                warn!(missed, "missed metadata changes; re-evaluating everything");
+                router.send(index.affected_by(&MetadataChange {
+                    everything: true,
+                    ..Default::default()
+                }));
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+        }
+    }
+}
+
+/// Objects whose last decision is `MetadataResolverBadGatewayError`: when the metadata server
+/// answers again they are re-evaluated at once instead of at their next backoff retry, which
+/// after a long outage can be minutes away.
+fn waiting_on_upstream(
+    registrations: &Stores<Registration>,
+    customers: &Stores<CustomerSubscription>,
+) -> index::Affected {
+    let bad_gateway = |conditions: &[Condition]| {
+        conditions
+            .iter()
+            .any(|c| c.reason == Reason::MetadataResolverBadGatewayError.as_str())
+    };
+    let mut affected = index::Affected::default();
+    affected.registrations.extend(
+        registrations
+            .all()
+            .iter()
+            .filter(|r| {
+                r.status
+                    .as_ref()
+                    .is_some_and(|s| bad_gateway(&s.conditions))
+            })
+            .map(|r| ObjKey::of(r.as_ref())),
+    );
+    affected.customers.extend(
+        customers
+            .all()
+            .iter()
+            .filter(|c| {
+                c.status
+                    .as_ref()
+                    .is_some_and(|s| bad_gateway(&s.conditions))
+            })
+            .map(|c| ObjKey::of(c.as_ref())),
+    );
+    affected
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::channel::mpsc::TryRecvError;
+    use kube::runtime::{reflector, watcher};
+
+    fn registration(name: &str) -> Registration {
+        let mut registration = Registration::new(
+            name,
+            crate::api::RegistrationSpec {
+                subscription_id: "s".into(),
+                resource_group: "rg".into(),
+                registration_name: None,
+                cloud_id: "c".into(),
+                billing_model: crate::api::BillingModel::PayAsYouUse,
+                agreement_number: None,
+                ms_asset_tag: None,
+            },
+        );
+        registration.metadata.namespace = Some("ns".into());
+        registration
+    }
+
+    fn with_reason<S>(status: &mut Option<S>, reason: Reason)
+    where
+        S: Default + HasConditionsMut,
+    {
+        status
+            .get_or_insert_with(S::default)
+            .conditions_mut()
+            .push(Condition {
+                type_: crate::conditions::READY.into(),
+                status: reason.status(),
+                reason: reason.as_str().into(),
+                message: String::new(),
+                last_transition_time: None,
+                observed_generation: None,
+            });
+    }
+
+    trait HasConditionsMut {
+        fn conditions_mut(&mut self) -> &mut Vec<Condition>;
+    }
+
+    impl HasConditionsMut for crate::api::RegistrationStatus {
+        fn conditions_mut(&mut self) -> &mut Vec<Condition> {
+            &mut self.conditions
+        }
+    }
+
+    impl HasConditionsMut for crate::api::CustomerSubscriptionStatus {
+        fn conditions_mut(&mut self) -> &mut Vec<Condition> {
+            &mut self.conditions
+        }
+    }
+
+    #[test]
+    fn after_an_upstream_recovery_exactly_the_bad_gateway_decisions_are_requeued() {
+        let (registration_store, mut registration_writer) = reflector::store();
+        let (customer_store, mut customer_writer) = reflector::store();
+        for (name, reason) in [
+            ("reg-waiting", Some(Reason::MetadataResolverBadGatewayError)),
+            ("reg-registered", Some(Reason::Registered)),
+            ("reg-new", None),
+        ] {
+            let mut r = registration(name);
+            if let Some(reason) = reason {
+                with_reason(&mut r.status, reason);
+            }
+            registration_writer.apply_watcher_event(&watcher::Event::Apply(r));
+        }
+        for (name, reason) in [
+            (
+                "cust-waiting",
+                Some(Reason::MetadataResolverBadGatewayError),
+            ),
+            ("cust-attached", Some(Reason::Attached)),
+            ("cust-rejected", Some(Reason::BadCustomerSubscriptionId)),
+            ("cust-new", None),
+        ] {
+            let mut c = CustomerSubscription::new(
+                name,
+                crate::api::CustomerSubscriptionSpec {
+                    registration_ref: crate::api::RegistrationRef { name: "r".into() },
+                    subscription_id: "s".into(),
+                    tenant_id: None,
+                },
+            );
+            c.metadata.namespace = Some("ns".into());
+            if let Some(reason) = reason {
+                with_reason(&mut c.status, reason);
+            }
+            customer_writer.apply_watcher_event(&watcher::Event::Apply(c));
+        }
+        let affected = waiting_on_upstream(
+            &Stores::cluster(registration_store),
+            &Stores::cluster(customer_store),
+        );
+        assert_eq!(
+            affected.registrations.into_iter().collect::<Vec<_>>(),
+            [ObjKey::new("ns", "reg-waiting")]
+        );
+        assert_eq!(
+            affected.customers.into_iter().collect::<Vec<_>>(),
+            [ObjKey::new("ns", "cust-waiting")]
+        );
+    }
+
+    #[test]
+    fn requests_reach_the_controller_of_their_scope_once_connected() {
+        let router = Router::default();
+        let affected = || index::Affected {
+            registrations: [ObjKey::new("a", "r")].into(),
+            customers: [ObjKey::new("b", "c")].into(),
+        };
+        // Nothing connected yet (a standby): dropped, not queued.
+        router.send(affected());
+        let (a, mut a_rx) = Route::new(Some("a".into()));
+        let (b, mut b_rx) = Route::new(Some("b".into()));
+        router.connect(vec![a, b]);
+        router.send(affected());
+        assert_eq!(
+            a_rx.registrations.try_recv(),
+            Ok(ObjectRef::new("r").within("a"))
+        );
+        assert_eq!(a_rx.customers.try_recv(), Err(TryRecvError::Empty));
+        assert_eq!(
+            b_rx.customers.try_recv(),
+            Ok(ObjectRef::new("c").within("b"))
+        );
+        assert_eq!(b_rx.registrations.try_recv(), Err(TryRecvError::Empty));
+        router.disconnect();
+        router.send(affected());
+        assert_eq!(a_rx.registrations.try_recv(), Err(TryRecvError::Closed));
+    }
+}
