@@ -43,13 +43,40 @@ pass() { log "ok: $*"; }
 
 pods() { k -n "$NS" get pods -l "app.kubernetes.io/instance=$RELEASE" -o jsonpath='{range .items[*]}{.metadata.name}{"\n"}{end}'; }
 # metric POD NAME: one sample of the pod's /metrics, through the API server's pod proxy.
+# GETs of the API with curl (a kubectl process per sample is too slow to sample with): the
+# server and client certificate of the kubeconfig's current context. (The API server
+# pretty-prints JSON for a curl user agent, so curl names another: sed parses the answers.)
+creds="$(mktemp -d)"
+k config view --raw --minify -o json | python3 -c '
+import base64, json, sys
+config, out = json.load(sys.stdin), sys.argv[1]
+cluster, user = config["clusters"][0]["cluster"], config["users"][0]["user"]
+def put(name, source, key):
+    data = base64.b64decode(source[key + "-data"]) if key + "-data" in source else open(source[key], "rb").read()
+    open(out + "/" + name, "wb").write(data)
+put("ca", cluster, "certificate-authority")
+put("cert", user, "client-certificate")
+put("key", user, "client-key")
+open(out + "/server", "w").write(cluster["server"])
+' "$creds"
+api_get() {
+  curl -sf --max-time 5 -A azs-csp-e2e --cacert "$creds/ca" --cert "$creds/cert" --key "$creds/key" "$(cat "$creds/server")$1"
+}
+metrics_port=8080 # the chart's default metrics.port
 metric() {
-  local port
-  port="$(k -n "$NS" get pod "$1" -o jsonpath='{.spec.containers[0].ports[?(@.name=="http-metrics")].containerPort}' 2>/dev/null)"
-  k get --raw "/api/v1/namespaces/$NS/pods/$1:${port:-8080}/proxy/metrics" 2>/dev/null |
+  api_get "/api/v1/namespaces/$NS/pods/$1:$metrics_port/proxy/metrics" 2>/dev/null |
     awk -v name="$2" '$1 == name {print $2; exit}'
 }
-lease_holder() { k -n "$NS" get lease "$LEASE" -o jsonpath='{.spec.holderIdentity}' 2>/dev/null; }
+# These two run many times a second: curl and sed, no kubectl or python process.
+lease_holder() {
+  api_get "/apis/coordination.k8s.io/v1/namespaces/$NS/leases/$LEASE" 2>/dev/null |
+    sed -n 's/.*"holderIdentity":"\([^"]*\)".*/\1/p'
+}
+# The API server writes a pod's metadata with its name first.
+pods_now() {
+  api_get "/api/v1/namespaces/$NS/pods?labelSelector=app.kubernetes.io/instance%3D$RELEASE" 2>/dev/null |
+    grep -o '"metadata":{"name":"[^"]*"' | sed 's/.*"name":"//; s/"$//'
+}
 # Ready reasons of the examples, one "kind/ns/name reason" line each, sorted.
 example_reasons() {
   k get registrations.csp.azurestack.io,customersubscriptions.csp.azurestack.io -A \
@@ -130,14 +157,18 @@ fi
 k -n "$NS" rollout status deployment "$RELEASE" --timeout=180s >/dev/null
 samples="$(mktemp)"
 # One line per sample: the pods reporting azs_csp_leader 1, then the Lease holder.
+# The pods are asked side by side, so that one sample is one moment.
+sample_dir="$(mktemp -d)"
 sample_leaders() {
+  local dir="$sample_dir" p
   while :; do
-    local p leaders=()
-    for p in $(pods); do
-      [ "$(metric "$p" azs_csp_leader)" = 1 ] && leaders+=("$p")
+    rm -f "$dir"/*
+    for p in $(pods_now); do
+      { [ "$(metric "$p" azs_csp_leader)" = 1 ] && echo "$p" >"$dir/$p"; } &
     done
-    printf '%s | %s\n' "${leaders[*]}" "$(lease_holder)" >>"$samples"
-    sleep 0.3
+    lease_holder >"$dir/.holder" &
+    wait
+    printf '%s | %s\n' "$(cat "$dir"/* 2>/dev/null | sort | paste -sd' ')" "$(cat "$dir/.holder")" >>"$samples"
   done
 }
 sample_leaders &
@@ -206,7 +237,7 @@ if [ "$regs_after" = "$regs_before" ] && [ "$subs_after" = "$subs_before" ]; the
 else
   fail "helm uninstall: Registrations $regs_before -> $regs_after, CustomerSubscriptions $subs_before -> $subs_after"
 fi
-rm -f "$samples"
+rm -rf "$samples" "$sample_dir" "$creds"
 
 log "e2e figures: pod Ready ${ready_seconds}s after helm install; takeover ${takeover_ms} ms; suite $((SECONDS - suite_started))s"
 [ "$failures" -eq 0 ] || die "$failures e2e check(s) failed"
