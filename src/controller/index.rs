@@ -527,4 +527,4 @@ pub fn is_attached(customer: &CustomerSubscription) -> bool {
 
 #[cfg(test)]
 #[path = "index_tests.rs"]
-mod tests;
+pub(super) mod tests;

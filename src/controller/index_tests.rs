@@ -11,7 +11,7 @@ use crate::{
     resolver::MetadataChange,
 };
 
-fn registration(
+pub(crate) fn registration(
     ns: &str,
     name: &str,
     subscription: &str,
@@ -35,7 +35,7 @@ fn registration(
     r
 }
 
-fn customer(
+pub(crate) fn customer(
     ns: &str,
     name: &str,
     registration: &str,

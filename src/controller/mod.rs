@@ -15,10 +15,7 @@ use futures::{StreamExt, channel::mpsc, future::BoxFuture};
 use kube::{
     Client, ResourceExt,
     api::ListParams,
-    runtime::{
-        Config, Controller,
-        reflector::{ObjectRef, Store},
-    },
+    runtime::{Config, Controller, reflector::ObjectRef},
 };
 use tracing::{error, info, warn};
 
@@ -29,7 +26,7 @@ pub use index::{Index, ObjKey, is_attached};
 pub use registration::{FINALIZER, MANAGER as REGISTRATION_MANAGER};
 use routing::{Route, Scope};
 pub use watch::{Caches, INVALID_OBJECT};
-use watch::{PerObject, Triggers, api_for};
+use watch::{PerObject, api_for};
 
 use crate::{
     api::{CustomerSubscription, Registration},
@@ -136,33 +133,25 @@ pub const COUNT_SETTLE: Duration = Duration::from_secs(1);
 /// Fails with a clear message when the CRDs are not installed.
 pub async fn ensure_crds_installed(client: &Client, namespaces: &[String]) -> Result<(), Error> {
     let scope: Scope = namespaces.first().cloned();
+    ensure_served::<Registration>(client, &scope).await?;
+    ensure_served::<CustomerSubscription>(client, &scope).await
+}
+
+async fn ensure_served<K>(client: &Client, scope: &Scope) -> Result<(), Error>
+where
+    K: kube::Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
     let probe = ListParams::default().limit(1);
-    let missing = |e: &kube::Error| matches!(e, kube::Error::Api(s) if s.code == 404);
-    if let Err(e) = api_for::<Registration>(client, &scope)
-        .list_metadata(&probe)
-        .await
-    {
-        return Err(if missing(&e) {
-            Error::CrdMissing {
-                crd: "registrations.csp.azurestack.io".into(),
-            }
-        } else {
-            Error::Api(e)
-        });
+    match api_for::<K>(client, scope).list_metadata(&probe).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Err(Error::CrdMissing {
+            crd: format!("{}.{}", K::plural(&()), K::group(&())),
+        }),
+        Err(e) => Err(Error::Api(e)),
     }
-    if let Err(e) = api_for::<CustomerSubscription>(client, &scope)
-        .list_metadata(&probe)
-        .await
-    {
-        return Err(if missing(&e) {
-            Error::CrdMissing {
-                crd: "customersubscriptions.csp.azurestack.io".into(),
-            }
-        } else {
-            Error::Api(e)
-        });
-    }
-    Ok(())
 }
 
 /// Starts the watches and caches of every watched scope, without the controllers: a standby
@@ -231,21 +220,32 @@ pub async fn run_controllers(
     for feed in caches.feeds().await? {
         let (route, requeues) = Route::new(feed.scope.clone());
         routes.push(route);
-        controllers.push(registration_controller(
-            feed.registration_triggers,
-            feed.registrations,
+        controllers.push(controller(
+            Controller::for_shared_stream(feed.registration_triggers, feed.registrations),
             requeues.registrations,
             settings.registrations,
-            ctx.clone(),
             shutdown.clone(),
+            registration::reconcile,
+            registration::error_policy,
+            ctx.clone(),
         ));
-        controllers.push(customer_controller(
-            feed.customer_triggers,
-            feed.customers,
+        // A status this controller wrote comes back as a watch event: no need to decide again.
+        let own_writes = ctx.own_writes.clone();
+        let customer_triggers = feed.customer_triggers.filter(move |customer| {
+            let own = own_writes.take(
+                &ObjKey::of(customer.as_ref()),
+                customer.resource_version().as_deref(),
+            );
+            std::future::ready(!own)
+        });
+        controllers.push(controller(
+            Controller::for_shared_stream(customer_triggers, feed.customers),
             requeues.customers,
             settings.customer_subscriptions,
-            ctx.clone(),
             shutdown.clone(),
+            customer_subscription::reconcile,
+            customer_subscription::error_policy,
+            ctx.clone(),
         ));
     }
     caches.router.connect(routes);
@@ -284,60 +284,32 @@ fn everything_once() -> impl futures::Stream<Item = ()> + Send + 'static {
     futures::stream::once(std::future::ready(()))
 }
 
-fn registration_controller(
-    triggers: Triggers<Registration>,
-    store: Store<Registration>,
-    requeues: mpsc::UnboundedReceiver<ObjectRef<Registration>>,
+/// One kind's controller in one scope: reconciles what its watch hands on, what is requeued
+/// through the router, and at its start everything in its cache.
+fn controller<K, ReconcileFut>(
+    controller: Controller<K>,
+    requeues: mpsc::UnboundedReceiver<ObjectRef<K>>,
     tuning: Tuning,
-    ctx: Arc<Context>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
-) -> BoxFuture<'static, ()> {
+    reconcile: fn(Arc<K>, Arc<Context>) -> ReconcileFut,
+    error_policy: fn(Arc<K>, &Error, Arc<Context>) -> kube::runtime::controller::Action,
+    ctx: Arc<Context>,
+) -> BoxFuture<'static, ()>
+where
+    K: write::StatusOwner + Send + Sync + 'static,
+    ReconcileFut:
+        Future<Output = Result<kube::runtime::controller::Action, Error>> + Send + 'static,
+{
     Box::pin(
-        Controller::for_shared_stream(triggers, store)
+        controller
             .with_config(tuning.config())
             .reconcile_all_on(everything_once())
             .reconcile_on(requeues)
             .graceful_shutdown_on(shutdown)
-            .run(registration::reconcile, registration::error_policy, ctx)
+            .run(reconcile, error_policy, ctx)
             .for_each(|result| async move {
                 if let Err(error) = result {
-                    log_controller_error("Registration", &error);
-                }
-            }),
-    )
-}
-
-fn customer_controller(
-    triggers: Triggers<CustomerSubscription>,
-    store: Store<CustomerSubscription>,
-    requeues: mpsc::UnboundedReceiver<ObjectRef<CustomerSubscription>>,
-    tuning: Tuning,
-    ctx: Arc<Context>,
-    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
-) -> BoxFuture<'static, ()> {
-    // A status this controller wrote comes back as a watch event: no need to decide again.
-    let own_writes = ctx.own_writes.clone();
-    let triggers = triggers.filter(move |customer| {
-        let own = own_writes.take(
-            &ObjKey::of(customer.as_ref()),
-            customer.resource_version().as_deref(),
-        );
-        std::future::ready(!own)
-    });
-    Box::pin(
-        Controller::for_shared_stream(triggers, store)
-            .with_config(tuning.config())
-            .reconcile_all_on(everything_once())
-            .reconcile_on(requeues)
-            .graceful_shutdown_on(shutdown)
-            .run(
-                customer_subscription::reconcile,
-                customer_subscription::error_policy,
-                ctx,
-            )
-            .for_each(|result| async move {
-                if let Err(error) = result {
-                    log_controller_error("CustomerSubscription", &error);
+                    log_controller_error(&K::kind(&()), &error);
                 }
             }),
     )

@@ -170,25 +170,9 @@ fn waiting_on_upstream(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::controller::index::tests::{customer, registration};
     use futures::channel::mpsc::TryRecvError;
     use kube::runtime::{reflector, watcher};
-
-    fn registration(name: &str) -> Registration {
-        let mut registration = Registration::new(
-            name,
-            crate::api::RegistrationSpec {
-                subscription_id: "s".into(),
-                resource_group: "rg".into(),
-                registration_name: None,
-                cloud_id: "c".into(),
-                billing_model: crate::api::BillingModel::PayAsYouUse,
-                agreement_number: None,
-                ms_asset_tag: None,
-            },
-        );
-        registration.metadata.namespace = Some("ns".into());
-        registration
-    }
 
     fn with_reason<S>(status: &mut Option<S>, reason: Reason)
     where
@@ -232,7 +216,7 @@ mod tests {
             ("reg-registered", Some(Reason::Registered)),
             ("reg-new", None),
         ] {
-            let mut r = registration(name);
+            let mut r = registration("ns", name, "s", "c", 1);
             if let Some(reason) = reason {
                 with_reason(&mut r.status, reason);
             }
@@ -247,15 +231,7 @@ mod tests {
             ("cust-rejected", Some(Reason::BadCustomerSubscriptionId)),
             ("cust-new", None),
         ] {
-            let mut c = CustomerSubscription::new(
-                name,
-                crate::api::CustomerSubscriptionSpec {
-                    registration_ref: crate::api::RegistrationRef { name: "r".into() },
-                    subscription_id: "s".into(),
-                    tenant_id: None,
-                },
-            );
-            c.metadata.namespace = Some("ns".into());
+            let mut c = customer("ns", name, "r", "s", None);
             if let Some(reason) = reason {
                 with_reason(&mut c.status, reason);
             }

@@ -555,18 +555,8 @@ mod tests {
 
     #[test]
     fn cached_objects_lose_managed_fields_and_the_last_applied_manifest_only() {
-        let mut registration = Registration::new(
-            "r",
-            crate::api::RegistrationSpec {
-                subscription_id: "s".into(),
-                resource_group: "rg".into(),
-                registration_name: None,
-                cloud_id: "c".into(),
-                billing_model: crate::api::BillingModel::PayAsYouUse,
-                agreement_number: None,
-                ms_asset_tag: None,
-            },
-        );
+        let mut registration =
+            crate::controller::index::tests::registration("ns", "r", "s", "c", 1);
         registration.metadata.managed_fields = Some(vec![ManagedFieldsEntry::default()]);
         registration.metadata.annotations = Some(
             [
