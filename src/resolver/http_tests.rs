@@ -206,7 +206,7 @@ async fn timeouts_and_refused_connections_are_errors() {
         "errors are not cached"
     );
 
-    server.refuse_connections();
+    server.stop().await;
     let key = RegistrationKey::new(OTHER, "rg", "r");
     let error = resolver
         .multitenancy_approved(&key)

@@ -286,7 +286,7 @@ pub async fn ensure_crds(
 }
 
 /// Throttling, server errors and transport errors are worth another try.
-fn retryable(error: &kube::Error) -> bool {
+pub fn retryable(error: &kube::Error) -> bool {
     match error {
         kube::Error::Api(status) => status.code == 429 || status.code >= 500,
         _ => true,

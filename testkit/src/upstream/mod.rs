@@ -199,6 +199,16 @@ impl Upstream {
         }
     }
 
+    /// Stops listening and waits until the listener is closed: connections are refused from
+    /// the moment this returns.
+    pub async fn stop(&self) {
+        let task = lock(&self.task).take();
+        if let Some(task) = task {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+
     /// Listens again on the same address after [`Upstream::refuse_connections`].
     pub async fn accept_connections(&self) {
         if lock(&self.task).is_some() {
@@ -230,7 +240,10 @@ async fn connection(stream: TcpStream, tls: Option<TlsAcceptor>, shared: Arc<Sha
         let shared = Arc::clone(&shared);
         async move { answer(request, &shared).await }
     });
-    let http = hyper::server::conn::http1::Builder::new();
+    // One request per connection, as the operator's upstreams are not asked to keep them:
+    // refusing connections then takes effect at the next request.
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.keep_alive(false);
     // Errors end this connection only (a dropped connection is one, on purpose).
     match tls {
         Some(acceptor) => {
