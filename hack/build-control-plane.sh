@@ -27,7 +27,7 @@ build_kubernetes() {
   mkdir -p "$mod"
   go mod download -json "k8s.io/kubernetes@$KUBERNETES_VERSION" >"$work/k8s.json"
   local gomod
-  gomod="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["GoMod"])' "$work/k8s.json")"
+  gomod="$(jq -r .GoMod "$work/k8s.json")"
   {
     echo "module azs-csp-operator.local/controlplane"
     echo

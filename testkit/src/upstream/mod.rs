@@ -315,7 +315,7 @@ async fn answer(request: Request<Incoming>, shared: &Shared) -> Result<Response<
         }
         Mode::Drop => Err(Dropped),
         Mode::Alternate => {
-            if log.flaps.fetch_add(1, Ordering::SeqCst) % 2 == 0 {
+            if log.flaps.fetch_add(1, Ordering::SeqCst).is_multiple_of(2) {
                 Ok(handle(request, shared).await)
             } else {
                 Ok(failure(502))
