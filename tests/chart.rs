@@ -909,35 +909,24 @@ impl Drop for ReleaseFinalizers {
             return;
         }
         let namespace = self.namespace.clone();
-        let _ = std::thread::spawn(move || {
-            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
+        azs_csp_testkit::cluster::run_to_completion(move || async move {
+            let api: Api<Registration> =
+                Api::namespaced(azs_csp_testkit::cluster::client().await, &namespace);
+            let Ok(list) = api.list_metadata(&ListParams::default()).await else {
                 return;
             };
-            // A client of this thread's runtime: the test's runtime is blocked in this drop,
-            // so its client (whose background tasks run there) would wait forever.
-            runtime.block_on(async move {
-                let api: Api<Registration> =
-                    Api::namespaced(azs_csp_testkit::cluster::client().await, &namespace);
-                let Ok(list) = api.list_metadata(&ListParams::default()).await else {
-                    return;
-                };
-                let patch = json!({"metadata": {"finalizers": null}});
-                for registration in list.items {
-                    let name = registration.metadata.name.unwrap_or_default();
-                    let _ = api
-                        .patch(
-                            &name,
-                            &kube::api::PatchParams::default(),
-                            &kube::api::Patch::Merge(&patch),
-                        )
-                        .await;
-                }
-            });
-        })
-        .join();
+            let patch = json!({"metadata": {"finalizers": null}});
+            for registration in list.items {
+                let name = registration.metadata.name.unwrap_or_default();
+                let _ = api
+                    .patch(
+                        &name,
+                        &kube::api::PatchParams::default(),
+                        &kube::api::Patch::Merge(&patch),
+                    )
+                    .await;
+            }
+        });
     }
 }
 

@@ -205,19 +205,7 @@ impl HttpScenario {
         upstream.set_approval(REGISTRATION_SUB, "azurestack", "azurestack-1", true);
         let ns = TestNamespace::new(prefix).await;
         common::ensure_crds(&ns.client).await;
-        let url = upstream.url();
-        let operator = start_operator(&[
-            "--resolver",
-            "http",
-            "--resolver-url",
-            &url,
-            "--resolver-timeout",
-            "500ms",
-            "--cache-ttl",
-            "1s",
-            "--watch-namespace",
-            &ns.name,
-        ]);
+        let operator = common::start_http_operator(&upstream.url(), &ns.name);
         create_all::<Registration>(
             &ns,
             &[json!({

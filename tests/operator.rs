@@ -638,19 +638,7 @@ async fn http_resolver_failures_are_bad_gateway_and_heal() {
 
     let ns = TestNamespace::new("http").await;
     common::ensure_crds(&ns.client).await;
-    let url = upstream.url();
-    let _operator = start_operator(&[
-        "--resolver",
-        "http",
-        "--resolver-url",
-        &url,
-        "--resolver-timeout",
-        "500ms",
-        "--cache-ttl",
-        "1s",
-        "--watch-namespace",
-        &ns.name,
-    ]);
+    let _operator = common::start_http_operator(&upstream.url(), &ns.name);
     let _: Registration = ns.create(&registration_yaml("stack", "PayAsYouUse")).await;
     let _: CustomerSubscription = ns
         .create(&customer_yaml("fabrikam", "stack", FABRIKAM_SUB))

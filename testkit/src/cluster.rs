@@ -187,31 +187,38 @@ pub fn yaml_documents(text: &str) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// Runs `task` to its end on a runtime of its own in a thread of its own, and waits for it.
+/// For `Drop`, which cannot await: the test's client is driven by the test's runtime, which
+/// the dropping thread is blocking, so `task` makes a client of its own.
+pub fn run_to_completion<F>(task: impl FnOnce() -> F + Send + 'static)
+where
+    F: std::future::Future<Output = ()>,
+{
+    let _ = std::thread::spawn(move || {
+        if let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            runtime.block_on(task());
+        }
+    })
+    .join();
+}
+
 impl Drop for TestNamespace {
     fn drop(&mut self) {
         let name = self.name.clone();
-        // Drop cannot await, and the test's client is driven by the test's runtime, which this
-        // thread is blocking: a fresh runtime with a fresh client sends the delete.
-        let _ = std::thread::spawn(move || {
-            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
+        run_to_completion(move || async move {
+            let Ok(config) = config(&kubeconfig_path()).await else {
                 return;
             };
-            runtime.block_on(async move {
-                let Ok(config) = config(&kubeconfig_path()).await else {
-                    return;
-                };
-                let Ok(client) = Client::try_from(config) else {
-                    return;
-                };
-                let _ = Api::<Namespace>::all(client)
-                    .delete(&name, &DeleteParams::background())
-                    .await;
-            });
-        })
-        .join();
+            let Ok(client) = Client::try_from(config) else {
+                return;
+            };
+            let _ = Api::<Namespace>::all(client)
+                .delete(&name, &DeleteParams::background())
+                .await;
+        });
     }
 }
 

@@ -109,6 +109,23 @@ pub fn start_operator_with_env(args: &[&str], env: &[(&str, &str)]) -> Operator 
     Operator::start(command)
 }
 
+/// An operator with the http resolver asking `upstream_url` (500 ms timeout, 1 s cache),
+/// watching `namespace` only.
+pub fn start_http_operator(upstream_url: &str, namespace: &str) -> Operator {
+    start_operator(&[
+        "--resolver",
+        "http",
+        "--resolver-url",
+        upstream_url,
+        "--resolver-timeout",
+        "500ms",
+        "--cache-ttl",
+        "1s",
+        "--watch-namespace",
+        namespace,
+    ])
+}
+
 /// A catalog file the test can rewrite while the operator watches it.
 pub struct CatalogFile {
     _dir: tempfile::TempDir,
