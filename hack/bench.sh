@@ -31,5 +31,5 @@ cargo build --locked --release --bin azs-csp-operator
 log "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo), kernel $(uname -r), load average $(cut -d' ' -f1-3 /proc/loadavg)"
 AZS_BENCH_N="$N" \
   AZS_BENCH_KUBECONFIG="$CLUSTER_DIR/kubeconfig" \
-  AZS_BENCH_OPERATOR="$REPO_ROOT/target/release/azs-csp-operator" \
+  AZS_BENCH_OPERATOR="${CARGO_TARGET_DIR:-$REPO_ROOT/target}/release/azs-csp-operator" \
   cargo bench --locked --bench scale

@@ -18,14 +18,18 @@
 //! 6. clean up: both namespaces deleted, the operator stopped, whatever happened.
 //!
 //! With `AZS_BENCH_RESOLVER=http` the operator runs with `--resolver http` against a metadata
-//! server inside the bench process ([`MetadataServer`]: the same catalog, as the JSON of
+//! server inside the bench process ([`upstream::MetadataServer`], the test kit's upstream: the same catalog, as the JSON of
 //! DESIGN.md §4, on 127.0.0.1), which counts the requests it answers: what a caching backend
 //! asks upstream, to set next to the distinct subscriptions the objects name. The fan-out is
-//! skipped in that mode (see [`FANOUT_SKIPPED_HTTP`]).
+//! skipped in that mode (see [`upstream::FANOUT_SKIPPED_HTTP`]).
 //!
 //! API writes are counted from kube-apiserver's own `apiserver_request_total`, the operator's
 //! memory and CPU from /proc. Configuration is read from the environment (`AZS_BENCH_*`, see
 //! [`Settings::from_env`]); `hack/bench.sh` sets it from `make bench N=...`.
+//!
+//! The modules: [`settings`], the scenario [`plan`], the progress [`tracker`] (watches), what
+//! is [`measure`]d, the [`operator`] process, the metadata [`upstream`], the [`run`] of the
+//! phases, and the [`report`].
 
 mod measure;
 mod operator;

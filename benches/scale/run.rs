@@ -23,11 +23,18 @@ use tokio::sync::watch;
 
 use crate::{
     OPERATOR_CONCURRENCY, RESOURCE_GROUP, Result, SETTLE, STATUS_MANAGER,
-    measure::*,
+    measure::{
+        Probe, all_writes, apiserver_requests, binary_info, cpu_json, cpu_seconds, delta,
+        listening_ports, load_average, machine, memory_mib, metrics_delta, operator_metrics,
+        operator_writes, requests_json, resolver_lookups, round2, sample_rss, writes,
+    },
     operator,
-    plan::*,
+    plan::{ATTACHED, G_CUST_TENANT, Plan, RegPlan, guid, partner_id},
     settings::{ResolverMode, Settings},
-    tracker::*,
+    tracker::{
+        Shared, customer_signature, lock, registration_signature, report_progress, spawn_tracker,
+        wait_until,
+    },
     upstream::{FANOUT_SKIPPED_HTTP, MetadataServer, since_json, upstream_json},
 };
 
