@@ -53,7 +53,7 @@ if ip link show "$NODE_HOST_LINK" >/dev/null 2>&1; then die "the link $NODE_HOST
 
 # The Node object, when the cluster still runs (a later node-up registers it afresh).
 if cluster_healthy && kctl get node "$NODE_NAME" >/dev/null 2>&1; then
-  kctl delete node "$NODE_NAME" --wait=false >/dev/null
+  kctl delete node "$NODE_NAME" --wait=true --timeout=30s >/dev/null
 fi
 
 rm -rf "$NODE_DIR"

@@ -50,11 +50,12 @@ start() {
   printf '%s\n' "$!" >"$NODE_DIR/$name.pid"
 }
 
-wait_until() {
-  local what="$1" deadline=$((SECONDS + 60))
-  shift
-  until "$@" >/dev/null 2>&1; do
-    [ "$SECONDS" -lt "$deadline" ] || die "timed out waiting for $what"
+# Waits until containerd (the daemon started last) serves its socket.
+wait_for_containerd() {
+  local deadline=$((SECONDS + 60)) pid="${pids[-1]}"
+  until node_ctr version >/dev/null 2>&1; do
+    kill -0 "$pid" 2>/dev/null || die "containerd exited (log: $(node_log containerd))"
+    [ "$SECONDS" -lt "$deadline" ] || die "containerd does not serve after 60s (log: $(node_log containerd))"
     sleep 0.2
   done
 }
@@ -73,7 +74,7 @@ run_node() {
   ip link set lo up
 
   start containerd containerd --config "$NODE_DIR/containerd.toml"
-  wait_until "containerd (log: $(node_log containerd))" node_ctr version
+  wait_for_containerd
   node_ctr images import "$NODE_DIR/pause.tar" >/dev/null
 
   start kubelet "$BIN_DIR/kubelet" \
