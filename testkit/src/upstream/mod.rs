@@ -337,3 +337,111 @@ fn canned(code: u16, body: String) -> Response<Body> {
     let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// One raw HTTP/1.1 GET: the whole answer as text ("" when the connection was dropped).
+    async fn get(upstream: &Upstream, path: &str) -> std::io::Result<String> {
+        let mut stream = TcpStream::connect(upstream.addr).await?;
+        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await?;
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await?;
+        Ok(String::from_utf8_lossy(&answer).into_owned())
+    }
+
+    fn status(answer: &str) -> &str {
+        answer.split_whitespace().nth(1).unwrap_or("")
+    }
+
+    #[tokio::test]
+    async fn the_catalog_answers_and_counts_by_kind_and_key() {
+        let upstream = Upstream::start().await;
+        upstream.add_subscription("ABC", serde_json::json!({"id": "ABC"}));
+        upstream.set_approval("S", "RG", "Name", false);
+        let found = get(&upstream, "/subscriptions/abc").await.expect("get");
+        assert_eq!(status(&found), "200", "{found}");
+        assert!(found.ends_with(r#"{"id":"ABC"}"#), "{found}");
+        let approval = get(&upstream, "/registrations/s/rg/name")
+            .await
+            .expect("get");
+        assert!(
+            approval.ends_with(r#"{"multitenancyApproved":false}"#),
+            "{approval}"
+        );
+        for path in [
+            "/subscriptions/other",
+            "/registrations/s/rg/x",
+            "/elsewhere",
+        ] {
+            assert_eq!(status(&get(&upstream, path).await.expect("get")), "404");
+        }
+        let counts = upstream.catalog().counts();
+        assert_eq!(
+            counts,
+            CatalogCounts {
+                subscription_lookups: 2,
+                approval_lookups: 2,
+                other: 1,
+                not_found: 3,
+                distinct_subscriptions: 2,
+                distinct_registrations: 2,
+            }
+        );
+        assert_eq!(upstream.catalog().subscription_lookups("ABC"), 1);
+        assert_eq!(upstream.requests(), 5);
+    }
+
+    #[tokio::test]
+    async fn every_mode_answers_as_it_says() {
+        let upstream = Upstream::start().await;
+        upstream.add_subscription("a", serde_json::json!({"id": "a"}));
+        upstream.set_mode(Mode::Status(503));
+        assert_eq!(
+            status(&get(&upstream, "/subscriptions/a").await.expect("get")),
+            "503"
+        );
+        upstream.set_mode(Mode::Answer(201, "canned".into()));
+        let canned = get(&upstream, "/subscriptions/a").await.expect("get");
+        assert!(
+            canned.starts_with("HTTP/1.1 201") && canned.ends_with("canned"),
+            "{canned}"
+        );
+        upstream.set_mode(Mode::Malformed);
+        assert!(
+            get(&upstream, "/subscriptions/a")
+                .await
+                .expect("get")
+                .ends_with("not json")
+        );
+        upstream.set_mode(Mode::Drop);
+        assert_eq!(
+            get(&upstream, "/subscriptions/a").await.unwrap_or_default(),
+            ""
+        );
+        upstream.set_mode(Mode::Alternate);
+        let mut answers = Vec::new();
+        for _ in 0..4 {
+            answers
+                .push(status(&get(&upstream, "/subscriptions/a").await.expect("get")).to_owned());
+        }
+        assert_eq!(answers, ["200", "502", "200", "502"]);
+        upstream.set_mode(Mode::Hang);
+        let hung = tokio::time::timeout(Duration::from_millis(300), get(&upstream, "/")).await;
+        assert!(hung.is_err(), "a hanging upstream never answers");
+        upstream.set_mode(Mode::Healthy);
+        upstream.stop().await;
+        assert!(TcpStream::connect(upstream.addr).await.is_err(), "refused");
+        upstream.accept_connections().await;
+        assert_eq!(
+            status(&get(&upstream, "/subscriptions/a").await.expect("get")),
+            "200"
+        );
+        assert!(upstream.max_in_flight() >= 1);
+        assert_eq!(upstream.paths().len() as u64, upstream.requests());
+    }
+}
