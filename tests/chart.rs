@@ -352,7 +352,7 @@ fn the_flags_follow_the_values() {
     );
     let configmap = one(&catalog, "ConfigMap", "azs-csp-operator-catalog");
     let content: Value =
-        serde_yaml::from_str(configmap["data"]["catalog.yaml"].as_str().unwrap()).unwrap();
+        serde_saphyr::from_str(configmap["data"]["catalog.yaml"].as_str().unwrap()).unwrap();
     assert_eq!(
         content,
         json!({"subscriptions": [], "multitenancyApprovals": []})
@@ -892,7 +892,7 @@ fn token_kubeconfig(token: &str) -> tempfile::NamedTempFile {
         "current-context": "chart",
     });
     let mut file = tempfile::NamedTempFile::new().unwrap();
-    file.write_all(serde_yaml::to_string(&config).unwrap().as_bytes())
+    file.write_all(serde_saphyr::to_string(&config).unwrap().as_bytes())
         .unwrap();
     file
 }

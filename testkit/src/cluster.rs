@@ -180,7 +180,10 @@ pub fn from_yaml<K: DeserializeOwned>(yaml: &str) -> K {
 
 /// The documents of a multi-document YAML stream as JSON values (empty documents dropped).
 pub fn yaml_documents(text: &str) -> Vec<serde_json::Value> {
-    serde_saphyr::from_multiple::<serde_json::Value>(text)
+    let mut options = serde_saphyr::Options::default();
+    // YAML 1.2, as the API server reads manifests: `yes` and `on` are text.
+    options.strict_booleans = true;
+    serde_saphyr::from_multiple_with_options::<serde_json::Value>(text, options)
         .unwrap_or_else(|e| panic!("bad YAML stream: {e}\n{text}"))
         .into_iter()
         .filter(|v| !v.is_null())
