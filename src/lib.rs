@@ -10,4 +10,5 @@ pub mod policy;
 pub mod resolver;
 pub mod run;
 pub mod runtime;
+pub mod upstream;
 pub mod verify;

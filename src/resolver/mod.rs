@@ -134,6 +134,10 @@ pub enum ResolveError {
     MalformedBody { url: String, reason: String },
     #[error("no catalog has been loaded yet: {reason}")]
     CatalogUnavailable { reason: String },
+    #[error(
+        "the metadata server at {url} is treated as down after repeated failures ({cause}); no request is sent until a probe is answered"
+    )]
+    UpstreamDown { url: String, cause: String },
 }
 
 /// What changed in the upstream data, so that exactly the affected objects are re-evaluated.
@@ -191,6 +195,13 @@ pub trait MetadataResolver: Send + Sync + 'static {
     /// Catalog counters, for the catalog backend.
     fn catalog_stats(&self) -> Option<CatalogStats> {
         None
+    }
+
+    /// Whether the upstream is treated as down (its circuit breaker is open): a decision that
+    /// failed on it then waits for [`MetadataChange::upstream_recovered`] instead of retrying
+    /// on its own timer.
+    fn upstream_down(&self) -> bool {
+        false
     }
 }
 
