@@ -169,14 +169,14 @@ impl HttpResolver {
         &self.upstream.breaker
     }
 
-    /// A fresh cached answer; else a fast failure while the server is treated as down or
-    /// `url` failed a moment ago; else the answer of a request (coalesced with others for
-    /// `key`).
+    /// A fresh cached answer; else a fast failure while the server is treated as down or the
+    /// request for `path` failed a moment ago; else the answer of a request (coalesced with
+    /// others for `key`).
     async fn lookup<K, V, F, Fut>(
         &self,
         cache: &TtlCache<K, V, ResolveError>,
         key: &K,
-        url: Url,
+        path: &[&str],
         fetch: F,
     ) -> Result<V, ResolveError>
     where
@@ -188,6 +188,7 @@ impl HttpResolver {
         if let Some(value) = cache.fresh(key) {
             return Ok(value);
         }
+        let url = self.upstream.endpoint(path)?;
         self.upstream.admit(&url)?;
         let upstream = Arc::clone(&self.upstream);
         cache.get_or_fetch(key, move || fetch(upstream, url)).await
@@ -204,11 +205,11 @@ impl MetadataResolver for HttpResolver {
             return futures::future::ready(Ok(None)).boxed();
         };
         async move {
-            let url = self.upstream.endpoint(&["subscriptions", &id])?;
+            let key = id.clone();
             self.lookup(
                 &self.subscriptions,
-                &id.clone(),
-                url,
+                &key,
+                &["subscriptions", &key],
                 |upstream, url| async move { upstream.subscription(&url, &id).await },
             )
             .await
@@ -229,13 +230,13 @@ impl MetadataResolver for HttpResolver {
             &key.registration_name,
         );
         async move {
-            let url = self.upstream.endpoint(&[
+            let path: [&str; 4] = [
                 "registrations",
                 &key.subscription_id,
                 &key.resource_group,
                 &key.registration_name,
-            ])?;
-            self.lookup(&self.approvals, &key, url, |upstream, url| async move {
+            ];
+            self.lookup(&self.approvals, &key, &path, |upstream, url| async move {
                 upstream.multitenancy_approved(&url).await
             })
             .await
@@ -377,7 +378,8 @@ impl Upstream {
     /// Probes with the request that opened the breaker until one is answered (a 404 is an
     /// answer), then lets everything waiting on the server be re-evaluated at once.
     async fn probe_until_up(self: Arc<Self>, url: Url) {
-        self.breaker
+        let closed = self
+            .breaker
             .probe_until_closed(|| async {
                 let started = Instant::now();
                 let result = self.request(&url).await;
@@ -386,11 +388,15 @@ impl Upstream {
                 result.map(|_| ())
             })
             .await;
-        self.recent_failures.clear();
-        self.announce_recovery();
+        if closed {
+            self.announce_recovery();
+        }
     }
 
+    /// The server answers again: failures remembered are stale, and every decision waiting
+    /// on it can be made now.
     fn announce_recovery(&self) {
+        self.recent_failures.clear();
         // No receiver (nothing failed yet that waits for it) is fine.
         let _ = self.changes.send(MetadataChange {
             upstream_recovered: true,

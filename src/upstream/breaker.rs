@@ -204,16 +204,19 @@ impl Breaker {
     }
 
     /// Sends `probe` whenever the next one is due, one at a time, until one succeeds; returns
-    /// at once when the breaker is closed. Run by one task, started by whoever saw
-    /// [`Change::Opened`].
-    pub async fn probe_until_closed<F, Fut, E>(&self, mut probe: F)
+    /// at once when the breaker is not open. Run by one task, started by whoever saw
+    /// [`Change::Opened`]. Returns whether its own probe closed the breaker (not when another
+    /// driver's probe is in flight), i.e. whether its caller announces the recovery.
+    pub async fn probe_until_closed<F, Fut, E>(&self, mut probe: F) -> bool
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<(), E>>,
         E: fmt::Display,
     {
+        let mut closed = false;
         while let Some(turn) = self.next_probe().await {
             let outcome = probe().await;
+            closed = outcome.is_ok();
             turn.finish(
                 outcome
                     .as_ref()
@@ -221,6 +224,7 @@ impl Breaker {
                     .map_err(|e| e as &dyn fmt::Display),
             );
         }
+        closed
     }
 
     /// Waits until a probe is due and marks it in flight; `None` when the breaker is not open
@@ -456,20 +460,22 @@ mod tests {
         let calls = Arc::new(AtomicU32::new(0));
         let in_flight = Arc::new(AtomicU32::new(0));
         let started = Instant::now();
-        b.probe_until_closed(|| {
-            let (calls, in_flight) = (calls.clone(), in_flight.clone());
-            async move {
-                assert_eq!(in_flight.fetch_add(1, Ordering::SeqCst), 0);
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                in_flight.fetch_sub(1, Ordering::SeqCst);
-                if calls.fetch_add(1, Ordering::SeqCst) < 3 {
-                    Err("refused")
-                } else {
-                    Ok(())
+        let closed = b
+            .probe_until_closed(|| {
+                let (calls, in_flight) = (calls.clone(), in_flight.clone());
+                async move {
+                    assert_eq!(in_flight.fetch_add(1, Ordering::SeqCst), 0);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    in_flight.fetch_sub(1, Ordering::SeqCst);
+                    if calls.fetch_add(1, Ordering::SeqCst) < 3 {
+                        Err("refused")
+                    } else {
+                        Ok(())
+                    }
                 }
-            }
-        })
-        .await;
+            })
+            .await;
+        assert!(closed);
         assert_eq!(calls.load(Ordering::SeqCst), 4);
         assert_eq!(b.state(), State::Closed);
         // Probes after about 1, 2, 4 and 8 s (each from the end of the one before).
@@ -478,9 +484,11 @@ mod tests {
             took >= Duration::from_millis(11_250) && took <= Duration::from_millis(15_400),
             "{took:?}"
         );
-        let closed = Instant::now();
-        b.probe_until_closed(|| async { Err::<(), _>("never called") })
+        let now = Instant::now();
+        let again = b
+            .probe_until_closed(|| async { Err::<(), _>("never called") })
             .await;
-        assert_eq!(closed.elapsed(), Duration::ZERO, "nothing to probe");
+        assert!(!again, "nothing to announce");
+        assert_eq!(now.elapsed(), Duration::ZERO, "nothing to probe");
     }
 }
