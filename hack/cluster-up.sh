@@ -27,8 +27,10 @@ fi
 cluster_lock
 
 if cluster_healthy; then
-  [ "${CLUSTER_NODE:-0}" = "$NODE" ] ||
-    die "the running cluster has NODE=${CLUSTER_NODE:-0}, not NODE=$NODE: make cluster-down first"
+  # A cluster ready for a node serves everything else too; the other way round it cannot.
+  if [ "$NODE" = 1 ] && [ "${CLUSTER_NODE:-0}" != 1 ]; then
+    die "the running cluster was started without NODE=1: make cluster-down first"
+  fi
   log "cluster already running"
   echo "kubeconfig: $CLUSTER_KUBECONFIG"
   echo "export KUBECONFIG=$CLUSTER_KUBECONFIG"

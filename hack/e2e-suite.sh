@@ -33,6 +33,9 @@ RELEASE=azs-csp-operator
 CHART=charts/azs-csp-operator
 LEASE=azs-csp-operator
 k() { "$kubectl" "$@"; }
+for tool in "$kubectl" "$helm" jq curl cargo; do
+  command -v "$tool" >/dev/null || die "the e2e suite needs $tool"
+done
 
 failures=0
 fail() {
@@ -47,18 +50,11 @@ pods() { k -n "$NS" get pods -l "app.kubernetes.io/instance=$RELEASE" -o jsonpat
 # server and client certificate of the kubeconfig's current context. (The API server
 # pretty-prints JSON for a curl user agent, so curl names another: sed parses the answers.)
 creds="$(mktemp -d)"
-k config view --raw --minify -o json | python3 -c '
-import base64, json, sys
-config, out = json.load(sys.stdin), sys.argv[1]
-cluster, user = config["clusters"][0]["cluster"], config["users"][0]["user"]
-def put(name, source, key):
-    data = base64.b64decode(source[key + "-data"]) if key + "-data" in source else open(source[key], "rb").read()
-    open(out + "/" + name, "wb").write(data)
-put("ca", cluster, "certificate-authority")
-put("cert", user, "client-certificate")
-put("key", user, "client-key")
-open(out + "/server", "w").write(cluster["server"])
-' "$creds"
+k config view --raw --minify --flatten -o json >"$creds/config"
+jq -r '.clusters[0].cluster.server' "$creds/config" >"$creds/server"
+jq -r '.clusters[0].cluster["certificate-authority-data"]' "$creds/config" | base64 -d >"$creds/ca"
+jq -r '.users[0].user["client-certificate-data"]' "$creds/config" | base64 -d >"$creds/cert"
+jq -r '.users[0].user["client-key-data"]' "$creds/config" | base64 -d >"$creds/key"
 api_get() {
   curl -sf --max-time 5 -A azs-csp-e2e --cacert "$creds/ca" --cert "$creds/cert" --key "$creds/key" "$(cat "$creds/server")$1"
 }
@@ -131,11 +127,8 @@ fi
 reasons_before="$(example_reasons)"
 
 logs="$(k -n "$NS" logs "$pod")"
-if [ -n "$logs" ] && python3 -c '
-import json, sys
-lines = [l for l in sys.stdin.read().splitlines() if l.strip()]
-assert lines and all(isinstance(json.loads(l), dict) for l in lines)
-' <<<"$logs"; then
+# Every line a JSON object (jq fails on a line that is not JSON at all).
+if [ -n "$logs" ] && jq -se 'length > 0 and all(type == "object")' <<<"$logs" >/dev/null 2>&1; then
   pass "kubectl logs: $(wc -l <<<"$logs") JSON lines (logFormat=json)"
 else
   fail "kubectl logs of $pod are not JSON lines: $(head -c 300 <<<"$logs")"
