@@ -28,7 +28,7 @@ use super::{
     stats::ResolverStats,
 };
 use crate::{
-    guid,
+    guid::Guid,
     upstream::{Breaker, BreakerSettings, RecentFailures, breaker::Change},
 };
 
@@ -201,7 +201,7 @@ impl MetadataResolver for HttpResolver {
         subscription_id: &str,
     ) -> BoxFuture<'_, Result<Option<Arc<SubscriptionMetadata>>, ResolveError>> {
         // Not a GUID: no such subscription, as in the catalog, and nothing odd in the URL.
-        let Some(id) = guid::normalize(subscription_id) else {
+        let Some(id) = Guid::parse(subscription_id).map(|id| id.to_string()) else {
             return futures::future::ready(Ok(None)).boxed();
         };
         async move {
@@ -221,7 +221,7 @@ impl MetadataResolver for HttpResolver {
         &self,
         key: &RegistrationKey,
     ) -> BoxFuture<'_, Result<bool, ResolveError>> {
-        if !guid::is_guid(&key.subscription_id) {
+        if Guid::parse(&key.subscription_id).is_none() {
             return futures::future::ready(Ok(false)).boxed();
         }
         let key = RegistrationKey::new(
