@@ -1460,7 +1460,7 @@ impl OutageScenario {
         let ns = TestNamespace::new(prefix).await;
         common::ensure_crds(&ns.client).await;
         let url = upstream.url();
-        let operator = Operator::start(&[
+        let operator = common::start_operator(&[
             "--resolver",
             "http",
             "--resolver-url",
@@ -1493,7 +1493,8 @@ impl OutageScenario {
     fn requests(&self, failure: Failure, metrics: std::net::SocketAddr) -> u64 {
         match failure {
             Failure::Refused => {
-                let (_, body) = common::http_get(metrics, "/metrics").expect("metrics");
+                let (_, body) =
+                    azs_csp_testkit::process::http_get(metrics, "/metrics").expect("metrics");
                 body.lines()
                     .find_map(|l| l.strip_prefix("azs_csp_resolver_requests_total "))
                     .and_then(|v| v.trim().parse::<f64>().ok())
