@@ -245,9 +245,17 @@ pub async fn wait_registration_reason(
     .await
 }
 
+/// `AZS_CSP_TEST_OPERATOR=external`: the tests run against an operator they did not start
+/// (the in-cluster one of `make e2e`, watching every namespace with the examples' catalog);
+/// [`Operator::start`] then starts nothing, and what needs the process fails saying so.
+pub fn external_operator() -> bool {
+    std::env::var("AZS_CSP_TEST_OPERATOR").is_ok_and(|v| v == "external")
+}
+
 /// The operator binary, run as a child process against the test cluster; killed on drop.
+/// No process with [`external_operator`].
 pub struct Operator {
-    child: Child,
+    child: Option<Child>,
     pub log: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -262,6 +270,13 @@ impl Operator {
         let dir = tempfile::tempdir().expect("temp dir");
         let log = dir.path().join("operator.log");
         let log_file = std::fs::File::create(&log).expect("log file");
+        if external_operator() {
+            return Self {
+                child: None,
+                log,
+                _dir: dir,
+            };
+        }
         let mut command = Command::new(env!("CARGO_BIN_EXE_azs-csp-operator"));
         command
             .arg("run")
@@ -277,7 +292,7 @@ impl Operator {
         }
         let child = command.spawn().expect("cannot start the operator binary");
         Self {
-            child,
+            child: Some(child),
             log,
             _dir: dir,
         }
@@ -287,20 +302,30 @@ impl Operator {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    fn child(&mut self) -> &mut Child {
+        self.child.as_mut().expect(
+            "this test needs an operator process of its own, not AZS_CSP_TEST_OPERATOR=external",
+        )
+    }
+
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
+        matches!(self.child().try_wait(), Ok(None))
     }
 
     /// The process ID of the operator.
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.child
+            .as_ref()
+            .expect("this test needs an operator process of its own, not AZS_CSP_TEST_OPERATOR=external")
+            .id()
     }
 
     /// Kills the process at once (SIGKILL: no cleanup, no lease release) and reaps it.
     pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let child = self.child();
+        let _ = child.kill();
+        let _ = child.wait();
     }
 
     /// Sends SIGTERM, as the kubelet does to stop a pod.
@@ -316,6 +341,7 @@ impl Operator {
     /// `metrics server listening addr=HOST:PORT` (the tests bind port 0).
     pub fn metrics_addr(&self) -> std::net::SocketAddr {
         const MARKER: &str = "metrics server listening addr=";
+        self.pid(); // an external operator has no log to read the address from
         let deadline = std::time::Instant::now() + TIMEOUT;
         loop {
             let logs = self.logs();
@@ -338,7 +364,7 @@ impl Operator {
     pub fn wait_exit(mut self, timeout: Duration) -> (Option<i32>, String) {
         let deadline = std::time::Instant::now() + timeout;
         loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
+            if let Ok(Some(status)) = self.child().try_wait() {
                 return (status.code(), self.logs());
             }
             if std::time::Instant::now() > deadline {
@@ -352,8 +378,11 @@ impl Operator {
 
 impl Drop for Operator {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let Some(child) = self.child.as_mut() else {
+            return;
+        };
+        let _ = child.kill();
+        let _ = child.wait();
         if std::thread::panicking() {
             eprintln!(
                 "---- operator log ({}) ----\n{}",
