@@ -74,10 +74,13 @@ pods_now() {
   api_get "/api/v1/namespaces/$NS/pods?labelSelector=app.kubernetes.io/instance%3D$RELEASE" 2>/dev/null |
     grep -o '"metadata":{"name":"[^"]*"' | sed 's/.*"name":"//; s/"$//'
 }
-# Ready reasons of the examples, one "kind/ns/name reason" line each, sorted.
+# Ready reasons of the examples (in the namespaces the examples create), one
+# "kind/ns/name reason" line each, sorted.
+example_namespaces="$(awk '/^kind: Namespace/ {ns = 1} ns && $1 == "name:" {print $2; ns = 0}' examples/registrations.yaml | paste -sd'|')"
 example_reasons() {
   k get registrations.csp.azurestack.io,customersubscriptions.csp.azurestack.io -A \
-    -o jsonpath='{range .items[*]}{.kind}/{.metadata.namespace}/{.metadata.name} {.status.conditions[?(@.type=="Ready")].reason}{"\n"}{end}' | sort
+    -o jsonpath='{range .items[*]}{.kind}/{.metadata.namespace}/{.metadata.name} {.status.conditions[?(@.type=="Ready")].reason}{"\n"}{end}' |
+    grep -E "^[^/]*/($example_namespaces)/" | sort
 }
 
 suite_started=$SECONDS
