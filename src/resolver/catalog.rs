@@ -1,14 +1,13 @@
 //! The catalog document (DESIGN.md §4): parsed strictly, validated as a whole, then frozen
 //! into an immutable [`Catalog`] that lookups read without further checks.
 //!
-//! Parsing does not buffer the document: serde_yaml's loader keeps every YAML event of a
-//! document before deserializing it (13 MiB of events for a 1.5 MB catalog of 10,000
-//! subscriptions), so documents are read with serde-saphyr, which deserializes while it
-//! parses (and which kube already uses for kubeconfigs). serde_yaml stays the reference: a
-//! document serde-saphyr does not read is read by serde_yaml, which words every error, and the
-//! tests check that both read every document they both take the same way.
+//! Parsing does not buffer the document: serde-saphyr (which kube uses for kubeconfigs)
+//! deserializes while it parses, and each list entry is validated as it is read, so a catalog
+//! of 10,000 subscriptions is never held twice. Its errors are worded by [`CatalogWording`];
+//! `golden_tests` has the exact text of each.
 
 use std::{
+    borrow::Cow,
     collections::{HashMap, HashSet},
     fmt,
     path::{Path, PathBuf},
@@ -17,9 +16,10 @@ use std::{
 };
 
 use serde::{Deserialize, Deserializer};
+use serde_saphyr::MessageFormatter;
 
 use super::{MetadataChange, RegistrationKey, SubscriptionMetadata, SubscriptionState};
-use crate::guid;
+use crate::guid::Guid;
 
 /// A long list of problems helps nobody and floods the log; the first ones show the pattern.
 const MAX_LISTED_PROBLEMS: usize = 20;
@@ -71,39 +71,111 @@ fn format_problems(problems: &[String]) -> String {
     text
 }
 
-impl From<serde_yaml::Error> for CatalogError {
-    fn from(error: serde_yaml::Error) -> Self {
-        let location = error.location();
-        let mut message = error.to_string();
-        // serde_yaml leaves the position out of errors about the top-level mapping.
-        if let Some(location) = &location
-            && !message.contains(" at line ")
+impl CatalogError {
+    /// The error of reading `text`. An error about the document's root (say, a list instead
+    /// of a mapping) comes without a position: it is that of the root node.
+    fn syntax(error: serde_saphyr::Error, text: &str) -> Self {
+        let (line, column) = match error
+            .location()
+            .filter(|l| *l != serde_saphyr::Location::UNKNOWN)
         {
-            message.push_str(&format!(
-                " at line {} column {}",
-                location.line(),
-                location.column()
-            ));
+            Some(l) => (
+                usize::try_from(l.line()).ok(),
+                usize::try_from(l.column()).ok(),
+            ),
+            None => root_position(text).unzip(),
+        };
+        // Control characters of the document never reach the log line.
+        let mut message: String = CatalogWording
+            .format_message(&error)
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
+        if let (Some(line), Some(column)) = (line, column) {
+            message.push_str(&format!(" at line {line} column {column}"));
         }
         Self::Syntax {
             message,
-            line: location.as_ref().map(|l| l.line()),
-            column: location.as_ref().map(|l| l.column()),
+            line,
+            column,
         }
     }
 }
 
-#[derive(Deserialize, Default)]
-#[serde(
-    deny_unknown_fields,
-    rename_all = "camelCase",
-    expecting = "a catalog: a mapping with `subscriptions` and `multitenancyApprovals`"
-)]
+/// Line and column (from 1) of the first node of a single-document `text`: the first
+/// character that is not blank, part of a comment, a directive or the document start marker.
+fn root_position(text: &str) -> Option<(usize, usize)> {
+    text.lines().enumerate().find_map(|(index, line)| {
+        let content = line.strip_prefix("---").unwrap_or(line);
+        let offset = line.len() - content.len();
+        let start = content.find(|c: char| !c.is_whitespace())?;
+        let rest = &content[start..];
+        let comment = rest.starts_with('#');
+        let directive = offset == 0 && rest.starts_with('%');
+        (!comment && !directive).then(|| (index + 1, offset + content[..start].chars().count() + 1))
+    })
+}
+
+/// serde-saphyr's user-facing wording, except where it names a parser state instead of the
+/// problem ("expected sequence start": the value is of the wrong type).
+struct CatalogWording;
+
+impl serde_saphyr::MessageFormatter for CatalogWording {
+    fn format_message<'a>(&self, error: &'a serde_saphyr::Error) -> Cow<'a, str> {
+        match error {
+            serde_saphyr::Error::Unexpected { expected, .. } => {
+                let wanted = match *expected {
+                    "string scalar" | "scalar" => "a string",
+                    "sequence start" => "a sequence",
+                    "mapping start" | "empty mapping start" => "a mapping",
+                    other => other,
+                };
+                Cow::Owned(format!("invalid type: expected {wanted}"))
+            }
+            other => serde_saphyr::UserMessageFormatter.format_message(other),
+        }
+    }
+}
+
+/// The document: a mapping, or nothing at all (an empty catalog).
+#[derive(Default)]
 struct CatalogDocument {
+    subscriptions: Subscriptions,
+    multitenancy_approvals: Approvals,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct CatalogFields {
     #[serde(default)]
     subscriptions: Subscriptions,
     #[serde(default)]
     multitenancy_approvals: Approvals,
+}
+
+impl<'de> Deserialize<'de> for CatalogDocument {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct DocumentVisitor;
+        impl<'de> serde::de::Visitor<'de> for DocumentVisitor {
+            type Value = CatalogDocument;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a catalog: a mapping with `subscriptions` and `multitenancyApprovals`")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let fields =
+                    CatalogFields::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(CatalogDocument {
+                    subscriptions: fields.subscriptions,
+                    multitenancy_approvals: fields.multitenancy_approvals,
+                })
+            }
+        }
+        // Any value, so that a document of the wrong shape is named as such.
+        deserializer.deserialize_any(DocumentVisitor)
+    }
 }
 
 /// One `subscriptions[]` entry as written, before validation. Also the body of the http
@@ -166,19 +238,28 @@ impl SubscriptionEntry {
         at: &str,
         problems: &mut Vec<String>,
     ) -> Option<SubscriptionMetadata> {
+        self.validated(at, problems).map(|(_, metadata)| metadata)
+    }
+
+    /// [`Self::validate`], with the subscription's GUID as parsed.
+    fn validated(
+        &self,
+        at: &str,
+        problems: &mut Vec<String>,
+    ) -> Option<(Guid, SubscriptionMetadata)> {
         let before = problems.len();
-        let id = guid::normalize(&self.id);
+        let id = Guid::parse(&self.id);
         if id.is_none() {
             problems.push(format!("{at}.id: {:?} is not a GUID", self.id));
         }
         let tenant_id = match &self.tenant_id {
             None => None,
             Some(tenant) => {
-                let normalized = guid::normalize(tenant);
-                if normalized.is_none() {
+                let parsed = Guid::parse(tenant);
+                if parsed.is_none() {
                     problems.push(format!("{at}.tenantId: {tenant:?} is not a GUID"));
                 }
-                normalized
+                parsed.map(|t| t.to_string())
             }
         };
         let state = STATES.iter().copied().find(|s| s.as_str() == self.state);
@@ -204,42 +285,26 @@ impl SubscriptionEntry {
         if problems.len() > before {
             return None;
         }
-        Some(SubscriptionMetadata {
-            id: id?,
+        let id = id?;
+        let metadata = SubscriptionMetadata {
+            id: id.to_string(),
             tenant_id,
             state: state?,
             offer: self.offer.clone(),
             billing_partner_id: self.billing_partner_id.clone(),
             reseller_partner_id: self.reseller_partner_id.clone(),
-        })
+        };
+        Some((id, metadata))
     }
-}
-
-/// A subscription GUID as a number: the catalog's key, 16 bytes instead of a 36-character
-/// string, and a lookup needs no lower-case copy of the ID. `None` when `s` is not a GUID.
-fn guid_key(s: &str) -> Option<u128> {
-    if !guid::is_guid(s) {
-        return None;
-    }
-    let nibble = |b: u8| match b {
-        b'0'..=b'9' => b - b'0',
-        b'a'..=b'f' => b - b'a' + 10,
-        _ => b - b'A' + 10, // is_guid: an upper-case hex digit
-    };
-    Some(
-        s.bytes()
-            .filter(|b| *b != b'-')
-            .fold(0, |key, b| key << 4 | u128::from(nibble(b))),
-    )
 }
 
 /// The `subscriptions` list, validated entry by entry as it is deserialized, so that the
 /// entries as written are never all held at once.
 #[derive(Default)]
 struct Subscriptions {
-    valid: HashMap<u128, Arc<SubscriptionMetadata>>,
+    valid: HashMap<Guid, Arc<SubscriptionMetadata>>,
     /// Position of each subscription, for "duplicates subscriptions[N].id".
-    first: HashMap<u128, usize>,
+    first: HashMap<Guid, usize>,
     read: usize,
     problems: Vec<String>,
 }
@@ -249,11 +314,7 @@ impl Subscriptions {
         let index = self.read;
         self.read += 1;
         let at = format!("subscriptions[{index}]");
-        let Some(metadata) = entry.validate(&at, &mut self.problems) else {
-            return;
-        };
-        let Some(key) = guid_key(&metadata.id) else {
-            // `validate` accepts GUIDs only.
+        let Some((key, metadata)) = entry.validated(&at, &mut self.problems) else {
             return;
         };
         if let Some(first) = self.first.get(&key) {
@@ -284,7 +345,8 @@ impl Approvals {
         let at = format!("multitenancyApprovals[{index}]");
         let problems = &mut self.problems;
         let before = problems.len();
-        if !guid::is_guid(&entry.subscription_id) {
+        let subscription = Guid::parse(&entry.subscription_id);
+        if subscription.is_none() {
             problems.push(format!(
                 "{at}.subscriptionId: {:?} is not a GUID",
                 entry.subscription_id
@@ -296,11 +358,11 @@ impl Approvals {
         if entry.registration_name.trim().is_empty() {
             problems.push(format!("{at}.registrationName: must not be empty"));
         }
-        if problems.len() > before {
+        let Some(subscription) = subscription.filter(|_| problems.len() == before) else {
             return;
-        }
+        };
         let key = RegistrationKey::new(
-            &entry.subscription_id,
+            &subscription.to_string(),
             &entry.resource_group,
             &entry.registration_name,
         );
@@ -315,8 +377,8 @@ impl Approvals {
     }
 }
 
-/// Deserializes a sequence of `E` into `L`, one element at a time. The visitor reads the
-/// same calls as serde's own `Vec` visitor, so both YAML readers word errors as for a `Vec`.
+/// Deserializes a sequence of `E` into `L`, one element at a time. A list written without
+/// entries (`subscriptions:` or `subscriptions: null`) is an empty list.
 struct ListVisitor<E, L>(std::marker::PhantomData<(E, L)>);
 
 impl<'de, E: Deserialize<'de>, L: Default + AddEntry<E>> serde::de::Visitor<'de>
@@ -326,6 +388,14 @@ impl<'de, E: Deserialize<'de>, L: Default + AddEntry<E>> serde::de::Visitor<'de>
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a sequence")
+    }
+
+    fn visit_unit<Er: serde::de::Error>(self) -> Result<L, Er> {
+        Ok(L::default())
+    }
+
+    fn visit_none<Er: serde::de::Error>(self) -> Result<L, Er> {
+        Ok(L::default())
     }
 
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<L, A::Error> {
@@ -355,21 +425,21 @@ impl AddEntry<ApprovalEntry> for Approvals {
 
 impl<'de> Deserialize<'de> for Subscriptions {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_seq(ListVisitor::<SubscriptionEntry, Self>(Default::default()))
+        deserializer.deserialize_any(ListVisitor::<SubscriptionEntry, Self>(Default::default()))
     }
 }
 
 impl<'de> Deserialize<'de> for Approvals {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_seq(ListVisitor::<ApprovalEntry, Self>(Default::default()))
+        deserializer.deserialize_any(ListVisitor::<ApprovalEntry, Self>(Default::default()))
     }
 }
 
 /// A validated catalog. GUIDs and registration keys are stored in canonical lower case.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Catalog {
-    /// By [`guid_key`] of the subscription ID.
-    subscriptions: HashMap<u128, Arc<SubscriptionMetadata>>,
+    /// A GUID is 16 bytes, and a lookup needs no lower-case copy of the ID.
+    subscriptions: HashMap<Guid, Arc<SubscriptionMetadata>>,
     approvals: HashSet<RegistrationKey>,
 }
 
@@ -377,32 +447,21 @@ impl Catalog {
     /// Parses and validates a catalog document. An empty document (or `{}`) is an empty
     /// catalog; anything wrong rejects the whole document.
     pub fn parse(text: &str) -> Result<Self, CatalogError> {
-        match Self::read_with_saphyr(text) {
-            Some(document) => Self::build(document),
-            None => Self::parse_with_serde_yaml(text),
-        }
-    }
-
-    /// The document as serde-saphyr reads it, `None` when it does not.
-    fn read_with_saphyr(text: &str) -> Option<CatalogDocument> {
         let mut options = serde_saphyr::Options::default();
         // The catalog is the operator's own configuration, not untrusted input; its size is
         // bounded by the file or the ConfigMap, and 25,000 subscriptions are more nodes than
         // the default budget allows.
         options.budget = None;
-        // serde_yaml (YAML 1.2) reads `<<` as an ordinary key.
+        // `<<` is an ordinary key (and so an unknown field), as in YAML 1.2.
         options.merge_keys = serde_saphyr::MergeKeyPolicy::AsOrdinary;
         options.with_snippet = false;
+        // Partner IDs are numbers that may start with 0: `0123` stays "0123".
+        options.leading_zero_numbers_as_strings = true;
+        // A text field written `~` or `null` holds that text; the validation judges it.
+        options.null_as_string = true;
         // `Option` so that an empty (or comment-only, or `null`) document is an empty catalog.
-        serde_saphyr::from_str_with_options::<Option<CatalogDocument>>(text, options)
-            .ok()
-            .map(Option::unwrap_or_default)
-    }
-
-    /// The reference reading of a document, which buffers all of it: for documents
-    /// serde-saphyr does not read, and its precise errors.
-    fn parse_with_serde_yaml(text: &str) -> Result<Self, CatalogError> {
-        let document: Option<CatalogDocument> = serde_yaml::from_str(text)?;
+        let document: Option<CatalogDocument> = serde_saphyr::from_str_with_options(text, options)
+            .map_err(|error| CatalogError::syntax(error, text))?;
         Self::build(document.unwrap_or_default())
     }
 
@@ -426,7 +485,9 @@ impl Catalog {
 
     /// Metadata of a subscription (GUID in any case), `None` when the catalog does not know it.
     pub fn subscription(&self, subscription_id: &str) -> Option<Arc<SubscriptionMetadata>> {
-        self.subscriptions.get(&guid_key(subscription_id)?).cloned()
+        self.subscriptions
+            .get(&Guid::parse(subscription_id)?)
+            .cloned()
     }
 
     /// Whether the catalog lists this registration as approved for multitenancy.
@@ -546,8 +607,8 @@ pub fn check_catalog_file(path: impl AsRef<Path>) -> Result<CatalogSummary, Cata
 }
 
 #[cfg(test)]
-#[path = "catalog/reader_tests.rs"]
-mod reader_tests;
+#[path = "catalog/golden_tests.rs"]
+mod golden_tests;
 
 #[cfg(test)]
 mod tests {
@@ -614,6 +675,11 @@ multitenancyApprovals:
             summary.to_string(),
             "catalog is valid: 2 subscriptions (1 CSP, 1 Enabled, 1 Deleted), 1 multitenancy approvals"
         );
+    }
+
+    /// The catalog's key of a subscription ID.
+    fn guid_key(s: &str) -> Option<u128> {
+        Guid::parse(s).map(Guid::as_u128)
     }
 
     #[test]
@@ -773,7 +839,7 @@ multitenancyApprovals:
     #[test]
     fn shape_errors_carry_the_location() {
         let cases = [
-            ("subscriptions: [\n", "did not find expected"),
+            ("subscriptions: [\n", "unclosed bracket"),
             (
                 "subscriptions:\n- id: x\n  state: Enabled\n  offer: CSP\n  colour: red\n",
                 "unknown field `colour`",
