@@ -122,7 +122,7 @@ if [ "${E2E_TESTS:-}" != skip ]; then
   # The scenarios that need nothing of the operator but its API behaviour, with the
   # examples' catalog (the one installed above). The others rewrite the operator's catalog
   # file, give it another catalog or flags, or watch its process; they run in make test.
-  default_tests="every_documented_reason settled_objects_are_not_written_again admission_rejects
+  default_tests="every_documented_reason admission_rejects
     a_billing_model_flip a_registration_created_after deleting_a_referenced_registration verify_reports"
   # One at a time and before the examples are applied: the operator watches the whole
   # cluster, and the scenarios' objects (copies of the examples) in two namespaces at once
