@@ -162,6 +162,7 @@ pub fn start_caches(client: &Client, settings: &Settings) -> Result<Caches, Erro
             Duration::from_secs(1),
             Duration::from_secs(300),
         )),
+        waiting: Arc::default(),
         count_spacing: Arc::new(WriteSpacing::new(COUNT_WRITE_INTERVAL, COUNT_SETTLE)),
         own_writes: Arc::new(OwnWrites::default()),
     };
@@ -213,6 +214,7 @@ pub async fn run_controllers(
         count_spacing: caches.kept.count_spacing.clone(),
         own_writes: caches.kept.own_writes.clone(),
         metrics: settings.metrics.clone(),
+        waiting: caches.kept.waiting.clone(),
     });
 
     let mut controllers: Vec<BoxFuture<'static, ()>> = Vec::new();
@@ -251,6 +253,7 @@ pub async fn run_controllers(
     caches.router.connect(routes);
     let metadata_changes = tokio::spawn(routing::route_metadata_changes(
         resolver,
+        caches.kept.waiting.clone(),
         caches.index.clone(),
         caches.router.clone(),
         caches.registrations.clone(),

@@ -12,7 +12,7 @@ use kube::runtime::reflector::ObjectRef;
 use tracing::warn;
 
 use super::{
-    context::Stores,
+    context::{Kind, Stores},
     index::{self, Index, ObjKey},
 };
 use crate::{
@@ -102,6 +102,7 @@ impl Router {
 /// Requeues what each upstream change affects, until the resolver stops announcing changes.
 pub async fn route_metadata_changes(
     resolver: Arc<dyn MetadataResolver>,
+    waiting: Arc<crate::upstream::Waiting<(Kind, ObjKey)>>,
     index: Arc<Index>,
     router: Router,
     registrations: Stores<Registration>,
@@ -114,6 +115,7 @@ pub async fn route_metadata_changes(
                 let mut affected = index.affected_by(&change);
                 if change.upstream_recovered {
                     affected.extend(waiting_on_upstream(&registrations, &customers));
+                    affected.extend(parked(&waiting));
                 }
                 router.send(affected);
             }
@@ -127,6 +129,19 @@ pub async fn route_metadata_changes(
             Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
         }
     }
+}
+
+/// The objects parked while the upstream was treated as down (they have no timer of their
+/// own), taken for re-evaluation: it answers again.
+fn parked(waiting: &crate::upstream::Waiting<(Kind, ObjKey)>) -> index::Affected {
+    let mut affected = index::Affected::default();
+    for (kind, key) in waiting.take_all() {
+        match kind {
+            Kind::Registration => affected.registrations.insert(key),
+            Kind::CustomerSubscription => affected.customers.insert(key),
+        };
+    }
+    affected
 }
 
 /// Objects whose last decision is `MetadataResolverBadGatewayError`: when the metadata server

@@ -66,6 +66,8 @@ fn drop_unread_fields<K: ResourceExt>(obj: &mut K) {
 #[derive(Clone)]
 pub struct PerObject {
     pub backoff: Arc<Backoff>,
+    /// Objects parked while the upstream is treated as down.
+    pub waiting: Arc<crate::upstream::Waiting<(Kind, ObjKey)>>,
     pub count_spacing: Arc<WriteSpacing>,
     pub own_writes: Arc<OwnWrites>,
 }
@@ -74,6 +76,7 @@ impl PerObject {
     /// Drops what is kept for an object that is gone.
     fn forget(&self, kind: Kind, key: &ObjKey) {
         self.backoff.reset(kind, key);
+        self.waiting.leave(&(kind, key.clone()));
         match kind {
             Kind::Registration => self.count_spacing.forget(key),
             Kind::CustomerSubscription => self.own_writes.forget(key),
