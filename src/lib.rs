@@ -5,6 +5,7 @@ pub mod cli;
 pub mod conditions;
 pub mod controller;
 pub mod crd;
+pub mod emulator;
 pub mod guid;
 pub mod policy;
 pub mod resolver;

@@ -17,7 +17,10 @@ mod http_tests;
 mod test_server;
 
 pub use cache::TtlCache;
-pub use catalog::{Catalog, CatalogError, CatalogSummary, check_catalog_file};
+pub use catalog::{
+    Catalog, CatalogError, CatalogRegistration, CatalogSummary, FederatedCredential,
+    ServicePrincipal, check_catalog_file,
+};
 pub use catalog_resolver::CatalogResolver;
 pub use http::{HttpResolver, HttpResolverError, HttpResolverOptions};
 pub use stats::{ResolverStats, StatsSnapshot};
