@@ -12,8 +12,13 @@ HACK := hack
 control-plane: ## Build (or reuse) the cached kube-apiserver, kube-controller-manager, kubectl, etcd, helm
 	$(HACK)/build-control-plane.sh
 
+# NODE=1 (make cluster-up NODE=1, make test NODE=1): the API server settings a kubelet node
+# needs, and for make test the node itself (make node-up).
+NODE ?= 0
+export NODE
+
 .PHONY: cluster-up
-cluster-up: ## Start the local cluster (no-op when it is already running)
+cluster-up: ## Start the local cluster (no-op when it is already running); NODE=1: ready for a node
 	$(HACK)/cluster-up.sh
 
 .PHONY: cluster-down
@@ -31,7 +36,8 @@ run: ## Cluster up, CRDs, the operator on examples/catalog.yaml, the example man
 	$(HACK)/run.sh
 
 .PHONY: test
-test: ## Unit tests + integration tests against a real kube-apiserver (starts/stops the local cluster)
+test: ## Unit tests + integration tests against a real kube-apiserver (starts/stops the local cluster); NODE=1: with the node up
+	$(if $(filter 1,$(NODE)),$(HACK)/node-up.sh)
 	$(HACK)/test.sh
 
 .PHONY: lint
@@ -61,12 +67,35 @@ chart-check: control-plane ## Lint the chart: CRD copies, helm lint, checkov, ku
 	$(HACK)/chart-check.sh
 
 .PHONY: image
-image: ## Build the container image $(IMAGE) (needs Docker)
-	docker build -t $(IMAGE) .
+image: ## Build the image $(IMAGE) as an OCI archive without Docker (target/image/; `docker build .` makes the same)
+	IMAGE=$(IMAGE) $(HACK)/image.sh build
+
+.PHONY: image-load
+image-load: ## Import the image archive of make image into the local node's containerd
+	IMAGE=$(IMAGE) $(HACK)/image.sh load
+
+.PHONY: e2e
+e2e: ## Cluster + node + image + helm install of the chart, then the end-to-end suite (hack/e2e-suite.sh)
+	IMAGE=$(IMAGE) $(HACK)/e2e.sh
 
 .PHONY: kind-e2e
-kind-e2e: ## On a machine with Docker and kind: image, kind cluster, chart install, integration tests
+kind-e2e: ## The same end-to-end suite on a kind cluster (needs Docker and kind)
 	$(HACK)/kind-e2e.sh
+
+# ---- Local node: kubelet + containerd in a network namespace of its own (DESIGN.md §11) ----
+# Needs root. One node per machine; it serves the cluster of the worktree that started it.
+
+.PHONY: node-up
+node-up: ## Start the local node (and the cluster with NODE=1); no-op when it runs
+	$(HACK)/node-up.sh
+
+.PHONY: node-down
+node-down: ## Stop the local node and remove every trace of it on the host (the cluster keeps running)
+	$(HACK)/node-down.sh
+
+.PHONY: node-safety
+node-safety: ## Test the node's two rules: no packet leaves the machine; node-down leaves the host as it was
+	$(HACK)/node-safety.sh
 
 # ---- Benchmark (not part of make test) ----
 

@@ -1,11 +1,18 @@
 #!/usr/bin/env bash
 # Builds kube-apiserver, kube-controller-manager, kubectl, etcd and helm from their Go
 # modules into a versioned cache outside the repository. Does nothing when they are there.
+# With --node it also builds what the local node needs (DESIGN.md §11): kubelet,
+# kube-scheduler, kube-proxy and the pause binary of the sandbox image (`gcc -static` of the
+# pause.c that ships in the k8s.io/kubernetes module).
 set -euo pipefail
 # shellcheck source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 want=(kube-apiserver kube-controller-manager kubectl etcd helm)
+node_binaries=(kubelet kube-scheduler kube-proxy)
+if [ "${1:-}" = --node ]; then
+  want+=("${node_binaries[@]}" pause)
+fi
 missing=()
 for b in "${want[@]}"; do [ -x "$BIN_DIR/$b" ] || missing+=("$b"); done
 if [ ${#missing[@]} -eq 0 ]; then
@@ -44,13 +51,30 @@ build_kubernetes() {
   ld+=" -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=${k8s_minor%%.*}"
   ld+=" -X k8s.io/component-base/version.gitTreeState=clean -X k8s.io/component-base/version.buildDate=1970-01-01T00:00:00Z"
   ld+=" -X k8s.io/client-go/pkg/version.gitVersion=$KUBERNETES_VERSION"
-  for b in kube-apiserver kube-controller-manager kubectl; do
+  local b
+  for b in "${want[@]}"; do
+    case "$b" in kube-* | kubectl | kubelet) ;; *) continue ;; esac
     [ -x "$BIN_DIR/$b" ] && continue
     log "building $b $KUBERNETES_VERSION (first run only; takes several minutes)"
-    (cd "$mod" && go build -ldflags "$ld" -o "$BIN_DIR/$b.tmp" "k8s.io/kubernetes/cmd/$b")
-    mv "$BIN_DIR/$b.tmp" "$BIN_DIR/$b"
+    # Built outside $BIN_DIR and moved in: a concurrent run never sees half a binary.
+    (cd "$mod" && go build -ldflags "$ld" -o "$work/$b" "k8s.io/kubernetes/cmd/$b")
+    mv "$work/$b" "$BIN_DIR/$b"
   done
   : "$major_minor"
+}
+
+# The sandbox ("pause") image's binary, from the source in the k8s.io/kubernetes module.
+build_pause() {
+  [[ " ${want[*]} " == *" pause "* ]] || return 0
+  [ -x "$BIN_DIR/pause" ] && return 0
+  command -v gcc >/dev/null || die "gcc is required to build the pause binary of the local node"
+  local src
+  src="$(go mod download -json "k8s.io/kubernetes@$KUBERNETES_VERSION" |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')/build/pause/linux/pause.c"
+  log "building pause from $src"
+  gcc -Os -Wall -Werror -static -DVERSION="$KUBERNETES_VERSION" -o "$work/pause" "$src"
+  strip "$work/pause"
+  mv "$work/pause" "$BIN_DIR/pause"
 }
 
 build_etcd() {
@@ -78,4 +102,5 @@ build_helm() {
 build_etcd
 build_helm
 build_kubernetes
+build_pause
 log "control plane binaries ready in $BIN_DIR"

@@ -1,4 +1,4 @@
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2034  # the variables are used by the sourcing scripts
 # Shared state and helpers of the local control plane (cluster-up/-down/-status).
 # Sourced, not executed. Layout under $CLUSTER_DIR (<repo>/.cluster, git-ignored):
 #   pki/         CA, serving, admin and service-account keys (kept across cluster-down)
@@ -19,6 +19,13 @@ PID_DIR="$CLUSTER_DIR/pids"
 RUN_DIR="$CLUSTER_DIR/run"
 CLUSTER_ENV="$CLUSTER_DIR/cluster.env"
 CLUSTER_KUBECONFIG="$CLUSTER_DIR/kubeconfig"
+# The local node (NODE=1, hack/node-up.sh; DESIGN.md §11) lives in a network namespace of
+# its own, joined to the host by one veth pair with these private addresses; the API server
+# advertises the host end, where the node reaches it.
+NODE_HOST_IP=172.31.254.1
+NODE_IP=172.31.254.2
+NODE_LINK_CIDR=172.31.254.0/30
+SERVICE_CIDR=10.96.0.0/24
 # Stop order: dependants first.
 COMPONENTS=(kube-controller-manager kube-apiserver etcd)
 STOP_GRACE_SECONDS="${STOP_GRACE_SECONDS:-10}"
@@ -136,6 +143,16 @@ cluster_healthy() {
   [ -f "$CLUSTER_KUBECONFIG" ] || return 1
   for c in "${COMPONENTS[@]}"; do component_pid "$c" >/dev/null || return 1; done
   [ "$(api_curl /readyz 2>/dev/null)" = ok ]
+}
+
+# sign_cert NAME SUBJECT EXTENSIONS: key + CSR in $PKI_DIR, signed by the cluster CA.
+sign_cert() {
+  openssl req -new -newkey rsa:2048 -nodes -keyout "$PKI_DIR/$1.key" -subj "$2" \
+    -out "$PKI_DIR/$1.csr" 2>/dev/null
+  openssl x509 -req -in "$PKI_DIR/$1.csr" -CA "$PKI_DIR/ca.crt" -CAkey "$PKI_DIR/ca.key" \
+    -CAcreateserial -days 365 -sha256 -out "$PKI_DIR/$1.crt" -extfile <(printf '%s\n' "$3") 2>/dev/null
+  rm -f "$PKI_DIR/$1.csr"
+  chmod 600 "$PKI_DIR/$1.key"
 }
 
 print_log_tail() {

@@ -2,13 +2,13 @@
 # Starts a local Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager)
 # on free 127.0.0.1 ports, without Docker or nodes, and writes an admin kubeconfig to
 # $CLUSTER_DIR/kubeconfig. Does nothing when that cluster is already running.
-# Environment: CLUSTER_UP_TIMEOUT (seconds per readiness wait, default 60).
+# Environment: CLUSTER_UP_TIMEOUT (seconds per readiness wait, default 60); NODE=1 adds the
+# API server settings that a kubelet node needs (hack/node-up.sh starts the node itself).
 set -euo pipefail
 # shellcheck source=cluster-lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/cluster-lib.sh"
 
 TIMEOUT="${CLUSTER_UP_TIMEOUT:-60}"
-SERVICE_CIDR=10.96.0.0/24
 SA_ISSUER=https://kubernetes.default.svc.cluster.local
 # All default controllers except those that only act on nodes or on a cloud: there are no
 # nodes (and each controller costs startup time: it gets its own service account token).
@@ -17,11 +17,20 @@ for c in node-ipam node-lifecycle node-route cloud-node-lifecycle service-lb ttl
   device-taint-eviction persistentvolume-attach-detach; do
   KCM_CONTROLLERS+=",-$c-controller"
 done
+NODE="${NODE:-0}"
+if [ "$NODE" = 1 ]; then
+  # It removes the not-ready taint once the kubelet reports Ready.
+  KCM_CONTROLLERS="${KCM_CONTROLLERS/,-node-lifecycle-controller/}"
+fi
 
 "$HACK_DIR/build-control-plane.sh"
 cluster_lock
 
 if cluster_healthy; then
+  # A cluster ready for a node serves everything else too; the other way round it cannot.
+  if [ "$NODE" = 1 ] && [ "${CLUSTER_NODE:-0}" != 1 ]; then
+    die "the running cluster was started without NODE=1: make cluster-down first"
+  fi
   log "cluster already running"
   echo "kubeconfig: $CLUSTER_KUBECONFIG"
   echo "export KUBECONFIG=$CLUSTER_KUBECONFIG"
@@ -54,15 +63,8 @@ pki_valid() {
   for f in ca apiserver admin; do
     openssl x509 -checkend 86400 -noout -in "$PKI_DIR/$f.crt" >/dev/null || return 1
   done
-}
-
-# sign_cert NAME SUBJECT EXTENSIONS: key + CSR, signed by the CA.
-sign_cert() {
-  openssl req -new -newkey rsa:2048 -nodes -keyout "$PKI_DIR/$1.key" -subj "$2" \
-    -out "$PKI_DIR/$1.csr" 2>/dev/null
-  openssl x509 -req -in "$PKI_DIR/$1.csr" -CA "$PKI_DIR/ca.crt" -CAkey "$PKI_DIR/ca.key" \
-    -CAcreateserial -days 365 -sha256 -out "$PKI_DIR/$1.crt" -extfile <(printf '%s\n' "$3") 2>/dev/null
-  rm -f "$PKI_DIR/$1.csr"
+  # The node reaches the API server at the host end of its veth pair.
+  openssl x509 -noout -ext subjectAltName -in "$PKI_DIR/apiserver.crt" | grep -qF "IP Address:$NODE_HOST_IP"
 }
 
 if ! pki_valid; then
@@ -74,7 +76,7 @@ if ! pki_valid; then
   sign_cert apiserver "/CN=kube-apiserver" "basicConstraints=critical,CA:FALSE
 keyUsage=critical,digitalSignature,keyEncipherment
 extendedKeyUsage=serverAuth
-subjectAltName=IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+subjectAltName=IP:127.0.0.1,IP:10.96.0.1,IP:$NODE_HOST_IP,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
   sign_cert admin "/O=system:masters/CN=admin" "basicConstraints=critical,CA:FALSE
 keyUsage=critical,digitalSignature,keyEncipherment
 extendedKeyUsage=clientAuth"
@@ -97,6 +99,7 @@ ETCD_CLIENT_PORT=$ETCD_CLIENT_PORT
 ETCD_PEER_PORT=$ETCD_PEER_PORT
 APISERVER_PORT=$APISERVER_PORT
 KCM_PORT=$KCM_PORT
+CLUSTER_NODE=$NODE
 EOF
 
 # --- kubeconfig (admin; also used by the controller manager) ---
@@ -177,23 +180,39 @@ start_daemon etcd \
   --unsafe-no-fsync
 wait_for etcd "etcd /health on $ETCD_URL" etcd_healthy
 
+# Without a node, nothing serves the `kubernetes` Service, so no endpoint is published. With
+# one, the pods reach the API server through that Service at the host end of the node's
+# veth pair (node-up forwards it to loopback), and the API server reaches the kubelet
+# (logs, exec) with the admin certificate, which the kubelet's webhook authorizer admits.
+apiserver_node_flags=(--advertise-address=127.0.0.1 --endpoint-reconciler-type=none --authorization-mode=RBAC)
+if [ "$NODE" = 1 ]; then
+  # shellcheck disable=SC2054  # the comma is part of the flag's value
+  apiserver_node_flags=(
+    --advertise-address="$NODE_HOST_IP"
+    --endpoint-reconciler-type=lease
+    --authorization-mode=Node,RBAC
+    --enable-admission-plugins=NodeRestriction
+    --kubelet-client-certificate="$PKI_DIR/admin.crt"
+    --kubelet-client-key="$PKI_DIR/admin.key"
+    --kubelet-preferred-address-types=InternalIP
+  )
+fi
+
 log "starting kube-apiserver on https://127.0.0.1:$APISERVER_PORT"
 start_daemon kube-apiserver \
   --etcd-servers="$ETCD_URL" \
   --bind-address=127.0.0.1 \
-  --advertise-address=127.0.0.1 \
+  "${apiserver_node_flags[@]}" \
   --secure-port="$APISERVER_PORT" \
   --cert-dir="$RUN_DIR/kube-apiserver" \
   --tls-cert-file="$PKI_DIR/apiserver.crt" \
   --tls-private-key-file="$PKI_DIR/apiserver.key" \
   --client-ca-file="$PKI_DIR/ca.crt" \
-  --authorization-mode=RBAC \
   --service-account-issuer="$SA_ISSUER" \
   --service-account-key-file="$PKI_DIR/sa.pub" \
   --service-account-signing-key-file="$PKI_DIR/sa.key" \
   --api-audiences="$SA_ISSUER" \
   --service-cluster-ip-range="$SERVICE_CIDR" \
-  --endpoint-reconciler-type=none \
   --allow-privileged=true \
   --profiling=false
 

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# End-to-end run on a kind cluster, for a machine with Docker and kind (the project's own
-# machines have neither: there the same tests run against the local control plane, see
-# DESIGN.md §7). Steps: kind create cluster, docker build, kind load docker-image, CRDs by
-# server-side apply, helm install of the chart with that image, then the integration tests
-# (`make test`'s hack/test.sh) with KUBECONFIG pointing at kind.
+# make kind-e2e: the end-to-end suite of make e2e (hack/e2e-suite.sh) on a kind cluster, for a
+# machine with Docker and kind (the project's own machines have neither: there make e2e runs
+# it on the local node). Only creating the cluster and loading the image differ from
+# make e2e: kind create cluster, docker build (the Dockerfile builds the same image as
+# make image), kind load docker-image. The process-level check of the container's user and
+# read-only root is skipped (the suite still checks the pod's security context, the enforced
+# restricted Pod Security Standard and the rest).
 # Environment: KIND_CLUSTER (default azs-csp-e2e), IMAGE (default azs-csp-operator:e2e),
 # KEEP_CLUSTER=1 keeps the cluster afterwards; KIND, DOCKER, KUBECTL, HELM name the tools
 # (default: found on PATH).
@@ -12,7 +14,7 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 cluster="${KIND_CLUSTER:-azs-csp-e2e}"
-image="${IMAGE:-azs-csp-operator:e2e}"
+IMAGE="${IMAGE:-azs-csp-operator:e2e}"
 kind="${KIND:-kind}"
 docker="${DOCKER:-docker}"
 kubectl="${KUBECTL:-kubectl}"
@@ -20,14 +22,13 @@ helm="${HELM:-helm}"
 for tool in "$kind" "$docker" "$kubectl" "$helm" cargo; do
   command -v "$tool" >/dev/null || die "$tool is required for kind-e2e (needs Docker; not available on the project's machines)"
 done
+KUBECTL="$(command -v "$kubectl")" HELM="$(command -v "$helm")"
+export KUBECTL HELM IMAGE
 
-# The tests use these instead of the cached tools of the local control plane.
-HELM="$(command -v "$helm")" KUBECTL="$(command -v "$kubectl")"
-export HELM KUBECTL
-
-kubeconfig="$(mktemp)"
+KUBECONFIG="$(mktemp)"
+export KUBECONFIG
 cleanup() {
-  rm -f "$kubeconfig"
+  rm -f "$KUBECONFIG"
   if [ "${KEEP_CLUSTER:-0}" != 1 ]; then
     "$kind" delete cluster --name "$cluster" || true
   fi
@@ -37,29 +38,10 @@ trap cleanup EXIT
 if ! "$kind" get clusters | grep -qx "$cluster"; then
   "$kind" create cluster --name "$cluster" --wait 120s
 fi
-"$kind" get kubeconfig --name "$cluster" >"$kubeconfig"
-export KUBECONFIG="$kubeconfig"
+"$kind" get kubeconfig --name "$cluster" >"$KUBECONFIG"
 
-"$docker" build -t "$image" "$REPO_ROOT"
-"$kind" load docker-image "$image" --name "$cluster"
+"$docker" build -t "$IMAGE" "$REPO_ROOT"
+"$kind" load docker-image "$IMAGE" --name "$cluster"
 
-"$kubectl" apply --server-side -f "$REPO_ROOT/crds/"
-"$kubectl" wait --for condition=established --timeout=60s \
-  crd/registrations.csp.azurestack.io crd/customersubscriptions.csp.azurestack.io
-
-"$helm" upgrade --install azs-csp "$REPO_ROOT/charts/azs-csp-operator" \
-  --namespace azs-csp-system --create-namespace \
-  --set crds.install=false \
-  --set image.repository="${image%:*}" --set image.tag="${image##*:}" \
-  --set image.pullPolicy=IfNotPresent \
-  --set-file catalog.data="$REPO_ROOT/examples/catalog.yaml" \
-  --wait --timeout 180s
-"$kubectl" -n azs-csp-system get deploy,pods
-
-# The integration tests start their own operator processes, each watching only its test
-# namespaces; the in-cluster release above watches the whole cluster with the example
-# catalog. Stop it first so that only the tests' operators write (the Deployment was proven
-# to roll out, probes included).
-"$kubectl" -n azs-csp-system scale deployment --all --replicas=0
-"$HACK_DIR/test.sh" # make test's runner: with KUBECONFIG set it uses that cluster
+"$HACK_DIR/e2e-suite.sh"
 log "kind e2e passed"

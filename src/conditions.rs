@@ -61,6 +61,18 @@ pub fn find<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Conditio
     conditions.iter().find(|c| c.type_ == type_)
 }
 
+/// The reason of the condition of `type_` when it was written for `generation` (the object's
+/// current one); `None` when the object has not been decided since it last changed.
+pub fn current_reason<'a>(
+    conditions: &'a [Condition],
+    type_: &str,
+    generation: Option<i64>,
+) -> Option<&'a str> {
+    find(conditions, type_)
+        .filter(|c| c.observed_generation == generation)
+        .map(|c| c.reason.as_str())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,10 +5,14 @@ pub mod cli;
 pub mod conditions;
 pub mod controller;
 pub mod crd;
+pub mod domain;
 pub mod emulator;
 pub mod guid;
+pub mod operator;
 pub mod policy;
 pub mod resolver;
-pub mod run;
 pub mod runtime;
 pub mod verify;
+
+#[cfg(test)]
+mod layering_tests;

@@ -2,7 +2,7 @@ use std::process::ExitCode;
 
 use azs_csp_operator::{
     cli::{CatalogCommand, Cli, Command, LogFormat},
-    crd, emulator, resolver, run, verify,
+    crd, emulator, operator, resolver, verify,
 };
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
@@ -44,7 +44,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Run(args) => {
                 init_tracing(args.log_format);
-                match run::run(args).await {
+                match operator::serve(args).await {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(error) => {
                         tracing::error!(%error, "operator stopped");

@@ -169,14 +169,12 @@ fn template(namespace: &str, sets: &[String]) -> String {
 
 /// The YAML documents of a multi-document stream, as JSON values (empty ones dropped).
 fn documents(yaml: &str) -> Vec<Value> {
-    serde_yaml::Deserializer::from_str(yaml)
-        .map(|doc| {
-            let value: serde_yaml::Value =
-                serde::Deserialize::deserialize(doc).expect("helm renders valid YAML");
-            serde_json::to_value(value).expect("YAML as JSON")
-        })
-        .filter(|v| !v.is_null())
-        .collect()
+    let mut options = serde_saphyr::Options::default();
+    // YAML 1.2, as the API server reads manifests: `yes` and `on` are text.
+    options.strict_booleans = true;
+    let documents: Vec<Value> =
+        serde_saphyr::from_multiple_with_options(yaml, options).expect("helm renders valid YAML");
+    documents.into_iter().filter(|v| !v.is_null()).collect()
 }
 
 fn render(namespace: &str, sets: &[&str]) -> Vec<Value> {
@@ -396,7 +394,7 @@ fn the_flags_follow_the_values() {
     );
     let configmap = one(&catalog, "ConfigMap", "azs-csp-operator-catalog");
     let content: Value =
-        serde_yaml::from_str(configmap["data"]["catalog.yaml"].as_str().unwrap()).unwrap();
+        serde_saphyr::from_str(configmap["data"]["catalog.yaml"].as_str().unwrap()).unwrap();
     assert_eq!(
         content,
         json!({"subscriptions": [], "multitenancyApprovals": []})
@@ -934,7 +932,7 @@ fn token_kubeconfig(token: &str) -> tempfile::NamedTempFile {
         "current-context": "chart",
     });
     let mut file = tempfile::NamedTempFile::new().unwrap();
-    file.write_all(serde_yaml::to_string(&config).unwrap().as_bytes())
+    file.write_all(serde_saphyr::to_string(&config).unwrap().as_bytes())
         .unwrap();
     file
 }

@@ -1265,13 +1265,13 @@ fn malformed_catalogs() -> Vec<(&'static str, Vec<u8>, Vec<&'static str>)> {
             b"subscriptions:\n- id: \"unterminated\n  state: Enabled\n".to_vec(),
             vec![
                 "not a valid catalog document",
-                "while scanning a quoted scalar at line 2 column 7",
+                "unclosed quote at line 2 column 7",
             ],
         ),
         (
             "a tab where YAML wants spaces",
             b"subscriptions:\n\t- id: x\n".to_vec(),
-            vec!["not a valid catalog document", "at line 2 column 1"],
+            vec!["not a valid catalog document", "at line 2 column 2"],
         ),
         (
             "not a mapping",

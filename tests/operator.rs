@@ -34,9 +34,9 @@ const APPROVAL: &str = "- subscriptionId: 6d3c4b9e-1f3a-4c6e-9b7a-2d1e0f9a8b7c
 
 /// Creates the Registrations and CustomerSubscriptions of an example file in `ns`.
 async fn apply_example(ns: &TestNamespace, yaml: &str) {
-    for document in serde_yaml::Deserializer::from_str(yaml) {
-        let mut value: serde_json::Value =
-            serde::Deserialize::deserialize(document).expect("example YAML");
+    let documents: Vec<serde_json::Value> =
+        serde_saphyr::from_multiple(yaml).expect("example YAML");
+    for mut value in documents {
         if value.is_null() {
             continue;
         }
@@ -266,7 +266,7 @@ where
     K: kube::Resource<DynamicType = ()>,
 {
     let resource = ApiResource::erase::<K>(&());
-    let mut value: serde_json::Value = serde_yaml::from_str(yaml).unwrap();
+    let mut value: serde_json::Value = serde_saphyr::from_str(yaml).unwrap();
     value["apiVersion"] = json!(resource.api_version);
     value["kind"] = json!(resource.kind);
     let obj: DynamicObject = serde_json::from_value(value).unwrap();

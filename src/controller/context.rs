@@ -14,10 +14,10 @@ use super::{
     index::{Index, ObjKey},
 };
 use crate::{
-    api::{CustomerSubscription, Registration},
-    conditions::Clock,
+    api::{Condition, CustomerSubscription, Registration},
+    conditions::{Clock, READY},
     resolver::MetadataResolver,
-    runtime::Metrics,
+    runtime::{Metrics, metrics::ReadyReasons},
 };
 
 /// Reflector stores of one kind, one per watched scope (a namespace, or the whole cluster).
@@ -63,6 +63,26 @@ impl<K: kube::Resource<DynamicType = ()> + Clone + 'static> Stores<K> {
             Some(store) => store.state(),
             None => self.by_namespace.values().flat_map(|s| s.state()).collect(),
         }
+    }
+
+    /// The Ready reason of every cached object, read at each scrape, for the by-reason gauges.
+    pub fn ready_reasons(&self, conditions: fn(&K) -> Option<&[Condition]>) -> ReadyReasons
+    where
+        K: Send + Sync,
+    {
+        let stores = self.clone();
+        Box::new(move || {
+            stores
+                .all()
+                .iter()
+                .map(|obj| {
+                    let generation = obj.meta().generation;
+                    conditions(obj)
+                        .and_then(|c| crate::conditions::current_reason(c, READY, generation))
+                        .map(str::to_string)
+                })
+                .collect()
+        })
     }
 
     pub async fn wait_until_ready(

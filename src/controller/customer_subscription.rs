@@ -13,9 +13,9 @@ use super::{Error, context::Context, context::Kind, index::ObjKey, write};
 use crate::{
     api::{BillingModel, CustomerSubscription, CustomerSubscriptionStatus},
     conditions::{self, READY},
+    domain::{ResolveError, SubscriptionMetadata},
     guid,
     policy::{self, CustomerDecision, CustomerFacts, Seniority},
-    resolver::{ResolveError, SubscriptionMetadata},
     runtime::metrics::CUSTOMER_SUBSCRIPTION,
 };
 

@@ -11,8 +11,9 @@ use kube::ResourceExt;
 use crate::{
     api::{CustomerSubscription, Registration},
     conditions,
+    domain::RegistrationKey,
     policy::registration_key,
-    resolver::{MetadataChange, RegistrationKey},
+    resolver::MetadataChange,
 };
 
 /// Namespace and name of a namespaced object. The strings are shared, so the copies the

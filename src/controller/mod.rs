@@ -352,9 +352,10 @@ pub async fn run(
             Stores::namespaced(customer_stores),
         ),
     };
-    settings
-        .metrics
-        .set_stores(registrations.clone(), customers.clone());
+    settings.metrics.set_ready_reasons(
+        registrations.ready_reasons(|r| r.status.as_ref().map(|s| s.conditions.as_slice())),
+        customers.ready_reasons(|c| c.status.as_ref().map(|s| s.conditions.as_slice())),
+    );
     {
         let (registrations, customers) = (registrations.clone(), customers.clone());
         let health = settings.health.clone();

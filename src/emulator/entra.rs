@@ -522,7 +522,8 @@ servicePrincipals:
         };
         let leak = |s: &String| -> &'static str { Box::leak(s.clone().into_boxed_str()) };
         type Want = Result<&'static str, (&'static str, u32)>;
-        let cases: Vec<(&str, &str, Vec<(&str, &str)>, Want)> = vec![
+        type Case<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>, Want);
+        let cases: Vec<Case<'_>> = vec![
             (
                 "secret",
                 TENANT,

@@ -6,8 +6,8 @@ use kube::ResourceExt;
 use super::{Reason, lookup_failure_reason, registration::arm_resource_id};
 use crate::{
     api::{BillingModel, CustomerSubscription, Registration},
+    domain::{ResolveError, SubscriptionMetadata},
     guid,
-    resolver::{ResolveError, SubscriptionMetadata},
 };
 
 /// Everything rules 0–7 depend on, gathered by the controller.

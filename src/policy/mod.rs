@@ -21,9 +21,9 @@ pub use registration::{
 
 /// A lookup that failed because no catalog has loaded yet leaves the decision pending
 /// (`Reconciling`); every other failure is the upstream's (`MetadataResolverBadGatewayError`).
-fn lookup_failure_reason(error: &crate::resolver::ResolveError) -> Reason {
+fn lookup_failure_reason(error: &crate::domain::ResolveError) -> Reason {
     match error {
-        crate::resolver::ResolveError::CatalogUnavailable { .. } => Reason::Reconciling,
+        crate::domain::ResolveError::CatalogUnavailable { .. } => Reason::Reconciling,
         _ => Reason::MetadataResolverBadGatewayError,
     }
 }

@@ -6,7 +6,7 @@ use kube::ResourceExt;
 use super::{Reason, lookup_failure_reason};
 use crate::{
     api::Registration,
-    resolver::{RegistrationKey, ResolveError, SubscriptionMetadata},
+    domain::{RegistrationKey, ResolveError, SubscriptionMetadata},
 };
 
 /// Everything the Registration decision depends on, gathered by the controller.

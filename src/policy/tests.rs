@@ -17,7 +17,7 @@ use crate::{
         BillingModel, ConditionStatus, CustomerSubscription, CustomerSubscriptionSpec,
         Registration, RegistrationRef, RegistrationSpec,
     },
-    resolver::{ResolveError, SubscriptionMetadata, SubscriptionState},
+    domain::{ResolveError, SubscriptionMetadata, SubscriptionState},
 };
 
 use Reason as R;

@@ -26,118 +26,13 @@ pub use http::{HttpResolver, HttpResolverError, HttpResolverOptions};
 pub use stats::{ResolverStats, StatsSnapshot};
 pub use watch::{ConfigMapRef, ConfigMapRefError, watch_configmap, watch_file};
 
-use std::{collections::BTreeSet, fmt, sync::Arc};
+// The domain types the resolver answers with, for its callers.
+pub use crate::domain::{RegistrationKey, ResolveError, SubscriptionMetadata, SubscriptionState};
+
+use std::{collections::BTreeSet, sync::Arc};
 
 use futures::future::BoxFuture;
-use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
-
-/// Lifecycle state of an Azure subscription.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum SubscriptionState {
-    Enabled,
-    Warned,
-    PastDue,
-    Disabled,
-    Deleted,
-}
-
-impl SubscriptionState {
-    /// Whether usage can be charged to a subscription in this state.
-    pub fn is_active(self) -> bool {
-        matches!(self, Self::Enabled | Self::Warned | Self::PastDue)
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Enabled => "Enabled",
-            Self::Warned => "Warned",
-            Self::PastDue => "PastDue",
-            Self::Disabled => "Disabled",
-            Self::Deleted => "Deleted",
-        }
-    }
-}
-
-impl fmt::Display for SubscriptionState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// What Azure Commerce knows about one subscription (one `subscriptions[]` catalog entry).
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct SubscriptionMetadata {
-    /// Subscription GUID, lower-case.
-    pub id: String,
-    /// Directory tenant that owns it, lower-case.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tenant_id: Option<String>,
-    pub state: SubscriptionState,
-    /// `CSP`, `APSS`, `PayAsYouGo`, `EnterpriseAgreement` or other text.
-    pub offer: String,
-    /// Partner that collects: the direct CSP partner, or the indirect provider.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub billing_partner_id: Option<String>,
-    /// The reseller, in the indirect model only.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reseller_partner_id: Option<String>,
-}
-
-impl SubscriptionMetadata {
-    pub fn is_csp(&self) -> bool {
-        self.offer == "CSP"
-    }
-}
-
-/// Identifies a registration resource for the multitenancy approval lookup.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[serde(rename_all = "camelCase")]
-pub struct RegistrationKey {
-    /// Registration subscription GUID, lower-case.
-    pub subscription_id: String,
-    /// ARM resource group; compared case-insensitively, stored lower-case.
-    pub resource_group: String,
-    /// ARM name of the registration; compared case-insensitively, stored lower-case.
-    pub registration_name: String,
-}
-
-impl RegistrationKey {
-    /// Builds a key in canonical form (ARM names are case-insensitive).
-    pub fn new(subscription_id: &str, resource_group: &str, registration_name: &str) -> Self {
-        Self {
-            subscription_id: subscription_id.to_ascii_lowercase(),
-            resource_group: resource_group.to_ascii_lowercase(),
-            registration_name: registration_name.to_ascii_lowercase(),
-        }
-    }
-}
-
-impl fmt::Display for RegistrationKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.AzureStack/registrations/{}",
-            self.subscription_id, self.resource_group, self.registration_name
-        )
-    }
-}
-
-/// Why a lookup could not be answered: every variant is `MetadataResolverBadGatewayError`.
-#[derive(thiserror::Error, Debug, Clone, PartialEq, Eq)]
-pub enum ResolveError {
-    #[error("the metadata server answered HTTP {status} for {url}")]
-    UnexpectedStatus { url: String, status: u16 },
-    #[error("the metadata server did not answer {url} within {timeout_ms} ms")]
-    Timeout { url: String, timeout_ms: u64 },
-    #[error("could not reach the metadata server at {url}: {reason}")]
-    Unreachable { url: String, reason: String },
-    #[error("the metadata server's answer for {url} is not the documented JSON: {reason}")]
-    MalformedBody { url: String, reason: String },
-    #[error("no catalog has been loaded yet: {reason}")]
-    CatalogUnavailable { reason: String },
-}
 
 /// What changed in the upstream data, so that exactly the affected objects are re-evaluated.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

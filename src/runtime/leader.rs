@@ -15,21 +15,29 @@
 //!   before any other candidate may consider the lease expired.
 //! * A leader that stops cleanly releases the Lease (empty holder), so that a standby takes
 //!   over at its next attempt instead of waiting for the lease to expire.
+//! * Every wait and every age is measured on `tokio::time`, so the tests run the election on
+//!   a paused clock against an in-memory [`LeaseStore`].
 
-use std::time::{Duration, Instant};
+#[cfg(test)]
+mod election_tests;
+#[cfg(test)]
+mod memory;
+mod store;
+
+use std::time::Duration;
 
 use k8s_openapi::{
     api::coordination::v1::{Lease, LeaseSpec},
     apimachinery::pkg::apis::meta::v1::MicroTime,
     jiff::Timestamp,
 };
-use kube::{
-    Api, Client,
-    api::{ObjectMeta, PostParams},
-};
+use kube::{Client, api::ObjectMeta};
 use rand::Rng;
+use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use self::store::is_conflict;
+pub use self::store::{KubeLeases, LeaseStore};
 use super::health::Health;
 
 /// Name of the Lease.
@@ -144,9 +152,10 @@ struct Observed {
     since: Instant,
 }
 
-/// One candidate in the election.
-pub struct LeaderElector {
-    api: Api<Lease>,
+/// One candidate in the election, on the Leases of `S` (the API server unless a test says
+/// otherwise).
+pub struct LeaderElector<S = KubeLeases> {
+    leases: S,
     settings: LeaseSettings,
     health: Health,
     observed: Option<Observed>,
@@ -165,8 +174,16 @@ fn seconds(duration: Duration) -> i32 {
 
 impl LeaderElector {
     pub fn new(client: Client, settings: LeaseSettings, health: Health) -> Self {
+        let leases = KubeLeases::new(client, &settings.namespace);
+        Self::with_store(leases, settings, health)
+    }
+}
+
+impl<S: LeaseStore> LeaderElector<S> {
+    /// A candidate reading and writing its Lease through `leases`.
+    pub fn with_store(leases: S, settings: LeaseSettings, health: Health) -> Self {
         Self {
-            api: Api::namespaced(client, &settings.namespace),
+            leases,
             settings,
             health,
             observed: None,
@@ -211,7 +228,7 @@ impl LeaderElector {
         let me = self.settings.identity.clone();
         let sent = Instant::now();
         let now = Timestamp::now();
-        let Some(lease) = self.api.get_opt(&self.settings.name).await? else {
+        let Some(lease) = self.leases.get(&self.settings.name).await? else {
             let lease = Lease {
                 metadata: ObjectMeta {
                     name: Some(self.settings.name.clone()),
@@ -220,7 +237,7 @@ impl LeaderElector {
                 },
                 spec: Some(claim(&me, self.settings.lease_duration, None, now)),
             };
-            return match self.api.create(&PostParams::default(), &lease).await {
+            return match self.leases.create(&lease).await {
                 Ok(created) => {
                     if let Some(spec) = &created.spec {
                         self.observe(spec);
@@ -228,7 +245,7 @@ impl LeaderElector {
                     self.held_since = Some(sent);
                     Ok(Attempt::Held)
                 }
-                Err(kube::Error::Api(status)) if status.code == 409 => Ok(Attempt::Conflict),
+                Err(error) if is_conflict(&error) => Ok(Attempt::Conflict),
                 Err(error) => Err(error),
             };
         };
@@ -246,11 +263,7 @@ impl LeaderElector {
             metadata: lease.metadata.clone(),
             spec: Some(claim(&me, self.settings.lease_duration, Some(&spec), now)),
         };
-        match self
-            .api
-            .replace(&self.settings.name, &PostParams::default(), &updated)
-            .await
-        {
+        match self.leases.replace(&self.settings.name, &updated).await {
             Ok(written) => {
                 if let Some(spec) = &written.spec {
                     self.observe(spec);
@@ -258,7 +271,7 @@ impl LeaderElector {
                 self.held_since = Some(sent);
                 Ok(Attempt::Held)
             }
-            Err(kube::Error::Api(status)) if status.code == 409 => Ok(Attempt::Conflict),
+            Err(error) if is_conflict(&error) => Ok(Attempt::Conflict),
             Err(error) => Err(error),
         }
     }
@@ -310,7 +323,7 @@ impl LeaderElector {
         let mut last_renewal = self.held_since.unwrap_or_else(Instant::now);
         let mut wait = self.settings.renew_interval;
         loop {
-            let deadline = tokio::time::Instant::from_std(last_renewal + deadline_after);
+            let deadline = last_renewal + deadline_after;
             tokio::select! {
                 _ = tokio::time::sleep_until(deadline) => return LeadershipLost::RenewDeadline(deadline_after),
                 _ = tokio::time::sleep(wait) => {}
@@ -341,7 +354,7 @@ impl LeaderElector {
     /// Gives the lease up if this candidate holds it, so that a standby takes over at once.
     /// Returns whether it was released.
     pub async fn release(&mut self) -> Result<bool, kube::Error> {
-        let Some(lease) = self.api.get_opt(&self.settings.name).await? else {
+        let Some(lease) = self.leases.get(&self.settings.name).await? else {
             return Ok(false);
         };
         let spec = lease.spec.clone().unwrap_or_default();
@@ -360,9 +373,7 @@ impl LeaderElector {
                 ..spec
             }),
         };
-        self.api
-            .replace(&self.settings.name, &PostParams::default(), &released)
-            .await?;
+        self.leases.replace(&self.settings.name, &released).await?;
         Ok(true)
     }
 }

@@ -25,13 +25,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::{
-    api::{Condition, CustomerSubscription, Registration},
-    conditions::{self, READY},
-    controller::Stores,
-    policy::Reason,
-    resolver::MetadataResolver,
-};
+use crate::{policy::Reason, resolver::MetadataResolver};
 
 /// The `Content-Type` of [`Metrics::encode`]'s output.
 pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
@@ -71,18 +65,28 @@ fn reconcile_histogram() -> Histogram {
     Histogram::new(RECONCILE_BUCKETS)
 }
 
+/// The Ready reason of every cached object of one kind, read at scrape time from whoever
+/// caches the objects; `None` for an object not yet decided for its current generation.
+pub type ReadyReasons = Box<dyn Fn() -> Vec<Option<String>> + Send + Sync>;
+
 /// What the scrape-time collector reads; filled in once the parts exist.
 #[derive(Default)]
 struct Sources {
     resolver: Option<Arc<dyn MetadataResolver>>,
-    stores: Option<(Stores<Registration>, Stores<CustomerSubscription>)>,
+    ready_reasons: Option<Arc<ObjectsByReason>>,
+}
+
+/// Where the by-reason gauges get their counts.
+struct ObjectsByReason {
+    registrations: ReadyReasons,
+    customers: ReadyReasons,
 }
 
 impl fmt::Debug for Sources {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Sources")
             .field("resolver", &self.resolver.is_some())
-            .field("stores", &self.stores.is_some())
+            .field("ready_reasons", &self.ready_reasons.is_some())
             .finish()
     }
 }
@@ -232,16 +236,15 @@ impl Metrics {
             .resolver = Some(resolver);
     }
 
-    /// Exposes the number of objects by Ready reason, counted from these caches.
-    pub fn set_stores(
-        &self,
-        registrations: Stores<Registration>,
-        customers: Stores<CustomerSubscription>,
-    ) {
+    /// Exposes the number of objects by Ready reason, counted from what these return.
+    pub fn set_ready_reasons(&self, registrations: ReadyReasons, customers: ReadyReasons) {
         self.sources
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .stores = Some((registrations, customers));
+            .ready_reasons = Some(Arc::new(ObjectsByReason {
+            registrations,
+            customers,
+        }));
     }
 
     /// The current metrics in the Prometheus text format.
@@ -258,22 +261,19 @@ struct ScrapeCollector {
     sources: Arc<Mutex<Sources>>,
 }
 
-/// The Ready reason of an object, when written for its current generation.
-fn ready_reason(conditions: Option<&[Condition]>, generation: Option<i64>) -> String {
-    conditions
-        .and_then(|c| conditions::find(c, READY))
-        .filter(|c| c.observed_generation == generation)
-        .map_or_else(|| NO_DECISION.to_string(), |c| c.reason.clone())
-}
-
-/// Counts by reason, with every reason in `known` present (zero when unused).
-fn count_reasons(known: &[Reason], reasons: impl Iterator<Item = String>) -> BTreeMap<String, i64> {
+/// Counts by reason, with every reason in `known` present (zero when unused) and undecided
+/// objects counted as [`NO_DECISION`].
+fn count_reasons(
+    known: &[Reason],
+    reasons: impl IntoIterator<Item = Option<String>>,
+) -> BTreeMap<String, i64> {
     let mut counts: BTreeMap<String, i64> = known
         .iter()
         .map(|r| (r.as_str().to_string(), 0))
         .chain(std::iter::once((NO_DECISION.to_string(), 0)))
         .collect();
     for reason in reasons {
+        let reason = reason.unwrap_or_else(|| NO_DECISION.to_string());
         *counts.entry(reason).or_insert(0) += 1;
     }
     counts
@@ -318,35 +318,19 @@ fn encode_gauge(
 
 impl Collector for ScrapeCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
-        let (resolver, stores) = {
+        let (resolver, ready_reasons) = {
             let sources = self.sources.lock().unwrap_or_else(PoisonError::into_inner);
-            (sources.resolver.clone(), sources.stores.clone())
+            (sources.resolver.clone(), sources.ready_reasons.clone())
         };
-        if let Some((registrations, customers)) = stores {
-            let counts = count_reasons(
-                &CUSTOMER_REASONS,
-                customers.all().iter().map(|c| {
-                    ready_reason(
-                        c.status.as_ref().map(|s| s.conditions.as_slice()),
-                        c.metadata.generation,
-                    )
-                }),
-            );
+        if let Some(by_reason) = ready_reasons {
+            let counts = count_reasons(&CUSTOMER_REASONS, (by_reason.customers)());
             encode_by_reason(
                 &mut encoder,
                 "azs_csp_customer_subscriptions",
                 "CustomerSubscriptions in the watched namespaces by Ready reason (Pending: not yet decided for the current generation).",
                 &counts,
             )?;
-            let counts = count_reasons(
-                &REGISTRATION_REASONS,
-                registrations.all().iter().map(|r| {
-                    ready_reason(
-                        r.status.as_ref().map(|s| s.conditions.as_slice()),
-                        r.metadata.generation,
-                    )
-                }),
-            );
+            let counts = count_reasons(&REGISTRATION_REASONS, (by_reason.registrations)());
             encode_by_reason(
                 &mut encoder,
                 "azs_csp_registrations",
@@ -578,12 +562,34 @@ mod tests {
     }
 
     #[test]
+    fn objects_by_reason_are_read_at_scrape_time() {
+        let metrics = Metrics::new();
+        metrics.set_ready_reasons(
+            Box::new(|| vec![Some("Registered".to_string())]),
+            Box::new(|| vec![None, Some("Attached".to_string()), None]),
+        );
+        let text = metrics.encode().unwrap();
+        for (series, want) in [
+            (r#"azs_csp_registrations{reason="Registered"}"#, 1.0),
+            (r#"azs_csp_registrations{reason="Pending"}"#, 0.0),
+            (r#"azs_csp_customer_subscriptions{reason="Attached"}"#, 1.0),
+            (r#"azs_csp_customer_subscriptions{reason="Pending"}"#, 2.0),
+        ] {
+            assert_eq!(sample(&text, series), Some(want), "{series}\n{text}");
+        }
+    }
+
+    #[test]
     fn reasons_are_counted_with_every_known_reason_present() {
         let counts = count_reasons(
             &CUSTOMER_REASONS,
-            ["Attached", "Attached", "Pending", "SomethingNew"]
-                .into_iter()
-                .map(String::from),
+            [
+                Some("Attached"),
+                Some("Attached"),
+                None,
+                Some("SomethingNew"),
+            ]
+            .map(|reason| reason.map(String::from)),
         );
         assert_eq!(counts["Attached"], 2);
         assert_eq!(counts["Pending"], 1);

@@ -107,7 +107,7 @@ impl TestNamespace {
             + Debug,
     {
         let obj: K =
-            serde_yaml::from_str(yaml).unwrap_or_else(|e| panic!("bad test YAML: {e}\n{yaml}"));
+            serde_saphyr::from_str(yaml).unwrap_or_else(|e| panic!("bad test YAML: {e}\n{yaml}"));
         self.api::<K>()
             .create(&PostParams::default(), &obj)
             .await

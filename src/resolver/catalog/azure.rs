@@ -208,8 +208,8 @@ pub(super) fn validate_service_principals(
 
 #[cfg(test)]
 mod tests {
-    use super::super::{Catalog, CatalogError};
     use crate::api::BillingModel;
+    use crate::resolver::{Catalog, CatalogError};
 
     const SUB: &str = "6d3c4b9e-1f3a-4c6e-9b7a-2d1e0f9a8b7c";
     const CLOUD: &str = "5f1c2d3e-4b5a-4c6d-8e7f-9a0b1c2d3e4f";

@@ -25,7 +25,7 @@ use crate::{
 };
 
 #[derive(thiserror::Error, Debug)]
-pub enum RunError {
+pub enum OperatorError {
     #[error("the catalog resolver needs --catalog-file or --catalog-configmap")]
     NoCatalogSource,
     #[error("the http resolver needs --resolver-url")]
@@ -96,7 +96,7 @@ fn shutdown_signal() -> BoxFuture<'static, ()> {
 async fn build_resolver(
     args: &RunArgs,
     client: &Client,
-) -> Result<Arc<dyn MetadataResolver>, RunError> {
+) -> Result<Arc<dyn MetadataResolver>, OperatorError> {
     match args.resolver {
         ResolverKind::Catalog => {
             if let Some(path) = &args.catalog_file {
@@ -116,14 +116,14 @@ async fn build_resolver(
                 info!(%configmap, "catalog loaded from ConfigMap");
                 Ok(resolver)
             } else {
-                Err(RunError::NoCatalogSource)
+                Err(OperatorError::NoCatalogSource)
             }
         }
         ResolverKind::Http => {
             let url = args
                 .resolver_url
                 .as_deref()
-                .ok_or(RunError::NoResolverUrl)?;
+                .ok_or(OperatorError::NoResolverUrl)?;
             let mut options = HttpResolverOptions::new(url)?;
             options.timeout = args.resolver_timeout;
             options.cache_ttl = args.cache_ttl;
@@ -137,7 +137,7 @@ async fn build_resolver(
 /// How long a standby stays ready after it last reached the Lease.
 const STANDBY_READY_FOR: Duration = Duration::from_secs(30);
 
-pub async fn run(args: RunArgs) -> Result<(), RunError> {
+pub async fn serve(args: RunArgs) -> Result<(), OperatorError> {
     let shutdown = shutdown_signal().shared();
     let metrics = Arc::new(Metrics::new());
     let health = Health::new(args.leader_election, STANDBY_READY_FOR);
@@ -151,7 +151,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         });
     }
 
-    let client = Client::try_default().await.map_err(RunError::Client)?;
+    let client = Client::try_default().await.map_err(OperatorError::Client)?;
     controller::ensure_crds_installed(&client, &args.watch_namespaces).await?;
     let resolver = tokio::select! {
         resolver = build_resolver(&args, &client) => resolver?,
@@ -233,7 +233,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
                 identity = %lease.identity,
                 "lost the leader election Lease; exiting so that Kubernetes restarts this replica as a standby"
             );
-            Err(RunError::LeadershipLost(lost))
+            Err(OperatorError::LeadershipLost(lost))
         }
     }
 }
