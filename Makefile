@@ -41,9 +41,10 @@ test: ## Unit tests + integration tests against a real kube-apiserver (starts/st
 	$(HACK)/test.sh
 
 .PHONY: lint
-lint: ## cargo fmt --check and clippy with warnings denied
+lint: ## cargo fmt --check, clippy with warnings denied, shellcheck on hack/
 	cargo fmt --all -- --check
-	cargo clippy --locked --all-targets -- -D warnings
+	cargo clippy --locked --workspace --all-targets -- -D warnings
+	shellcheck -x $(HACK)/*.sh $(HACK)/helm $(HACK)/kubectl
 
 .PHONY: crds
 crds: ## Regenerate crds/ (and the chart's copy) from the Rust types

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # make bench [N=10000]: the operator at scale on the local control plane; see
 # docs/benchmarks.md. Builds the release operator, starts the local cluster when none runs
-# (and stops it afterwards, only if it started it), then runs benches/scale.rs, which creates
+# (and stops it afterwards, only if it started it), then runs benches/scale/, which creates
 # and deletes its own namespaces and starts and stops its own operator process.
-# More knobs: AZS_BENCH_* variables, listed in benches/scale.rs (Settings::from_env).
+# More knobs: AZS_BENCH_* variables, listed in benches/scale/settings.rs (Settings::from_env).
 set -euo pipefail
 # shellcheck source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -31,5 +31,5 @@ cargo build --locked --release --bin azs-csp-operator
 log "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo), kernel $(uname -r), load average $(cut -d' ' -f1-3 /proc/loadavg)"
 AZS_BENCH_N="$N" \
   AZS_BENCH_KUBECONFIG="$CLUSTER_DIR/kubeconfig" \
-  AZS_BENCH_OPERATOR="$REPO_ROOT/target/release/azs-csp-operator" \
+  AZS_BENCH_OPERATOR="${CARGO_TARGET_DIR:-$REPO_ROOT/target}/release/azs-csp-operator" \
   cargo bench --locked --bench scale

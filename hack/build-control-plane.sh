@@ -34,7 +34,7 @@ build_kubernetes() {
   mkdir -p "$mod"
   go mod download -json "k8s.io/kubernetes@$KUBERNETES_VERSION" >"$work/k8s.json"
   local gomod
-  gomod="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["GoMod"])' "$work/k8s.json")"
+  gomod="$(jq -r .GoMod "$work/k8s.json")"
   {
     echo "module azs-csp-operator.local/controlplane"
     echo
@@ -69,8 +69,7 @@ build_pause() {
   [ -x "$BIN_DIR/pause" ] && return 0
   command -v gcc >/dev/null || die "gcc is required to build the pause binary of the local node"
   local src
-  src="$(go mod download -json "k8s.io/kubernetes@$KUBERNETES_VERSION" |
-    python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')/build/pause/linux/pause.c"
+  src="$(go mod download -json "k8s.io/kubernetes@$KUBERNETES_VERSION" | jq -r .Dir)/build/pause/linux/pause.c"
   log "building pause from $src"
   gcc -Os -Wall -Werror -static -DVERSION="$KUBERNETES_VERSION" -o "$work/pause" "$src"
   strip "$work/pause"

@@ -21,24 +21,31 @@ helm="$BIN_DIR/helm"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
-# name|helm --set arguments (comma-separated, as helm takes them). @NS1@ and @NS2@ stand for
-# two watched namespaces: partner-a/partner-b for the linters, and namespaces that exist in
-# every cluster for the server-side dry-run (which needs them, and stores nothing).
-variants=(
-  "default|"
-  "namespaced-ha|replicaCount=2,watchNamespaces={@NS1@,@NS2@}"
-  "existing-catalog|catalog.existingConfigMap.name=my-catalog,catalog.existingConfigMap.namespace=@NS2@,crds.install=false"
-  "http|resolver.type=http,http.url=https://metadata.example.com/api,http.tokenSecret.name=resolver-token,http.caConfigMap.name=resolver-ca"
-  "http-ca-secret|resolver.type=http,http.url=https://metadata.example.com/api,http.caSecret.name=resolver-ca,image.digest=sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
-  "monitoring|metrics.serviceMonitor.enabled=true,metrics.serviceMonitor.labels.release=prometheus"
-)
+# The value sets: hack/chart-variants.txt (tests/chart.rs reads it too). Each line: a name,
+# then --set arguments; @NS1@ and @NS2@ stand for the two watched namespaces.
+names=()
+declare -A sets_of
+while read -r name sets; do
+  case "$name" in '' | '#'*) continue ;; esac
+  names+=("$name")
+  sets_of[$name]="$sets"
+done <"$HACK_DIR/chart-variants.txt"
 
-render() { # render NAME NAMESPACE SETS OUT [NS1 NS2]
-  local sets=() values="$3"
-  values="${values//@NS1@/${5:-partner-a}}"
-  values="${values//@NS2@/${6:-partner-b}}"
-  [ -n "$values" ] && sets=(--set "$values")
-  "$helm" template "azs-csp-$1" "$chart" --namespace "$2" "${sets[@]}" >"$4"
+render() { # render NAME NAMESPACE OUT [NS1 NS2]: helm template with the variant's values
+  local args=() set words sets="${sets_of[$1]}"
+  sets="${sets//@NS1@/${4:-partner-a}}"
+  sets="${sets//@NS2@/${5:-partner-b}}"
+  read -ra words <<<"$sets"
+  for set in "${words[@]}"; do args+=(--set "$set"); done
+  "$helm" template "azs-csp-$1" "$chart" --namespace "$2" "${args[@]}" >"$3"
+}
+
+lint_args() { # lint_args NAME: the variant's --set arguments for the linters, one per line
+  local set words sets="${sets_of[$1]}"
+  sets="${sets//@NS1@/partner-a}"
+  sets="${sets//@NS2@/partner-b}"
+  read -ra words <<<"$sets"
+  for set in "${words[@]}"; do printf '%s\n' --set "$set"; done
 }
 
 log "1/4 chart CRDs"
@@ -46,12 +53,8 @@ log "1/4 chart CRDs"
 
 log "2/4 helm lint (Helm 3 and Helm 4)"
 helm4="$("$HACK_DIR/tools.sh" path helm4)"
-for v in "${variants[@]}"; do
-  name="${v%%|*}" sets="${v#*|}"
-  sets="${sets//@NS1@/partner-a}"
-  sets="${sets//@NS2@/partner-b}"
-  args=()
-  [ -n "$sets" ] && args=(--set "$sets")
+for name in "${names[@]}"; do
+  mapfile -t args < <(lint_args "$name")
   for h in "$helm" "$helm4"; do
     "$h" lint --strict --namespace azs-csp-system "$chart" "${args[@]}" >"$work/lint.log" 2>&1 ||
       { cat "$work/lint.log" >&2; die "$("$h" version --short) lint failed for values $name"; }
@@ -61,8 +64,8 @@ done
 log "3/4 checkov"
 checkov="$("$HACK_DIR/tools.sh" path checkov)"
 mkdir -p "$work/checkov"
-for v in "${variants[@]}"; do
-  render "${v%%|*}" azs-csp-system "${v#*|}" "$work/checkov/${v%%|*}.yaml"
+for name in "${names[@]}"; do
+  render "$name" azs-csp-system "$work/checkov/$name.yaml"
 done
 "$checkov" --config-file "$chart/.checkov.yaml" -d "$work/checkov" ||
   die "checkov found problems (fix them, or justify a skip in values.yaml and .checkov.yaml)"
@@ -76,8 +79,8 @@ fi
 kubeconform="$("$HACK_DIR/tools.sh" path kubeconform)"
 "$HACK_DIR/chart-schemas.sh" "$work/schemas"
 mkdir -p "$work/cluster"
-for v in "${variants[@]}"; do
-  render "${v%%|*}" default "${v#*|}" "$work/cluster/${v%%|*}.yaml" default kube-public
+for name in "${names[@]}"; do
+  render "$name" default "$work/cluster/$name.yaml" default kube-public
 done
 "$kubeconform" -strict -summary -skip ServiceMonitor \
   -schema-location "$work/schemas/{{ .Group }}/{{ .ResourceAPIVersion }}/{{ .ResourceKind }}.json" \

@@ -20,8 +20,9 @@ case "${1:-}" in
   "")
     mkdir -p "$dst"
     rm -f "$dst"/*.yaml
-    cp "$src"/*.yaml "$dst"/
-    log "copied $(ls "$src"/*.yaml | wc -l) CRDs into $dst"
+    crds=("$src"/*.yaml)
+    cp "${crds[@]}" "$dst"/
+    log "copied ${#crds[@]} CRDs into $dst"
     ;;
   *) die "usage: $0 [--check]" ;;
 esac

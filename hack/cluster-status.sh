@@ -36,7 +36,7 @@ check kube-controller-manager "https://127.0.0.1:$KCM_PORT" kcm_ok
 echo "kubeconfig: $CLUSTER_KUBECONFIG"
 echo "logs:       $LOG_DIR"
 if [ "$healthy" -eq 0 ]; then
-  version="$(api_curl /version | python3 -c 'import json,sys; print(json.load(sys.stdin)["gitVersion"])' 2>/dev/null)" || version="unknown"
+  version="$(api_curl /version | jq -r .gitVersion 2>/dev/null)" || version="unknown"
   echo "server:     $version"
   echo "cluster: running"
 else

@@ -43,20 +43,15 @@ if ! namespaces_json="$(k get namespaces -l "$LABEL" -o json)"; then
   warn "cannot list the test namespaces; not sweeping"
   exit 0
 fi
-to_sweep="$(STALE_AFTER="$STALE_AFTER" python3 -c '
-import datetime, json, os, sys
-stale_after = int(os.environ["STALE_AFTER"])
-now = datetime.datetime.now(datetime.timezone.utc)
-for ns in json.load(sys.stdin)["items"]:
-    meta = ns["metadata"]
-    if meta.get("labels", {}).get("azs-csp-operator.test") != "true":
-        continue  # belt and braces: the list call already selected on the label
-    if meta.get("deletionTimestamp"):
-        print("terminating", meta["name"])
-        continue
-    created = datetime.datetime.fromisoformat(meta["creationTimestamp"].replace("Z", "+00:00"))
-    if (now - created).total_seconds() > stale_after:
-        print("stale", meta["name"])
+# The label test is belt and braces: the list call already selected on it.
+# shellcheck disable=SC2016 # a jq program, not a shell expansion
+to_sweep="$(jq -r --argjson stale_after "$STALE_AFTER" '
+  now as $now
+  | .items[].metadata
+  | select(.labels["azs-csp-operator.test"] == "true")
+  | if .deletionTimestamp then "terminating \(.name)"
+    elif ($now - (.creationTimestamp | fromdateiso8601)) > $stale_after then "stale \(.name)"
+    else empty end
 ' <<<"$namespaces_json")" || {
   warn "cannot parse the namespace list; not sweeping"
   exit 0
@@ -92,13 +87,13 @@ for ns in "${!sweep_ns[@]}"; do
   if ! registrations_json="$(k get registrations.csp.azurestack.io -n "$ns" -o json 2>/dev/null)"; then
     continue
   fi
-  remove+="$(FINALIZER="$FINALIZER" python3 -c '
-import json, os, sys
-for r in json.load(sys.stdin)["items"]:
-    finalizers = r["metadata"].get("finalizers") or []
-    if os.environ["FINALIZER"] in finalizers:
-        print(r["metadata"]["namespace"], r["metadata"]["name"], finalizers.index(os.environ["FINALIZER"]))
-' <<<"$registrations_json")"$'\n' || warn "cannot parse the Registrations of $ns"
+  # shellcheck disable=SC2016 # a jq program, not a shell expansion
+  remove+="$(jq -r --arg finalizer "$FINALIZER" '
+    .items[].metadata
+    | ((.finalizers // []) | index($finalizer)) as $index
+    | select($index != null)
+    | "\(.namespace) \(.name) \($index)"
+  ' <<<"$registrations_json")"$'\n' || warn "cannot parse the Registrations of $ns"
 done
 
 while read -r ns name index; do

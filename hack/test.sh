@@ -26,10 +26,11 @@ else
   fi
   kubectl_cmd=("$HACK_DIR/kubectl")
 fi
-log "API server: $("${kubectl_cmd[@]}" version -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)["serverVersion"]["gitVersion"])')"
+log "API server: $("${kubectl_cmd[@]}" get --raw /version | jq -r .gitVersion)"
 # Leftovers of killed runs: test namespaces stuck Terminating on the Registration finalizer,
 # and hour-old ones never deleted. Prints one line when it swept something; never fails.
 "$HACK_DIR/sweep-test-namespaces.sh" "${kubectl_cmd[@]}" || log "sweeping leftover test namespaces failed; continuing"
 
-# No doc tests: the crate has none, and their empty summary must not be the closing line.
-cargo test --locked --lib --bins --tests "$@" 2>&1
+# No doc tests: the crates have none, and their empty summary must not be the closing line.
+# --workspace: the test kit (testkit/) has unit tests of its own.
+cargo test --locked --workspace --lib --bins --tests "$@" 2>&1

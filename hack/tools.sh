@@ -37,7 +37,7 @@ install_kubeconform() {
   mkdir -p "$KUBECONFORM_DIR"
   GOBIN="$KUBECONFORM_DIR/bin.tmp" CGO_ENABLED=0 GOFLAGS=-mod=mod \
     go install -ldflags "-s -w" "github.com/yannh/kubeconform/cmd/kubeconform@$KUBECONFORM_VERSION" >&2
-  rm -rf "$KUBECONFORM_DIR/bin"
+  rm -rf "${KUBECONFORM_DIR:?}/bin"
   mv "$KUBECONFORM_DIR/bin.tmp" "$KUBECONFORM_DIR/bin"
 }
 

@@ -5,7 +5,7 @@ use kube::{Api, Client, ResourceExt, api::ListParams};
 use crate::{
     api::{CustomerSubscription, Registration},
     controller::Error,
-    guid,
+    guid::Guid,
     policy::Reason,
 };
 
@@ -39,11 +39,12 @@ pub fn verify(
             message: format!("Registration {namespace}/{registration_name} does not exist."),
         });
     }
-    let wanted = guid::normalize(subscription_id).unwrap_or_else(|| subscription_id.to_string());
+    let wanted = Guid::parse(subscription_id)
+        .map_or_else(|| subscription_id.to_string(), |id| id.to_string());
     customers
         .iter()
         .filter(|c| c.spec.registration_ref.name == registration_name)
-        .filter(|c| guid::eq(&c.spec.subscription_id, &wanted))
+        .filter(|c| c.spec.subscription_id.eq_ignore_ascii_case(&wanted))
         .find(|c| crate::controller::is_attached(c))
         .map(|c| Mapping {
             customer_subscription: c.name_any(),

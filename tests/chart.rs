@@ -45,13 +45,15 @@ fn tool(env: &str, name: &str) -> PathBuf {
 
 fn helm() -> Command {
     let mut command = Command::new(tool("HELM", "helm"));
-    command.env("KUBECONFIG", common::kubeconfig_path());
+    command.env("KUBECONFIG", azs_csp_testkit::cluster::kubeconfig_path());
     command
 }
 
 fn kubectl() -> Command {
     let mut command = Command::new(tool("KUBECTL", "kubectl"));
-    command.arg("--kubeconfig").arg(common::kubeconfig_path());
+    command
+        .arg("--kubeconfig")
+        .arg(azs_csp_testkit::cluster::kubeconfig_path());
     command
 }
 
@@ -88,61 +90,25 @@ fn linter(name: &str) -> PathBuf {
 
 /// A set of values the chart is checked with: name, `--set` arguments.
 struct Variant {
-    name: &'static str,
+    name: String,
     sets: Vec<String>,
 }
 
-/// The value sets every static check covers. `ns1`, `ns2`: the watched namespaces.
+/// The value sets every static check covers (hack/chart-variants.txt). `ns1`, `ns2`: the
+/// watched namespaces.
 fn variants(ns1: &str, ns2: &str) -> Vec<Variant> {
-    let v = |name, sets: &[&str]| Variant {
-        name,
-        sets: sets.iter().map(|s| s.to_string()).collect(),
-    };
-    vec![
-        v("default", &[]),
-        Variant {
-            name: "namespaced-ha",
-            sets: vec![
-                "replicaCount=2".into(),
-                format!("watchNamespaces={{{ns1},{ns2}}}"),
-            ],
-        },
-        Variant {
-            name: "existing-catalog",
-            sets: vec![
-                "catalog.existingConfigMap.name=my-catalog".into(),
-                format!("catalog.existingConfigMap.namespace={ns2}"),
-                "crds.install=false".into(),
-            ],
-        },
-        v(
-            "http",
-            &[
-                "resolver.type=http",
-                "http.url=https://metadata.example.com/api",
-                "http.tokenSecret.name=resolver-token",
-                "http.caConfigMap.name=resolver-ca",
-                "http.timeout=2s",
-                "http.cacheTTL=1m",
-            ],
-        ),
-        v(
-            "http-ca-secret",
-            &[
-                "resolver.type=http",
-                "http.url=https://metadata.example.com/api",
-                "http.caSecret.name=resolver-ca",
-                "image.digest=sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
-            ],
-        ),
-        v(
-            "monitoring",
-            &[
-                "metrics.serviceMonitor.enabled=true",
-                "metrics.serviceMonitor.labels.release=prometheus",
-            ],
-        ),
-    ]
+    include_str!("../hack/chart-variants.txt")
+        .lines()
+        .filter(|line| !line.trim().is_empty() && !line.starts_with('#'))
+        .map(|line| {
+            let mut words = line.split_whitespace();
+            let name = words.next().unwrap_or_default().to_string();
+            let sets = words
+                .map(|set| set.replace("@NS1@", ns1).replace("@NS2@", ns2))
+                .collect();
+            Variant { name, sets }
+        })
+        .collect()
 }
 
 fn set_args(sets: &[String]) -> Vec<String> {
@@ -167,19 +133,9 @@ fn template(namespace: &str, sets: &[String]) -> String {
     try_template(namespace, sets).unwrap_or_else(|e| panic!("helm template {sets:?} failed: {e}"))
 }
 
-/// The YAML documents of a multi-document stream, as JSON values (empty ones dropped).
-fn documents(yaml: &str) -> Vec<Value> {
-    let mut options = serde_saphyr::Options::default();
-    // YAML 1.2, as the API server reads manifests: `yes` and `on` are text.
-    options.strict_booleans = true;
-    let documents: Vec<Value> =
-        serde_saphyr::from_multiple_with_options(yaml, options).expect("helm renders valid YAML");
-    documents.into_iter().filter(|v| !v.is_null()).collect()
-}
-
 fn render(namespace: &str, sets: &[&str]) -> Vec<Value> {
     let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
-    documents(&template(namespace, &sets))
+    azs_csp_testkit::cluster::yaml_documents(&template(namespace, &sets))
 }
 
 fn of_kind<'a>(docs: &'a [Value], kind: &str) -> Vec<&'a Value> {
@@ -244,7 +200,9 @@ fn the_chart_crds_are_the_repository_crds_and_are_kept_on_uninstall() {
     let rendered = of_kind(&docs, "CustomResourceDefinition");
     assert_eq!(rendered.len(), files.len(), "one rendered CRD per file");
     for file in &files {
-        let source = documents(&std::fs::read_to_string(repo.join(file)).unwrap());
+        let source = azs_csp_testkit::cluster::yaml_documents(
+            &std::fs::read_to_string(repo.join(file)).unwrap(),
+        );
         assert_eq!(source.len(), 1, "{file}: one CRD per file");
         let source = &source[0];
         let name = source["metadata"]["name"].as_str().unwrap();
@@ -402,7 +360,7 @@ fn the_flags_follow_the_values() {
 
     // The catalog from a file, as `--set-file` passes it.
     let example = common::repo_root().join("examples/catalog.yaml");
-    let rendered = documents(&run(helm()
+    let rendered = azs_csp_testkit::cluster::yaml_documents(&run(helm()
         .args(["template", RELEASE])
         .arg(chart_dir())
         .args(["--namespace", NS, "--set-file"])
@@ -611,7 +569,7 @@ fn rbac_grants_exactly_what_the_operator_uses() {
 
     // No wildcard, no Secrets, no CRDs, no delete anywhere, whatever the values.
     for variant in variants("partner-a", "partner-b") {
-        let docs = documents(&template(NS, &variant.sets));
+        let docs = azs_csp_testkit::cluster::yaml_documents(&template(NS, &variant.sets));
         for role in of_kind(&docs, "Role")
             .into_iter()
             .chain(of_kind(&docs, "ClusterRole"))
@@ -656,8 +614,8 @@ fn helm_4_lints_and_renders_the_chart_as_helm_3_does() {
             .args(["--namespace", NS])
             .args(set_args(&variant.sets)));
         assert_eq!(
-            documents(&rendered),
-            documents(&template(NS, &variant.sets)),
+            azs_csp_testkit::cluster::yaml_documents(&rendered),
+            azs_csp_testkit::cluster::yaml_documents(&template(NS, &variant.sets)),
             "Helm 4 renders the {} values differently",
             variant.name
         );
@@ -754,7 +712,7 @@ async fn the_api_server_and_kubeconform_accept_every_rendered_variant() {
     let kubectl_command = format!(
         "{} --kubeconfig {}",
         tool("KUBECTL", "kubectl").display(),
-        common::kubeconfig_path().display()
+        azs_csp_testkit::cluster::kubeconfig_path().display()
     );
     run(
         Command::new(common::repo_root().join("hack/chart-schemas.sh"))
@@ -786,7 +744,8 @@ async fn the_api_server_and_kubeconform_accept_every_rendered_variant() {
 
     // The API server's own validation (schemas, CEL, RBAC escalation checks), storing nothing.
     for variant in variants(&watched_a.name, &watched_b.name) {
-        let docs = documents(&template(&release.name, &variant.sets));
+        let docs =
+            azs_csp_testkit::cluster::yaml_documents(&template(&release.name, &variant.sets));
         let items: Vec<&Value> = docs
             .iter()
             .filter(|d| d["kind"] != "ServiceMonitor")
@@ -858,7 +817,7 @@ async fn the_pod_is_admitted_where_the_restricted_pod_security_standard_is_enfor
         false,
     ));
     for (name, sets, admitted) in cases {
-        let docs = documents(&template(&ns.name, &sets));
+        let docs = azs_csp_testkit::cluster::yaml_documents(&template(&ns.name, &sets));
         let template = &one(&docs, "Deployment", RELEASE)["spec"]["template"];
         let pod: Pod = serde_json::from_value(json!({
             "metadata": {"name": format!("chart-{name}"), "labels": template["metadata"]["labels"]},
@@ -909,7 +868,8 @@ impl Drop for Release {
 /// A kubeconfig for the test cluster that authenticates with `token` alone: the server and CA
 /// of the admin kubeconfig, but not its client certificate (which would take precedence).
 fn token_kubeconfig(token: &str) -> tempfile::NamedTempFile {
-    let admin = Kubeconfig::read_from(common::kubeconfig_path()).expect("kubeconfig");
+    let admin =
+        Kubeconfig::read_from(azs_csp_testkit::cluster::kubeconfig_path()).expect("kubeconfig");
     let context_name = admin.current_context.clone().expect("a current context");
     let context = admin
         .contexts
@@ -949,61 +909,24 @@ impl Drop for ReleaseFinalizers {
             return;
         }
         let namespace = self.namespace.clone();
-        let _ = std::thread::spawn(move || {
-            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
+        azs_csp_testkit::cluster::run_to_completion(move || async move {
+            let api: Api<Registration> =
+                Api::namespaced(azs_csp_testkit::cluster::client().await, &namespace);
+            let Ok(list) = api.list_metadata(&ListParams::default()).await else {
                 return;
             };
-            // A client of this thread's runtime: the test's runtime is blocked in this drop,
-            // so its client (whose background tasks run there) would wait forever.
-            runtime.block_on(async move {
-                let api: Api<Registration> = Api::namespaced(common::client().await, &namespace);
-                let Ok(list) = api.list_metadata(&ListParams::default()).await else {
-                    return;
-                };
-                let patch = json!({"metadata": {"finalizers": null}});
-                for registration in list.items {
-                    let name = registration.metadata.name.unwrap_or_default();
-                    let _ = api
-                        .patch(
-                            &name,
-                            &kube::api::PatchParams::default(),
-                            &kube::api::Patch::Merge(&patch),
-                        )
-                        .await;
-                }
-            });
-        })
-        .join();
-    }
-}
-
-/// The operator's metrics address, from its JSON log line "metrics server listening" (the
-/// chart asks for JSON logs; the tests bind port 0).
-fn metrics_addr(operator: &common::Operator) -> std::net::SocketAddr {
-    let deadline = std::time::Instant::now() + common::TIMEOUT;
-    loop {
-        let logs = operator.logs();
-        let found = logs.lines().find_map(|line| {
-            let entry: Value = serde_json::from_str(line).ok()?;
-            if !entry["message"]
-                .as_str()?
-                .contains("metrics server listening")
-            {
-                return None;
+            let patch = json!({"metadata": {"finalizers": null}});
+            for registration in list.items {
+                let name = registration.metadata.name.unwrap_or_default();
+                let _ = api
+                    .patch(
+                        &name,
+                        &kube::api::PatchParams::default(),
+                        &kube::api::Patch::Merge(&patch),
+                    )
+                    .await;
             }
-            entry["addr"].as_str()?.parse().ok()
         });
-        if let Some(addr) = found {
-            return addr;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no \"metrics server listening\" line in the operator log:\n{logs}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -1125,7 +1048,7 @@ async fn operator_with_the_chart_service_account(namespaced: bool) {
         .and_then(|s| s.token)
         .expect("a token is issued");
     let kubeconfig = token_kubeconfig(&token);
-    let mut operator = common::Operator::start_with_env(
+    let mut operator = common::start_operator_with_env(
         &operator_args,
         &[
             ("KUBECONFIG", kubeconfig.path().to_str().unwrap()),
@@ -1170,7 +1093,7 @@ spec:
 
     // Events are written with the ServiceAccount too.
     let events: Api<Event> = partner.api();
-    let deadline = tokio::time::Instant::now() + common::TIMEOUT;
+    let deadline = tokio::time::Instant::now() + azs_csp_testkit::cluster::TIMEOUT;
     loop {
         let list = events
             .list(&ListParams::default())
@@ -1286,11 +1209,11 @@ spec:
         assert_eq!(holder.as_deref(), Some(POD_NAME));
     }
     // The probes' and the ServiceMonitor's endpoints answer.
-    let addr = metrics_addr(&operator);
+    let addr = operator.metrics_addr();
     for path in ["/healthz", "/readyz", "/metrics"] {
-        let deadline = std::time::Instant::now() + common::TIMEOUT;
+        let deadline = std::time::Instant::now() + azs_csp_testkit::cluster::TIMEOUT;
         loop {
-            match common::http_get(addr, path) {
+            match azs_csp_testkit::process::http_get(addr, path) {
                 Ok((200, _)) => break,
                 other => assert!(
                     std::time::Instant::now() < deadline,
@@ -1307,13 +1230,13 @@ spec:
         .delete("fabrikam", &DeleteParams::default())
         .await
         .expect("delete the CustomerSubscription");
-    common::wait_gone(&partner.api::<CustomerSubscription>(), "fabrikam").await;
+    azs_csp_testkit::cluster::wait_gone(&partner.api::<CustomerSubscription>(), "fabrikam").await;
     partner
         .api::<Registration>()
         .delete("contoso-stack", &DeleteParams::default())
         .await
         .expect("delete the Registration");
-    common::wait_gone(&partner.api::<Registration>(), "contoso-stack").await;
+    azs_csp_testkit::cluster::wait_gone(&partner.api::<Registration>(), "contoso-stack").await;
 
     assert!(
         operator.is_running(),

@@ -34,7 +34,8 @@ data: {answer: "42"}
 
 /// A client that authenticates with `token` only (no client certificate).
 pub async fn token_client(token: &str) -> Client {
-    let kubeconfig = Kubeconfig::read_from(common::kubeconfig_path()).expect("kubeconfig");
+    let kubeconfig =
+        Kubeconfig::read_from(azs_csp_testkit::cluster::kubeconfig_path()).expect("kubeconfig");
     let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await
         .expect("config");

@@ -8,6 +8,8 @@
 //! even without `--test-threads=1`. Never run them alongside other test binaries.
 
 mod common;
+mod fault_kit;
+mod malformed_catalogs;
 
 use std::{
     collections::BTreeMap,
@@ -15,20 +17,23 @@ use std::{
 };
 
 use azs_csp_operator::api::{CustomerSubscription, Registration};
-use common::{
-    Operator, Scenario, TestNamespace, customer_reason,
-    faults::{
-        ApiServer, PARTNER, Population, assert_operator_healthy, create_all, create_untyped, guid,
-        release_registrations, sample_rate, survey, wait_converged,
-    },
-    registration_reason,
+use azs_csp_testkit::{
+    cluster::create_untyped,
     upstream::{Mode, Upstream},
+};
+use common::{
+    Operator, Scenario, TestNamespace, customer_reason, registration_reason, start_operator,
     wait_customer_reason, wait_registration_reason,
+};
+use fault_kit::{
+    ApiServer, PARTNER, Population, assert_operator_healthy, create_all, guid,
+    release_registrations, sample_rate, survey, wait_converged,
 };
 use kube::{
     ResourceExt,
     api::{ListParams, Patch, PatchParams},
 };
+use malformed_catalogs::malformed_catalogs;
 use serde_json::json;
 
 /// Serialises the tests of this binary, whatever `--test-threads` says.
@@ -115,7 +120,7 @@ async fn operator_killed_mid_convergence_converges_after_restart() {
         "--watch-namespace",
         &ns.name,
     ];
-    let mut operator = Operator::start(&args);
+    let mut operator = start_operator(&args);
 
     // Kill it once it has decided some objects but not all.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -163,7 +168,7 @@ async fn operator_killed_mid_convergence_converges_after_restart() {
         }
     }
 
-    let mut operator = Operator::start(&args);
+    let mut operator = start_operator(&args);
     let converged_in = wait_converged(&ns, &population, Duration::from_secs(90)).await;
     eprintln!(
         "all {} objects converged {converged_in:.1?} after the restart ({repointed} with a new generation)",
@@ -200,19 +205,7 @@ impl HttpScenario {
         upstream.set_approval(REGISTRATION_SUB, "azurestack", "azurestack-1", true);
         let ns = TestNamespace::new(prefix).await;
         common::ensure_crds(&ns.client).await;
-        let url = upstream.url();
-        let operator = Operator::start(&[
-            "--resolver",
-            "http",
-            "--resolver-url",
-            &url,
-            "--resolver-timeout",
-            "500ms",
-            "--cache-ttl",
-            "1s",
-            "--watch-namespace",
-            &ns.name,
-        ]);
+        let operator = common::start_http_operator(&upstream.url(), &ns.name);
         create_all::<Registration>(
             &ns,
             &[json!({
@@ -507,7 +500,7 @@ mod bad_input {
     };
     use serde_json::{Map, Value, json};
 
-    use super::common::faults::case_variant;
+    use super::fault_kit::case_variant;
 
     /// A field as sent: left out, a string, or a number where a string belongs.
     #[derive(Clone, Debug)]
@@ -785,7 +778,9 @@ mod bad_input {
     }
 
     fn is_guid(f: &Field) -> bool {
-        f.str().is_some_and(azs_csp_operator::guid::is_guid)
+        f.str()
+            .and_then(azs_csp_operator::guid::Guid::parse)
+            .is_some()
     }
 
     fn chars_in(s: &str, extra: &str) -> bool {
@@ -1227,195 +1222,6 @@ fn random_specs_are_rejected_at_admission_or_end_with_their_documented_reason() 
     });
     assert_operator_healthy(&mut s.operator);
     runtime.block_on(teardown(s));
-}
-
-/// Catalogs with every kind of malformation, and what the error must say.
-fn malformed_catalogs() -> Vec<(&'static str, Vec<u8>, Vec<&'static str>)> {
-    const A: &str = "e09a4e93-29a7-4eba-a7f2-3b2c1d0e9f8a";
-    const T: &str = "2b7e0c1d-3a4b-4c5d-8e6f-7a8b9c0d1e2f";
-    let entry = |id: &str, extra: &str| {
-        format!(
-            "- id: {id}\n  tenantId: {T}\n  state: Enabled\n  offer: CSP\n  billingPartnerId: \"4412345\"\n{extra}"
-        )
-    };
-    let approval = |sub: &str, rg: &str, name: &str| {
-        format!("- subscriptionId: {sub}\n  resourceGroup: '{rg}'\n  registrationName: '{name}'\n")
-    };
-    let subs = |entries: &str| format!("subscriptions:\n{entries}").into_bytes();
-    let approvals = |entries: &str| {
-        format!("subscriptions: []\nmultitenancyApprovals:\n{entries}").into_bytes()
-    };
-    let every_problem = format!(
-        "subscriptions:\n{}{}{}{}{}{}{}multitenancyApprovals:\n{}{}{}{}",
-        entry("not-a-guid", ""),
-        entry(A, ""),
-        entry(A, "").replace(T, "not-a-tenant"),
-        entry(A, "").replace("Enabled", "Suspended"),
-        entry(A, "").replace("offer: CSP", "offer: ' '"),
-        entry(A, "  resellerPartnerId: ''\n"),
-        entry(&A.to_uppercase(), ""),
-        approval("6d3c4b9e", "azurestack", "x"),
-        approval(A, " ", "x"),
-        approval(A, "azurestack", ""),
-        approval(A, "azurestack", "x") + &approval(&A.to_uppercase(), "AzureStack", "X"),
-    );
-    vec![
-        (
-            "not YAML",
-            b"subscriptions:\n- id: \"unterminated\n  state: Enabled\n".to_vec(),
-            vec![
-                "not a valid catalog document",
-                "unclosed quote at line 2 column 7",
-            ],
-        ),
-        (
-            "a tab where YAML wants spaces",
-            b"subscriptions:\n\t- id: x\n".to_vec(),
-            vec!["not a valid catalog document", "at line 2 column 2"],
-        ),
-        (
-            "not a mapping",
-            b"- a\n- list\n".to_vec(),
-            vec!["not a valid catalog document"],
-        ),
-        (
-            "unknown top-level field",
-            format!("{CATALOG}\nsubscription: []\n").into_bytes(),
-            vec!["unknown field `subscription`"],
-        ),
-        (
-            "misspelt entry field",
-            subs(&entry(A, "").replace("tenantId", "tenantID")),
-            vec!["unknown field `tenantID`"],
-        ),
-        (
-            "missing required field",
-            subs(&entry(A, "").replace("  state: Enabled\n", "")),
-            vec!["missing field `state`"],
-        ),
-        (
-            "wrong type",
-            subs(&entry(A, "").replace("state: Enabled", "state: [Enabled]")),
-            vec!["invalid type"],
-        ),
-        (
-            "id not a GUID",
-            subs(&entry("e09a4e93-29a7-4eba-a7f2", "")),
-            vec!["subscriptions[0].id", "not a GUID"],
-        ),
-        (
-            "tenantId not a GUID",
-            subs(&entry(A, "").replace(T, "'{2b7e0c1d}'")),
-            vec!["subscriptions[0].tenantId", "not a GUID"],
-        ),
-        (
-            "unknown state",
-            subs(&entry(A, "").replace("Enabled", "Suspended")),
-            vec!["subscriptions[0].state", "Suspended"],
-        ),
-        (
-            "empty offer",
-            subs(&entry(A, "").replace("offer: CSP", "offer: ''")),
-            vec!["subscriptions[0].offer"],
-        ),
-        (
-            "empty billingPartnerId",
-            subs(&entry(A, "").replace("\"4412345\"", "''")),
-            vec!["subscriptions[0].billingPartnerId"],
-        ),
-        (
-            "empty resellerPartnerId",
-            subs(&entry(A, "  resellerPartnerId: ''\n")),
-            vec!["subscriptions[0].resellerPartnerId"],
-        ),
-        (
-            "duplicate id in another letter case",
-            subs(&(entry(A, "") + &entry(&A.to_uppercase(), ""))),
-            vec!["subscriptions[1].id", "duplicates subscriptions[0].id"],
-        ),
-        (
-            "approval subscriptionId not a GUID",
-            approvals(&approval("6d3c4b9e", "azurestack", "x")),
-            vec!["multitenancyApprovals[0].subscriptionId"],
-        ),
-        (
-            "approval without resourceGroup",
-            approvals(&approval(A, "", "x")),
-            vec!["multitenancyApprovals[0].resourceGroup"],
-        ),
-        (
-            "approval without registrationName",
-            approvals(&approval(A, "azurestack", " ")),
-            vec!["multitenancyApprovals[0].registrationName"],
-        ),
-        (
-            "duplicate approval in another letter case",
-            approvals(
-                &(approval(A, "azurestack", "x") + &approval(&A.to_uppercase(), "AzureStack", "X")),
-            ),
-            vec!["multitenancyApprovals[1]: duplicates multitenancyApprovals[0]"],
-        ),
-        (
-            "not UTF-8",
-            b"subscriptions:\n- id: \xff\xfe\n".to_vec(),
-            vec!["not UTF-8"],
-        ),
-        (
-            "every validation problem at once",
-            every_problem.into_bytes(),
-            vec![
-                "subscriptions[0].id",
-                "subscriptions[2].tenantId",
-                "subscriptions[3].state",
-                "subscriptions[4].offer",
-                "subscriptions[5].resellerPartnerId",
-                "subscriptions[6].id: \"E09A4E93-29A7-4EBA-A7F2-3B2C1D0E9F8A\" duplicates subscriptions[1].id",
-                "multitenancyApprovals[0].subscriptionId",
-                "multitenancyApprovals[1].resourceGroup",
-                "multitenancyApprovals[2].registrationName",
-                "multitenancyApprovals[4]: duplicates multitenancyApprovals[3]",
-            ],
-        ),
-    ]
-}
-
-fn catalog_check(path: &std::path::Path) -> (Option<i32>, String, String) {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_azs-csp-operator"))
-        .args(["catalog", "check"])
-        .arg(path)
-        .output()
-        .expect("run catalog check");
-    (
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout).to_string(),
-        String::from_utf8_lossy(&output.stderr).to_string(),
-    )
-}
-
-#[test]
-#[ignore = "run by make test-faults"]
-fn catalog_check_rejects_every_malformation_with_a_precise_error() {
-    let dir = tempfile::tempdir().unwrap();
-    let good = dir.path().join("good.yaml");
-    std::fs::write(&good, CATALOG).unwrap();
-    let (code, out, err) = catalog_check(&good);
-    assert_eq!(code, Some(0), "{out}{err}");
-    assert!(out.contains("valid"), "{out}");
-
-    for (what, content, needles) in malformed_catalogs() {
-        let path = dir.path().join("bad.yaml");
-        std::fs::write(&path, &content).unwrap();
-        let (code, out, err) = catalog_check(&path);
-        assert_eq!(code, Some(1), "{what}: {out}{err}");
-        assert!(err.contains("invalid catalog"), "{what}: {err}");
-        for needle in needles {
-            assert!(err.contains(needle), "{what}: {needle:?} not in {err}");
-        }
-        eprintln!("{what}: {}", err.trim());
-    }
-    let (code, _, err) = catalog_check(&dir.path().join("missing.yaml"));
-    assert_eq!(code, Some(1), "{err}");
-    assert!(err.contains("cannot read the catalog file"), "{err}");
 }
 
 /// How many times the operator has refused a catalog so far.

@@ -7,14 +7,19 @@ mod common;
 use std::{collections::BTreeMap, time::Duration};
 
 use azs_csp_operator::api::{CustomerSubscription, Registration};
+use azs_csp_testkit::{
+    cluster::{create_untyped, from_yaml, wait_gone, yaml_documents},
+    upstream::{Mode, Upstream},
+};
 use common::{
-    Operator, Scenario, TestNamespace, customer_reason, upstream::Mode, upstream::Upstream,
-    wait_customer_reason, wait_for, wait_gone, wait_registration_reason,
+    REGISTRATION_SUB, Scenario, TestNamespace, customer_reason, customer_yaml, registration_yaml,
+    start_operator, start_operator_with_env, wait_customer_reason, wait_for,
+    wait_registration_reason,
 };
 use k8s_openapi::api::{core::v1::ConfigMap, events::v1::Event};
 use kube::{
     Api, ResourceExt,
-    api::{ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams},
+    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
 };
 use serde_json::json;
 
@@ -24,7 +29,6 @@ const DUPLICATE_REGISTRATION: &str = include_str!("../examples/duplicate-registr
 const CUSTOMERS: &str = include_str!("../examples/customer-subscriptions.yaml");
 const DUPLICATE_CUSTOMER: &str = include_str!("../examples/duplicate-customer-subscription.yaml");
 
-const REGISTRATION_SUB: &str = "6d3c4b9e-1f3a-4c6e-9b7a-2d1e0f9a8b7c";
 const FABRIKAM_SUB: &str = "e09a4e93-29a7-4eba-a7f2-3b2c1d0e9f8a";
 const FABRIKAM_TENANT: &str = "2b7e0c1d-3a4b-4c5d-8e6f-7a8b9c0d1e2f";
 const APPROVAL: &str = "- subscriptionId: 6d3c4b9e-1f3a-4c6e-9b7a-2d1e0f9a8b7c
@@ -34,12 +38,7 @@ const APPROVAL: &str = "- subscriptionId: 6d3c4b9e-1f3a-4c6e-9b7a-2d1e0f9a8b7c
 
 /// Creates the Registrations and CustomerSubscriptions of an example file in `ns`.
 async fn apply_example(ns: &TestNamespace, yaml: &str) {
-    let documents: Vec<serde_json::Value> =
-        serde_saphyr::from_multiple(yaml).expect("example YAML");
-    for mut value in documents {
-        if value.is_null() {
-            continue;
-        }
+    for mut value in yaml_documents(yaml) {
         value["metadata"]["namespace"] = json!(ns.name);
         match value["kind"].as_str() {
             Some("Registration") => {
@@ -59,28 +58,6 @@ async fn apply_example(ns: &TestNamespace, yaml: &str) {
             _ => {}
         }
     }
-}
-
-fn registration_yaml(name: &str, billing_model: &str) -> String {
-    format!(
-        "metadata: {{name: {name}}}
-spec:
-  subscriptionId: {REGISTRATION_SUB}
-  resourceGroup: azurestack
-  registrationName: azurestack-5f1c2d3e
-  cloudId: 5f1c2d3e-4b5a-4c6d-8e7f-9a0b1c2d3e4f
-  billingModel: {billing_model}
-  agreementNumber: EA-1"
-    )
-}
-
-fn customer_yaml(name: &str, registration: &str, subscription: &str) -> String {
-    format!(
-        "metadata: {{name: {name}}}
-spec:
-  registrationRef: {{name: {registration}}}
-  subscriptionId: {subscription}"
-    )
 }
 
 /// Every outcome the example manifests produce, with the status fields that go with them.
@@ -261,20 +238,6 @@ async fn resource_versions(ns: &TestNamespace) -> BTreeMap<String, String> {
 }
 
 /// Sends `yaml` as it is, without the typed client's own checks, as `kubectl apply` would.
-async fn create_untyped<K>(ns: &TestNamespace, yaml: &str) -> Result<DynamicObject, kube::Error>
-where
-    K: kube::Resource<DynamicType = ()>,
-{
-    let resource = ApiResource::erase::<K>(&());
-    let mut value: serde_json::Value = serde_saphyr::from_str(yaml).unwrap();
-    value["apiVersion"] = json!(resource.api_version);
-    value["kind"] = json!(resource.kind);
-    let obj: DynamicObject = serde_json::from_value(value).unwrap();
-    Api::<DynamicObject>::namespaced_with(ns.client.clone(), &ns.name, &resource)
-        .create(&PostParams::default(), &obj)
-        .await
-}
-
 #[tokio::test]
 async fn admission_rejects_malformed_objects_with_the_field_and_code() {
     let ns = TestNamespace::new("admission").await;
@@ -297,7 +260,7 @@ async fn admission_rejects_malformed_objects_with_the_field_and_code() {
         ),
     ];
     for (yaml, needles) in customer_cases {
-        let error = create_untyped::<CustomerSubscription>(&ns, &yaml)
+        let error = create_untyped::<CustomerSubscription>(&ns, from_yaml(&yaml))
             .await
             .expect_err(&yaml);
         for needle in needles {
@@ -335,7 +298,7 @@ async fn admission_rejects_malformed_objects_with_the_field_and_code() {
         ),
     ];
     for (yaml, needles) in registration_cases {
-        let error = create_untyped::<Registration>(&ns, &yaml)
+        let error = create_untyped::<Registration>(&ns, from_yaml(&yaml))
             .await
             .expect_err(&yaml);
         for needle in needles {
@@ -410,7 +373,7 @@ async fn a_billing_model_flip_re_evaluates_dependents_and_emits_one_event_per_ch
             }
             by_reason
         };
-    let deadline = tokio::time::Instant::now() + common::TIMEOUT;
+    let deadline = tokio::time::Instant::now() + azs_csp_testkit::cluster::TIMEOUT;
     let mut seen = occurrences().await;
     while seen.values().sum::<i32>() < 3 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -466,7 +429,7 @@ async fn revoking_the_approval_in_the_catalog_configmap_re_evaluates_within_seco
         .await
         .unwrap();
     let source = format!("{}/catalog", ns.name);
-    let _operator = Operator::start(&[
+    let _operator = start_operator(&[
         "--catalog-configmap",
         &source,
         "--watch-namespace",
@@ -609,7 +572,7 @@ fn verify(ns: &str, registration: &str, subscription: &str) -> (Option<i32>, Str
             "--subscription-id",
             subscription,
         ])
-        .env("KUBECONFIG", common::kubeconfig_path())
+        .env("KUBECONFIG", azs_csp_testkit::cluster::kubeconfig_path())
         .output()
         .expect("run verify");
     let text = format!(
@@ -675,19 +638,7 @@ async fn http_resolver_failures_are_bad_gateway_and_heal() {
 
     let ns = TestNamespace::new("http").await;
     common::ensure_crds(&ns.client).await;
-    let url = upstream.url();
-    let _operator = Operator::start(&[
-        "--resolver",
-        "http",
-        "--resolver-url",
-        &url,
-        "--resolver-timeout",
-        "500ms",
-        "--cache-ttl",
-        "1s",
-        "--watch-namespace",
-        &ns.name,
-    ]);
+    let _operator = common::start_http_operator(&upstream.url(), &ns.name);
     let _: Registration = ns.create(&registration_yaml("stack", "PayAsYouUse")).await;
     let _: CustomerSubscription = ns
         .create(&customer_yaml("fabrikam", "stack", FABRIKAM_SUB))
@@ -695,7 +646,7 @@ async fn http_resolver_failures_are_bad_gateway_and_heal() {
     wait_customer_reason(&ns, "fabrikam", "Attached").await;
 
     for failure in [Mode::Status(502), Mode::Hang, Mode::Malformed] {
-        upstream.set_mode(failure);
+        upstream.set_mode(failure.clone());
         let failed = wait_customer_reason(&ns, "fabrikam", "MetadataResolverBadGatewayError").await;
         let ready = &failed.status.unwrap().conditions[0];
         assert_eq!(
@@ -778,7 +729,7 @@ async fn the_operator_refuses_to_start_when_the_crds_are_not_served() {
     )
     .unwrap();
     let catalog = common::CatalogFile::new(CATALOG);
-    let operator = Operator::start_with_env(
+    let operator = start_operator_with_env(
         &["--catalog-file", catalog.path_str()],
         &[("KUBECONFIG", kubeconfig.to_str().unwrap())],
     );

@@ -11,9 +11,10 @@ use std::{
 };
 
 use azs_csp_operator::api::{CustomerSubscription, Registration};
+use azs_csp_testkit::{metrics::sample, process::http_get};
 use common::{
-    CatalogFile, Operator, Scenario, TestNamespace, customer_reason, ensure_crds, http_get,
-    wait_customer_reason, wait_registration_reason,
+    CatalogFile, Operator, Scenario, TestNamespace, customer_reason, customer_yaml, ensure_crds,
+    registration_yaml, start_operator_with_env, wait_customer_reason, wait_registration_reason,
 };
 use k8s_openapi::api::{coordination::v1::Lease, events::v1::Event};
 use kube::api::ListParams;
@@ -24,27 +25,6 @@ const LEASE: &str = "azs-csp-operator";
 /// jitter, twice: the read that first sees the last renewal, and the one that finds it expired).
 const LEASE_DURATION: Duration = Duration::from_secs(15);
 const TAKEOVER_SLACK: Duration = Duration::from_millis(2 * 2400);
-
-fn registration_yaml(name: &str) -> String {
-    format!(
-        "metadata: {{name: {name}}}
-spec:
-  subscriptionId: 6d3c4b9e-1f3a-4c6e-9b7a-2d1e0f9a8b7c
-  resourceGroup: azurestack
-  registrationName: azurestack-5f1c2d3e
-  cloudId: 5f1c2d3e-4b5a-4c6d-8e7f-9a0b1c2d3e4f
-  billingModel: PayAsYouUse"
-    )
-}
-
-fn customer_yaml(name: &str, registration: &str, subscription: &str) -> String {
-    format!(
-        "metadata: {{name: {name}}}
-spec:
-  registrationRef: {{name: {registration}}}
-  subscriptionId: {subscription}"
-    )
-}
 
 /// One Registration and five CustomerSubscriptions with four different outcomes.
 const CUSTOMERS: [(&str, &str, &str, &str); 5] = [
@@ -81,7 +61,7 @@ const CUSTOMERS: [(&str, &str, &str, &str); 5] = [
 ];
 
 async fn create_and_settle(ns: &TestNamespace) {
-    ns.create::<Registration>(&registration_yaml("contoso-stack"))
+    ns.create::<Registration>(&registration_yaml("contoso-stack", "PayAsYouUse"))
         .await;
     wait_registration_reason(ns, "contoso-stack", "Registered").await;
     for (name, registration, subscription, _) in CUSTOMERS {
@@ -94,12 +74,6 @@ async fn create_and_settle(ns: &TestNamespace) {
 }
 
 /// The value of the sample `series` (name and labels exactly as printed) in `text`.
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse().ok())
-}
-
 fn value(text: &str, series: &str) -> f64 {
     sample(text, series).unwrap_or_else(|| panic!("no sample {series} in:\n{text}"))
 }
@@ -177,8 +151,8 @@ fn start_replicas(ns: &TestNamespace, catalog: &CatalogFile) -> (Operator, Opera
         &ns.name,
     ];
     (
-        Operator::start_with_env(&args, &[("POD_NAME", "replica-a")]),
-        Operator::start_with_env(&args, &[("POD_NAME", "replica-b")]),
+        start_operator_with_env(&args, &[("POD_NAME", "replica-a")]),
+        start_operator_with_env(&args, &[("POD_NAME", "replica-b")]),
     )
 }
 
@@ -188,11 +162,11 @@ async fn by_role(
     a: Operator,
     b: Operator,
 ) -> (Operator, &'static str, Operator, &'static str) {
-    let lease = wait_holder(ns, common::TIMEOUT, |_| true).await;
+    let lease = wait_holder(ns, azs_csp_testkit::cluster::TIMEOUT, |_| true).await;
     let standby_logged = async |op: &Operator| {
         poll(
             "the standby to see the leader",
-            common::TIMEOUT,
+            azs_csp_testkit::cluster::TIMEOUT,
             async || {
                 op.logs()
                     .contains("standby: another replica leads")
@@ -219,9 +193,11 @@ async fn metrics_count_reconciles_writes_and_reasons_and_the_probes_answer() {
     let s = Scenario::start("rt-metrics", CATALOG).await;
     let addr = s.operator.metrics_addr();
     assert_eq!(status(addr, "/healthz").0, 200);
-    poll("/readyz to answer 200", common::TIMEOUT, async || {
-        (status(addr, "/readyz").0 == 200).then_some(())
-    })
+    poll(
+        "/readyz to answer 200",
+        azs_csp_testkit::cluster::TIMEOUT,
+        async || (status(addr, "/readyz").0 == 200).then_some(()),
+    )
     .await;
 
     create_and_settle(&s.ns).await;
@@ -236,18 +212,22 @@ async fn metrics_count_reconciles_writes_and_reasons_and_the_probes_answer() {
         ("Pending", 0.0),
         ("DuplicateCustomerSubscription", 0.0),
     ];
-    let text = poll("the reason gauge to match", common::TIMEOUT, async || {
-        let text = scrape(addr);
-        expected
-            .iter()
-            .all(|(reason, count)| {
-                sample(
-                    &text,
-                    &format!("azs_csp_customer_subscriptions{{reason=\"{reason}\"}}"),
-                ) == Some(*count)
-            })
-            .then_some(text)
-    })
+    let text = poll(
+        "the reason gauge to match",
+        azs_csp_testkit::cluster::TIMEOUT,
+        async || {
+            let text = scrape(addr);
+            expected
+                .iter()
+                .all(|(reason, count)| {
+                    sample(
+                        &text,
+                        &format!("azs_csp_customer_subscriptions{{reason=\"{reason}\"}}"),
+                    ) == Some(*count)
+                })
+                .then_some(text)
+        },
+    )
     .await;
     assert_eq!(
         value(&text, r#"azs_csp_registrations{reason="Registered"}"#),
@@ -271,10 +251,14 @@ async fn metrics_count_reconciles_writes_and_reasons_and_the_probes_answer() {
     // One Event per first decision: 5 CustomerSubscriptions and the Registration, published
     // in the background.
     let published = r#"azs_csp_events_total{outcome="published"}"#;
-    let text = poll("the Events to be published", common::TIMEOUT, async || {
-        let text = scrape(addr);
-        (sample(&text, published) >= Some(6.0)).then_some(text)
-    })
+    let text = poll(
+        "the Events to be published",
+        azs_csp_testkit::cluster::TIMEOUT,
+        async || {
+            let text = scrape(addr);
+            (sample(&text, published) >= Some(6.0)).then_some(text)
+        },
+    )
     .await;
     assert_eq!(
         value(&text, r#"azs_csp_events_total{outcome="failed"}"#),
@@ -296,7 +280,7 @@ async fn metrics_count_reconciles_writes_and_reasons_and_the_probes_answer() {
     s.catalog.replace("subscriptions: [");
     poll(
         "the rejected catalog to be counted",
-        common::TIMEOUT,
+        azs_csp_testkit::cluster::TIMEOUT,
         async || {
             (sample(&scrape(addr), "azs_csp_catalog_rejected_total") == Some(1.0)).then_some(())
         },
@@ -318,14 +302,18 @@ async fn only_the_leader_writes_and_a_standby_takes_over_when_the_leader_is_kill
     create_and_settle(&ns).await;
 
     // One writer: the standby reconciled and wrote nothing, and is ready (a healthy standby).
-    let leader_metrics = poll("the leader's metrics", common::TIMEOUT, async || {
-        let text = scrape(leader.metrics_addr());
-        (sample(
-            &text,
-            r#"azs_csp_customer_subscriptions{reason="Attached"}"#,
-        ) == Some(2.0))
-        .then_some(text)
-    })
+    let leader_metrics = poll(
+        "the leader's metrics",
+        azs_csp_testkit::cluster::TIMEOUT,
+        async || {
+            let text = scrape(leader.metrics_addr());
+            (sample(
+                &text,
+                r#"azs_csp_customer_subscriptions{reason="Attached"}"#,
+            ) == Some(2.0))
+            .then_some(text)
+        },
+    )
     .await;
     let standby_metrics = scrape(standby.metrics_addr());
     assert_eq!(value(&leader_metrics, "azs_csp_leader"), 1.0);
@@ -425,7 +413,7 @@ async fn sigterm_releases_the_lease_and_the_standby_takes_over_at_once() {
     assert_eq!(code, Some(0), "{logs}");
     assert!(logs.contains("SIGTERM received"), "{logs}");
     assert!(logs.contains("leader election Lease released"), "{logs}");
-    let released = wait_holder(&ns, common::TIMEOUT, |h| h != leader_name).await;
+    let released = wait_holder(&ns, azs_csp_testkit::cluster::TIMEOUT, |h| h != leader_name).await;
     let takeover = terminated.elapsed();
     eprintln!(
         "after SIGTERM: the leader exited 0 in {:.2} s; the standby held the lease after {:.2} s",

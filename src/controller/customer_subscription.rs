@@ -14,7 +14,7 @@ use crate::{
     api::{BillingModel, CustomerSubscription, CustomerSubscriptionStatus},
     conditions::{self, READY},
     domain::{ResolveError, SubscriptionMetadata},
-    guid,
+    guid::Guid,
     policy::{self, CustomerDecision, CustomerFacts, Seniority},
     runtime::metrics::CUSTOMER_SUBSCRIPTION,
 };
@@ -25,8 +25,8 @@ pub const MANAGER: &str = "azs-csp-operator-customersubscription";
 type Lookup = Result<Option<Arc<SubscriptionMetadata>>, ResolveError>;
 
 async fn lookup_subscription(ctx: &Context, id: &str) -> Lookup {
-    match guid::normalize(id) {
-        Some(id) => ctx.resolver.subscription(&id).await,
+    match Guid::parse(id) {
+        Some(id) => ctx.resolver.subscription(&id.to_string()).await,
         None => Ok(None),
     }
 }
@@ -39,7 +39,7 @@ pub(super) async fn evaluate(ctx: &Context, customer: &CustomerSubscription) -> 
         &customer.spec.registration_ref.name,
     ));
     // Lookups only matter once rules 0–2 pass; skipping them otherwise spares the upstream.
-    let needs_lookups = guid::is_guid(&customer.spec.subscription_id)
+    let needs_lookups = Guid::parse(&customer.spec.subscription_id).is_some()
         && registration.as_ref().is_some_and(|r| {
             r.metadata.deletion_timestamp.is_none()
                 && r.spec.billing_model == BillingModel::PayAsYouUse

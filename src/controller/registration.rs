@@ -21,7 +21,7 @@ use super::{
 use crate::{
     api::{Registration, RegistrationStatus},
     conditions::{self, MULTITENANCY_APPROVED, READY},
-    guid,
+    guid::Guid,
     policy::{self, RegistrationDecision, RegistrationFacts},
     runtime::metrics::REGISTRATION,
 };
@@ -145,8 +145,8 @@ async fn reconcile_one(registration: Arc<Registration>, ctx: &Context) -> Result
     let lookup_key = policy::registration_key(&registration);
     let (subscription, approval) = futures::join!(
         async {
-            match guid::normalize(&registration.spec.subscription_id) {
-                Some(id) => ctx.resolver.subscription(&id).await,
+            match Guid::parse(&registration.spec.subscription_id) {
+                Some(id) => ctx.resolver.subscription(&id.to_string()).await,
                 None => Ok(None),
             }
         },

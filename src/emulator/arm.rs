@@ -29,7 +29,6 @@ use crate::{
         CustomerSubscription, CustomerSubscriptionSpec, Registration, RegistrationRef,
         RegistrationSpec,
     },
-    guid,
     policy::{CustomerFacts, Reason, evaluate_customer},
     resolver::{Catalog, CatalogRegistration, RegistrationKey},
 };
@@ -427,7 +426,8 @@ fn handle(
         ) => {
             let registration = find_registration(catalog, subscription, group, name)?;
             let state = lock(emulator);
-            let stored = guid::normalize(customer)
+            let stored = crate::guid::Guid::parse(customer)
+                .map(|g| g.to_string())
                 .and_then(|id| state.customers.get(&registration.key())?.get(&id).cloned())
                 .ok_or_else(|| customer_not_found(registration, customer))?;
             Ok(Json(customer_json(registration, &stored)).into_response())
@@ -459,12 +459,14 @@ fn handle(
             let remaining = admit_write(emulator, &caller, subscription)?;
             let registration = find_registration(catalog, subscription, group, name)?;
             let mut state = lock(emulator);
-            let removed = guid::normalize(customer).and_then(|id| {
-                state
-                    .customers
-                    .get_mut(&registration.key())
-                    .and_then(|customers| customers.remove(&id))
-            });
+            let removed = crate::guid::Guid::parse(customer)
+                .map(|g| g.to_string())
+                .and_then(|id| {
+                    state
+                        .customers
+                        .get_mut(&registration.key())
+                        .and_then(|customers| customers.remove(&id))
+                });
             match removed {
                 Some(_) => Ok(with_remaining(StatusCode::OK.into_response(), remaining)),
                 None => Err(customer_not_found(registration, customer)),
@@ -627,7 +629,7 @@ fn registrations_json(catalog: &Catalog, subscription: &str, group: Option<&str>
     catalog
         .registrations()
         .iter()
-        .filter(|r| guid::eq(&r.subscription_id, subscription))
+        .filter(|r| r.subscription_id.eq_ignore_ascii_case(subscription))
         .filter(|r| group.is_none_or(|g| r.resource_group.eq_ignore_ascii_case(g)))
         .map(registration_json)
         .collect()

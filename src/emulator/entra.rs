@@ -18,10 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::{Shared, new_guid};
-use crate::{
-    guid,
-    resolver::{Catalog, ServicePrincipal},
-};
+use crate::resolver::{Catalog, ServicePrincipal};
 
 /// How long an issued access token is valid.
 const TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
@@ -343,7 +340,7 @@ pub fn authenticate<'c>(
     let principal = catalog
         .service_principals()
         .iter()
-        .find(|p| guid::eq(&p.tenant_id, tenant) && guid::eq(&p.client_id, client_id))
+        .find(|p| p.tenant_id.eq_ignore_ascii_case(tenant) && p.client_id.eq_ignore_ascii_case(client_id))
         .ok_or_else(|| {
             TokenError::invalid_client(
                 700016,

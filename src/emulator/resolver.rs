@@ -10,11 +10,12 @@ use axum::{
 use serde_json::json;
 
 use super::Shared;
-use crate::{guid, resolver::RegistrationKey};
+use crate::resolver::RegistrationKey;
 
 /// `GET /resolver/subscriptions/{subscriptionId}`: the catalog entry, or 404 when unknown.
 pub async fn subscription(State(emulator): State<Shared>, Path(id): Path<String>) -> Response {
-    let known = guid::is_guid(&id)
+    let known = crate::guid::Guid::parse(&id)
+        .is_some()
         .then(|| emulator.catalog.subscription(&id))
         .flatten();
     match known {

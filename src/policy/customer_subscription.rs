@@ -7,7 +7,7 @@ use super::{Reason, lookup_failure_reason, registration::arm_resource_id};
 use crate::{
     api::{BillingModel, CustomerSubscription, Registration},
     domain::{ResolveError, SubscriptionMetadata},
-    guid,
+    guid::Guid,
 };
 
 /// Everything rules 0–7 depend on, gathered by the controller.
@@ -88,7 +88,7 @@ pub fn evaluate_customer(facts: &CustomerFacts<'_>) -> CustomerDecision {
     };
 
     // Rule 0: admission enforces the GUID shape too; this guards objects stored before it did.
-    let Some(subscription_id) = guid::normalize(&spec.subscription_id) else {
+    let Some(subscription_id) = Guid::parse(&spec.subscription_id).map(|id| id.to_string()) else {
         return reject(
             decision,
             Reason::InvalidCustomerSubscriptionId,
@@ -98,9 +98,9 @@ pub fn evaluate_customer(facts: &CustomerFacts<'_>) -> CustomerDecision {
             ),
         );
     };
-    let spec_tenant = match spec.tenant_id.as_deref().map(|t| (t, guid::normalize(t))) {
+    let spec_tenant = match spec.tenant_id.as_deref().map(|t| (t, Guid::parse(t))) {
         None => None,
-        Some((_, Some(tenant))) => Some(tenant),
+        Some((_, Some(tenant))) => Some(tenant.to_string()),
         Some((raw, None)) => {
             return reject(
                 decision,

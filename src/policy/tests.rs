@@ -1870,7 +1870,7 @@ proptest! {
         prop_assert!(d.message.ends_with('.'), "{:?}", d.message);
         if let Some(e) = &d.eligible {
             prop_assert_eq!(&e.subscription_id, &s.customer.spec.subscription_id.to_ascii_lowercase());
-            prop_assert!(crate::guid::is_guid(&e.subscription_id));
+            prop_assert!(crate::guid::Guid::parse(&e.subscription_id).is_some());
             prop_assert_eq!(&e.subscription_id, &e.subscription_id.to_ascii_lowercase());
             if let Some(t) = &e.tenant_id {
                 prop_assert_eq!(t, &t.to_ascii_lowercase());

@@ -19,7 +19,7 @@ use serde::{Deserialize, Deserializer};
 use serde_saphyr::MessageFormatter;
 
 use super::{MetadataChange, RegistrationKey, SubscriptionMetadata, SubscriptionState};
-use crate::guid;
+use crate::guid::Guid;
 
 #[path = "catalog/azure.rs"]
 mod azure;
@@ -250,19 +250,28 @@ impl SubscriptionEntry {
         at: &str,
         problems: &mut Vec<String>,
     ) -> Option<SubscriptionMetadata> {
+        self.validated(at, problems).map(|(_, metadata)| metadata)
+    }
+
+    /// [`Self::validate`], with the subscription's GUID as parsed.
+    fn validated(
+        &self,
+        at: &str,
+        problems: &mut Vec<String>,
+    ) -> Option<(Guid, SubscriptionMetadata)> {
         let before = problems.len();
-        let id = guid::normalize(&self.id);
+        let id = Guid::parse(&self.id);
         if id.is_none() {
             problems.push(format!("{at}.id: {:?} is not a GUID", self.id));
         }
         let tenant_id = match &self.tenant_id {
             None => None,
             Some(tenant) => {
-                let normalized = guid::normalize(tenant);
-                if normalized.is_none() {
+                let parsed = Guid::parse(tenant);
+                if parsed.is_none() {
                     problems.push(format!("{at}.tenantId: {tenant:?} is not a GUID"));
                 }
-                normalized
+                parsed.map(|t| t.to_string())
             }
         };
         let state = STATES.iter().copied().find(|s| s.as_str() == self.state);
@@ -288,42 +297,26 @@ impl SubscriptionEntry {
         if problems.len() > before {
             return None;
         }
-        Some(SubscriptionMetadata {
-            id: id?,
+        let id = id?;
+        let metadata = SubscriptionMetadata {
+            id: id.to_string(),
             tenant_id,
             state: state?,
             offer: self.offer.clone(),
             billing_partner_id: self.billing_partner_id.clone(),
             reseller_partner_id: self.reseller_partner_id.clone(),
-        })
+        };
+        Some((id, metadata))
     }
-}
-
-/// A subscription GUID as a number: the catalog's key, 16 bytes instead of a 36-character
-/// string, and a lookup needs no lower-case copy of the ID. `None` when `s` is not a GUID.
-fn guid_key(s: &str) -> Option<u128> {
-    if !guid::is_guid(s) {
-        return None;
-    }
-    let nibble = |b: u8| match b {
-        b'0'..=b'9' => b - b'0',
-        b'a'..=b'f' => b - b'a' + 10,
-        _ => b - b'A' + 10, // is_guid: an upper-case hex digit
-    };
-    Some(
-        s.bytes()
-            .filter(|b| *b != b'-')
-            .fold(0, |key, b| key << 4 | u128::from(nibble(b))),
-    )
 }
 
 /// The `subscriptions` list, validated entry by entry as it is deserialized, so that the
 /// entries as written are never all held at once.
 #[derive(Default)]
 struct Subscriptions {
-    valid: HashMap<u128, Arc<SubscriptionMetadata>>,
+    valid: HashMap<Guid, Arc<SubscriptionMetadata>>,
     /// Position of each subscription, for "duplicates subscriptions[N].id".
-    first: HashMap<u128, usize>,
+    first: HashMap<Guid, usize>,
     read: usize,
     problems: Vec<String>,
 }
@@ -333,11 +326,7 @@ impl Subscriptions {
         let index = self.read;
         self.read += 1;
         let at = format!("subscriptions[{index}]");
-        let Some(metadata) = entry.validate(&at, &mut self.problems) else {
-            return;
-        };
-        let Some(key) = guid_key(&metadata.id) else {
-            // `validate` accepts GUIDs only.
+        let Some((key, metadata)) = entry.validated(&at, &mut self.problems) else {
             return;
         };
         if let Some(first) = self.first.get(&key) {
@@ -368,7 +357,8 @@ impl Approvals {
         let at = format!("multitenancyApprovals[{index}]");
         let problems = &mut self.problems;
         let before = problems.len();
-        if !guid::is_guid(&entry.subscription_id) {
+        let subscription = Guid::parse(&entry.subscription_id);
+        if subscription.is_none() {
             problems.push(format!(
                 "{at}.subscriptionId: {:?} is not a GUID",
                 entry.subscription_id
@@ -380,11 +370,11 @@ impl Approvals {
         if entry.registration_name.trim().is_empty() {
             problems.push(format!("{at}.registrationName: must not be empty"));
         }
-        if problems.len() > before {
+        let Some(subscription) = subscription.filter(|_| problems.len() == before) else {
             return;
-        }
+        };
         let key = RegistrationKey::new(
-            &entry.subscription_id,
+            &subscription.to_string(),
             &entry.resource_group,
             &entry.registration_name,
         );
@@ -460,8 +450,8 @@ impl<'de> Deserialize<'de> for Approvals {
 /// A validated catalog. GUIDs and registration keys are stored in canonical lower case.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Catalog {
-    /// By [`guid_key`] of the subscription ID.
-    subscriptions: HashMap<u128, Arc<SubscriptionMetadata>>,
+    /// A GUID is 16 bytes, and a lookup needs no lower-case copy of the ID.
+    subscriptions: HashMap<Guid, Arc<SubscriptionMetadata>>,
     approvals: HashSet<RegistrationKey>,
     /// What the emulator's ARM and Entra ID serve (DESIGN.md §10); the operator ignores them.
     registrations: Arc<Vec<CatalogRegistration>>,
@@ -517,7 +507,9 @@ impl Catalog {
 
     /// Metadata of a subscription (GUID in any case), `None` when the catalog does not know it.
     pub fn subscription(&self, subscription_id: &str) -> Option<Arc<SubscriptionMetadata>> {
-        self.subscriptions.get(&guid_key(subscription_id)?).cloned()
+        self.subscriptions
+            .get(&Guid::parse(subscription_id)?)
+            .cloned()
     }
 
     /// Whether the catalog lists this registration as approved for multitenancy.
@@ -733,6 +725,11 @@ multitenancyApprovals:
             summary.to_string(),
             "catalog is valid: 2 subscriptions (1 CSP, 1 Enabled, 1 Deleted), 1 multitenancy approvals"
         );
+    }
+
+    /// The catalog's key of a subscription ID.
+    fn guid_key(s: &str) -> Option<u128> {
+        Guid::parse(s).map(Guid::as_u128)
     }
 
     #[test]

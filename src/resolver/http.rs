@@ -26,7 +26,7 @@ use super::{
     http_tls::{self, TlsConfigError},
     stats::ResolverStats,
 };
-use crate::guid;
+use crate::guid::Guid;
 
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(5 * 60);
@@ -155,7 +155,7 @@ impl MetadataResolver for HttpResolver {
         subscription_id: &str,
     ) -> BoxFuture<'_, Result<Option<Arc<SubscriptionMetadata>>, ResolveError>> {
         // Not a GUID: no such subscription, as in the catalog, and nothing odd in the URL.
-        let Some(id) = guid::normalize(subscription_id) else {
+        let Some(id) = Guid::parse(subscription_id).map(|id| id.to_string()) else {
             return futures::future::ready(Ok(None)).boxed();
         };
         async move {
@@ -175,7 +175,7 @@ impl MetadataResolver for HttpResolver {
         &self,
         key: &RegistrationKey,
     ) -> BoxFuture<'_, Result<bool, ResolveError>> {
-        if !guid::is_guid(&key.subscription_id) {
+        if Guid::parse(&key.subscription_id).is_none() {
             return futures::future::ready(Ok(false)).boxed();
         }
         let key = RegistrationKey::new(

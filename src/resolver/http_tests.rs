@@ -6,21 +6,25 @@ use std::{sync::Arc, time::Duration};
 use super::{
     MetadataResolver, RegistrationKey, ResolveError, SubscriptionState,
     http::{HttpResolver, HttpResolverError, HttpResolverOptions},
-    test_server::TestServer,
 };
+use azs_csp_testkit::upstream::{Mode, Upstream};
 
 const SUB: &str = "e09a4e93-29a7-4eba-a7f2-3b2c1d0e9f8a";
 const OTHER: &str = "6d3c4b9e-1f3a-4c6e-9b7a-2d1e0f9a8b7c";
 const TENANT: &str = "2b7e0c1d-0000-4000-8000-000000000001";
 
-fn options(server: &TestServer) -> HttpResolverOptions {
+fn options(server: &Upstream) -> HttpResolverOptions {
     let mut options = HttpResolverOptions::new(&server.url()).expect("valid url");
     options.timeout = Duration::from_millis(500);
     options
 }
 
-fn resolver(server: &TestServer) -> HttpResolver {
+fn resolver(server: &Upstream) -> HttpResolver {
     HttpResolver::new(options(server)).expect("resolver")
+}
+
+fn subscription_value(id: &str) -> serde_json::Value {
+    serde_json::from_str(&subscription_json(id)).expect("JSON")
 }
 
 fn subscription_json(id: &str) -> String {
@@ -32,22 +36,10 @@ fn subscription_json(id: &str) -> String {
 
 #[tokio::test]
 async fn documented_answers() {
-    let server = TestServer::start().await;
-    server.route(
-        &format!("/subscriptions/{SUB}"),
-        200,
-        &subscription_json(&SUB.to_uppercase()),
-    );
-    server.route(
-        &format!("/registrations/{OTHER}/rg/azurestack-1"),
-        200,
-        r#"{"multitenancyApproved":true}"#,
-    );
-    server.route(
-        &format!("/registrations/{OTHER}/rg/azurestack-2"),
-        200,
-        r#"{"multitenancyApproved":false}"#,
-    );
+    let server = Upstream::start().await;
+    server.add_subscription(SUB, subscription_value(&SUB.to_uppercase()));
+    server.set_approval(OTHER, "rg", "azurestack-1", true);
+    server.set_approval(OTHER, "rg", "azurestack-2", false);
     let resolver = resolver(&server);
 
     let found = resolver
@@ -97,7 +89,7 @@ async fn documented_answers() {
 
 #[tokio::test]
 async fn names_are_percent_encoded_under_the_base_path() {
-    let server = TestServer::start().await;
+    let server = Upstream::start().await;
     let mut options = options(&server);
     options.base_url = format!("{}/api/v1/", server.url()).parse().expect("url");
     let resolver = HttpResolver::new(options).expect("resolver");
@@ -132,7 +124,7 @@ fn check<T: std::fmt::Debug>(got: Result<T, ResolveError>, want: Want, case: &st
 
 #[tokio::test]
 async fn every_other_answer_is_an_error() {
-    let server = TestServer::start().await;
+    let server = Upstream::start().await;
     let key = RegistrationKey::new(OTHER, "rg", "r");
     use Want::*;
     let cases: Vec<(u16, String, Want, Want)> = vec![
@@ -174,7 +166,7 @@ async fn every_other_answer_is_an_error() {
         (200, "x".repeat(100_000), Malformed, Malformed),
     ];
     for (code, body, want_subscription, want_approval) in cases {
-        server.force(Some((code, &body)));
+        server.set_mode(Mode::Answer(code, body.clone()));
         let case = format!("{code} {}", body.chars().take(60).collect::<String>());
         // Successful answers are cached; each case starts from an empty cache.
         let resolver = resolver(&server);
@@ -189,17 +181,13 @@ async fn every_other_answer_is_an_error() {
 
 #[tokio::test]
 async fn timeouts_and_refused_connections_are_errors() {
-    let server = TestServer::start().await;
-    server.route(
-        &format!("/subscriptions/{SUB}"),
-        200,
-        &subscription_json(SUB),
-    );
+    let server = Upstream::start().await;
+    server.add_subscription(SUB, subscription_value(SUB));
     let mut options = options(&server);
     options.timeout = Duration::from_millis(200);
     let resolver = HttpResolver::new(options).expect("resolver");
 
-    server.set_delay(Duration::from_secs(5));
+    server.set_mode(Mode::Delay(Duration::from_secs(5)));
     let error = resolver.subscription(SUB).await.expect_err("hangs");
     assert!(
         matches!(
@@ -212,7 +200,7 @@ async fn timeouts_and_refused_connections_are_errors() {
         "{error}"
     );
 
-    server.set_delay(Duration::ZERO);
+    server.set_mode(Mode::Healthy);
     assert!(
         resolver.subscription(SUB).await.expect("ok").is_some(),
         "errors are not cached"
@@ -235,13 +223,9 @@ async fn timeouts_and_refused_connections_are_errors() {
 
 #[tokio::test]
 async fn concurrent_lookups_of_one_key_make_one_request() {
-    let server = TestServer::start().await;
-    server.route(
-        &format!("/subscriptions/{SUB}"),
-        200,
-        &subscription_json(SUB),
-    );
-    server.set_delay(Duration::from_millis(200));
+    let server = Upstream::start().await;
+    server.add_subscription(SUB, subscription_value(SUB));
+    server.set_mode(Mode::Delay(Duration::from_millis(200)));
     let resolver = resolver(&server);
     let lookups = (0..25).map(|_| resolver.subscription(SUB));
     let answers = futures::future::join_all(lookups).await;
@@ -257,8 +241,8 @@ async fn concurrent_lookups_of_one_key_make_one_request() {
 
 #[tokio::test]
 async fn requests_in_flight_are_bounded() {
-    let server = TestServer::start().await;
-    server.set_delay(Duration::from_millis(100));
+    let server = Upstream::start().await;
+    server.set_mode(Mode::Delay(Duration::from_millis(100)));
     let mut options = options(&server);
     options.max_in_flight = 3;
     let resolver = HttpResolver::new(options).expect("resolver");
@@ -278,12 +262,8 @@ async fn requests_in_flight_are_bounded() {
 
 #[tokio::test]
 async fn answers_are_cached_for_the_ttl() {
-    let server = TestServer::start().await;
-    server.route(
-        &format!("/subscriptions/{SUB}"),
-        200,
-        &subscription_json(SUB),
-    );
+    let server = Upstream::start().await;
+    server.add_subscription(SUB, subscription_value(SUB));
     let mut options = options(&server);
     options.cache_ttl = Duration::from_millis(300);
     let resolver = HttpResolver::new(options).expect("resolver");
@@ -304,7 +284,7 @@ async fn answers_are_cached_for_the_ttl() {
 
 #[tokio::test]
 async fn the_bearer_token_is_sent_and_reread() {
-    let server = TestServer::start().await;
+    let server = Upstream::start().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let token = dir.path().join("token");
     std::fs::write(&token, "first-token\n").expect("write");
@@ -417,12 +397,8 @@ fn private_ca() -> (String, tokio_rustls::TlsAcceptor) {
 #[tokio::test]
 async fn https_with_a_private_ca() {
     let (ca_pem, acceptor) = private_ca();
-    let server = TestServer::start_tls(acceptor).await;
-    server.route(
-        &format!("/subscriptions/{SUB}"),
-        200,
-        &subscription_json(SUB),
-    );
+    let server = Upstream::start_tls(acceptor).await;
+    server.add_subscription(SUB, subscription_value(SUB));
     let dir = tempfile::tempdir().expect("tempdir");
     let ca_file = dir.path().join("ca.pem");
     std::fs::write(&ca_file, ca_pem).expect("write");
@@ -448,23 +424,19 @@ async fn https_with_a_private_ca() {
 
 #[tokio::test]
 async fn answering_again_after_failures_is_announced_once() {
-    let server = TestServer::start().await;
-    server.route(
-        &format!("/subscriptions/{SUB}"),
-        200,
-        &subscription_json(SUB),
-    );
+    let server = Upstream::start().await;
+    server.add_subscription(SUB, subscription_value(SUB));
     let resolver = resolver(&server);
     let mut changes = resolver.changes();
     assert!(resolver.subscription(OTHER).await.is_ok());
     assert!(changes.try_recv().is_err(), "nothing failed: no news");
 
-    server.force(Some((502, "bad gateway")));
+    server.set_mode(Mode::Answer(502, "bad gateway".into()));
     assert!(resolver.subscription(SUB).await.is_err());
     assert!(resolver.subscription(SUB).await.is_err());
     assert!(changes.try_recv().is_err(), "failing is no news either");
 
-    server.force(None);
+    server.set_mode(Mode::Healthy);
     assert!(resolver.subscription(SUB).await.expect("ok").is_some());
     let recovered = changes.try_recv().expect("announced");
     assert!(recovered.upstream_recovered && !recovered.is_empty());

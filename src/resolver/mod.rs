@@ -13,8 +13,6 @@ pub mod watch;
 
 #[cfg(test)]
 mod http_tests;
-#[cfg(test)]
-mod test_server;
 
 pub use cache::TtlCache;
 pub use catalog::{

@@ -440,14 +440,9 @@ impl Collector for ScrapeCollector {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use azs_csp_testkit::metrics::sample;
 
-    /// The value of the sample `series` (name and labels as printed) in `text`.
-    fn sample(text: &str, series: &str) -> Option<f64> {
-        text.lines()
-            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-            .and_then(|v| v.trim().parse().ok())
-    }
+    use super::*;
 
     #[test]
     fn counters_and_histogram_are_encoded() {

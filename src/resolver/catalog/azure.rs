@@ -7,7 +7,7 @@ use std::{collections::HashMap, fmt};
 use serde::Deserialize;
 
 use super::RegistrationKey;
-use crate::{api::BillingModel, guid};
+use crate::api::BillingModel;
 
 /// One `registrations[]` entry as written.
 #[derive(Deserialize, Debug)]
@@ -87,7 +87,7 @@ impl fmt::Debug for ServicePrincipal {
 }
 
 fn guid_field(at: &str, field: &str, value: &str, problems: &mut Vec<String>) -> Option<String> {
-    let normalized = guid::normalize(value);
+    let normalized = crate::guid::Guid::parse(value).map(|g| g.to_string());
     if normalized.is_none() {
         problems.push(format!("{at}.{field}: {value:?} is not a GUID"));
     }

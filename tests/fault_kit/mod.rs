@@ -1,4 +1,4 @@
-//! Fault injection for `tests/faults.rs`: stopping and starting the local API server, a
+//! Fault injection for `tests/faults.rs` (compiled into that binary only): stopping and starting the local API server, a
 //! generated population of objects whose outcomes are known in advance, waiting for all of
 //! them, and cleanup that does not leave namespaces stuck on finalizers.
 
@@ -10,16 +10,15 @@ use std::{
 };
 
 use azs_csp_operator::api::{ConditionStatus, CustomerSubscription, Registration};
-use futures::{StreamExt, TryStreamExt, stream};
 use kube::{
-    Api, Resource, ResourceExt,
-    api::{ApiResource, DynamicObject, ListParams, Patch, PatchParams, PostParams},
+    Resource, ResourceExt,
+    api::{ListParams, Patch, PatchParams},
 };
 use serde_json::{Value, json};
 
-use super::{
-    Operator, TestNamespace, customer_reason, kubeconfig_path, registration_reason, repo_root,
-};
+use azs_csp_testkit::cluster::{self, kubeconfig_path, repo_root};
+
+use crate::common::{Operator, TestNamespace, customer_reason, registration_reason};
 
 // ---- the API server of the local control plane ----
 
@@ -29,7 +28,6 @@ use super::{
 #[derive(Clone)]
 pub struct ApiServer {
     cluster_dir: PathBuf,
-    pub port: u16,
 }
 
 impl ApiServer {
@@ -59,7 +57,7 @@ impl ApiServer {
             kubeconfig_path().display(),
             cluster_dir.display()
         );
-        Self { cluster_dir, port }
+        Self { cluster_dir }
     }
 
     fn script(&self, args: &[&str]) -> Result<(), String> {
@@ -361,39 +359,13 @@ where
         + serde::Serialize
         + std::fmt::Debug,
 {
-    let api = ns.api::<K>();
-    stream::iter(manifests.iter().cloned())
-        .map(|manifest| {
-            let api = api.clone();
-            async move {
-                let obj: K = serde_json::from_value(manifest.clone())
-                    .unwrap_or_else(|e| panic!("bad manifest {manifest}: {e}"));
-                api.create(&PostParams::default(), &obj)
-                    .await
-                    .map_err(|e| format!("cannot create {manifest}: {e}"))
-            }
-        })
-        .buffer_unordered(concurrency)
-        .try_collect::<Vec<_>>()
+    let objects = manifests.iter().map(|manifest| {
+        serde_json::from_value::<K>(manifest.clone())
+            .unwrap_or_else(|e| panic!("bad manifest {manifest}: {e}"))
+    });
+    cluster::create_all(&ns.api::<K>(), objects, concurrency)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-}
-
-/// Sends `value` as it is (as `kubectl apply` would), without the typed client's checks.
-pub async fn create_untyped<K>(
-    ns: &TestNamespace,
-    mut value: Value,
-) -> Result<DynamicObject, kube::Error>
-where
-    K: Resource<DynamicType = ()>,
-{
-    let resource = ApiResource::erase::<K>(&());
-    value["apiVersion"] = json!(resource.api_version);
-    value["kind"] = json!(resource.kind);
-    let obj: DynamicObject = serde_json::from_value(value).expect("a DynamicObject");
-    Api::<DynamicObject>::namespaced_with(ns.client.clone(), &ns.name, &resource)
-        .create(&PostParams::default(), &obj)
-        .await
 }
 
 // ---- surveys of many objects ----

@@ -1,0 +1,28 @@
+//! The test kit of azs-csp-operator: what the unit tests, the integration tests (`tests/`) and
+//! the benchmark (`benches/scale`) share, each piece once.
+//!
+//! - [`upstream`]: the one metadata test server: a fault layer (status codes, canned answers,
+//!   delays, hangs, dropped and refused connections, malformed bodies, flapping) in front of a
+//!   handler; the default handler serves the http-resolver contract of DESIGN.md §4 from a
+//!   catalog and counts the requests by kind and key. Any `axum::Router` can stand behind the
+//!   layer, so the emulator of DESIGN.md §10 takes the handler's place (mounted under
+//!   `/resolver`) without the tests' fault injection changing.
+//! - [`metrics`]: the Prometheus text format, read (the operator's and kube-apiserver's).
+//! - [`cluster`]: a client for the test cluster, CRDs installed and established, namespaces,
+//!   many objects created concurrently, waiting on a condition with a timeout.
+//! - [`process`]: the operator binary as a child process (or, with
+//!   `AZS_CSP_TEST_OPERATOR=external`, an operator someone else started).
+//!
+//! Why a crate of its own and no `testkit` feature of the operator's library: the operator's
+//! unit tests (`src/resolver/http_tests.rs`, `src/runtime/metrics.rs`) use it as a
+//! dev-dependency, so it must not depend on the operator crate, or `cargo test --lib` would
+//! build the library twice with two incompatible copies of its types. It therefore knows
+//! nothing of the operator's types: CRDs, binaries and typed objects are handed in by the
+//! caller; what is typed to the operator (waiting for a Ready reason of a CustomerSubscription,
+//! the YAML of test objects) lives in `tests/common`. The fault-test helpers (API server
+//! restarts, generated populations) are in `tests/faults/`, compiled only into that binary.
+
+pub mod cluster;
+pub mod metrics;
+pub mod process;
+pub mod upstream;

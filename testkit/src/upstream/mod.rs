@@ -1,0 +1,447 @@
+//! The one metadata test server: a fault layer in front of a handler, on 127.0.0.1.
+//!
+//! The layer decides per request from the current [`Mode`] (healthy, a status code, a canned
+//! answer, a malformed body, a delay, a hang, a dropped connection, flapping) and, per
+//! listener, whether connections are refused. Behind it sits an `axum::Router`: by default
+//! [`Catalog::router`], the http-resolver contract of DESIGN.md §4; the emulator of §10 is
+//! another router and takes its place through [`Upstream::serve`]. The layer records every
+//! request it sees (path and `Authorization` header) and how many were in flight at most.
+
+mod catalog;
+
+pub use catalog::{Catalog, CatalogCounts};
+
+use std::{
+    convert::Infallible,
+    net::SocketAddr,
+    sync::{
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use axum::{Router, body::Body, response::IntoResponse};
+use hyper::{Request, Response, StatusCode, body::Incoming, header};
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt;
+
+/// How the layer answers the next requests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// The handler answers.
+    Healthy,
+    /// Every request is answered with this HTTP status (and a JSON error body).
+    Status(u16),
+    /// Every request is answered with exactly this status and body.
+    Answer(u16, String),
+    /// Answers 200 with a body that is not the documented JSON.
+    Malformed,
+    /// The handler answers after this delay (a slow upstream).
+    Delay(Duration),
+    /// Accepts the request and never answers.
+    Hang,
+    /// Reads the request and closes the connection without answering.
+    Drop,
+    /// Flaps: requests alternate between the handler's answer and a 502.
+    Alternate,
+}
+
+/// What the layer saw.
+#[derive(Default)]
+struct Log {
+    requests: AtomicU64,
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
+    /// Requests seen in [`Mode::Alternate`], to alternate on.
+    flaps: AtomicU64,
+    seen: Mutex<Vec<Seen>>,
+}
+
+struct Seen {
+    path: String,
+    authorization: Option<String>,
+}
+
+struct Shared {
+    mode: Mutex<Mode>,
+    log: Log,
+    handler: Router,
+}
+
+/// The server. Connections are accepted until [`Upstream::refuse_connections`] or drop.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    tls: Option<TlsAcceptor>,
+    shared: Arc<Shared>,
+    catalog: Catalog,
+    /// The accept loop; `None` while connections are refused.
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Upstream {
+    /// The §4 contract over plain HTTP, answered from an (initially empty) [`Catalog`].
+    pub async fn start() -> Self {
+        let catalog = Catalog::default();
+        Self::serve(catalog.router(), catalog, None).await
+    }
+
+    /// The §4 contract over HTTPS with this acceptor's certificate.
+    pub async fn start_tls(acceptor: TlsAcceptor) -> Self {
+        let catalog = Catalog::default();
+        Self::serve(catalog.router(), catalog, Some(acceptor)).await
+    }
+
+    /// The §4 contract answered from `catalog` over plain HTTP.
+    pub async fn with_catalog(catalog: Catalog) -> Self {
+        Self::serve(catalog.router(), catalog, None).await
+    }
+
+    /// Any handler behind the fault layer (`catalog` is what [`Upstream::catalog`] returns).
+    pub async fn serve(handler: Router, catalog: Catalog, tls: Option<TlsAcceptor>) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind upstream");
+        let addr = listener.local_addr().expect("upstream addr");
+        let upstream = Self {
+            addr,
+            tls,
+            shared: Arc::new(Shared {
+                mode: Mutex::new(Mode::Healthy),
+                log: Log::default(),
+                handler,
+            }),
+            catalog,
+            task: Mutex::new(None),
+        };
+        upstream.accept(listener);
+        upstream
+    }
+
+    fn accept(&self, listener: TcpListener) {
+        let shared = Arc::clone(&self.shared);
+        let tls = self.tls.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(connection(stream, tls.clone(), Arc::clone(&shared)));
+            }
+        });
+        *lock(&self.task) = Some(task);
+    }
+
+    pub fn url(&self) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    /// Serves `GET /subscriptions/{id}` with this JSON (see [`Catalog::add_subscription`]).
+    pub fn add_subscription(&self, id: &str, json: serde_json::Value) {
+        self.catalog.add_subscription(id, json);
+    }
+
+    /// Serves `GET /registrations/{sub}/{rg}/{name}` (see [`Catalog::set_approval`]).
+    pub fn set_approval(
+        &self,
+        subscription: &str,
+        resource_group: &str,
+        name: &str,
+        approved: bool,
+    ) {
+        self.catalog
+            .set_approval(subscription, resource_group, name, approved);
+    }
+
+    pub fn set_mode(&self, mode: Mode) {
+        *lock(&self.shared.mode) = mode;
+    }
+
+    /// Requests the layer saw, whatever it answered.
+    pub fn requests(&self) -> u64 {
+        self.shared.log.requests.load(Ordering::SeqCst)
+    }
+
+    pub fn max_in_flight(&self) -> usize {
+        self.shared.log.max_in_flight.load(Ordering::SeqCst)
+    }
+
+    /// The request paths, in the order they arrived.
+    pub fn paths(&self) -> Vec<String> {
+        lock(&self.shared.log.seen)
+            .iter()
+            .map(|s| s.path.clone())
+            .collect()
+    }
+
+    /// The `Authorization` header of each request, in the order they arrived.
+    pub fn authorizations(&self) -> Vec<Option<String>> {
+        lock(&self.shared.log.seen)
+            .iter()
+            .map(|s| s.authorization.clone())
+            .collect()
+    }
+
+    /// Stops listening: new connections are refused until [`Upstream::accept_connections`].
+    pub fn refuse_connections(&self) {
+        if let Some(task) = lock(&self.task).take() {
+            task.abort();
+        }
+    }
+
+    /// Stops listening and waits until the listener is closed: connections are refused from
+    /// the moment this returns.
+    pub async fn stop(&self) {
+        let task = lock(&self.task).take();
+        if let Some(task) = task {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+
+    /// Listens again on the same address after [`Upstream::refuse_connections`].
+    pub async fn accept_connections(&self) {
+        if lock(&self.task).is_some() {
+            return;
+        }
+        // The aborted accept loop drops its listener when the runtime next polls it.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let listener = loop {
+            match TcpListener::bind(self.addr).await {
+                Ok(listener) => break listener,
+                Err(_) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("cannot listen on {} again: {e}", self.addr),
+            }
+        };
+        self.accept(listener);
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.refuse_connections();
+    }
+}
+
+async fn connection(stream: TcpStream, tls: Option<TlsAcceptor>, shared: Arc<Shared>) {
+    let service = hyper::service::service_fn(move |request| {
+        let shared = Arc::clone(&shared);
+        async move { answer(request, &shared).await }
+    });
+    // One request per connection, as the operator's upstreams are not asked to keep them:
+    // refusing connections then takes effect at the next request.
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.keep_alive(false);
+    // Errors end this connection only (a dropped connection is one, on purpose).
+    match tls {
+        Some(acceptor) => {
+            if let Ok(stream) = acceptor.accept(stream).await {
+                let _ = http.serve_connection(TokioIo::new(stream), service).await;
+            }
+        }
+        None => {
+            let _ = http.serve_connection(TokioIo::new(stream), service).await;
+        }
+    }
+}
+
+/// The connection is closed without an answer (hyper drops it when the service fails).
+#[derive(Debug)]
+struct Dropped;
+
+impl std::fmt::Display for Dropped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("connection dropped by the fault layer")
+    }
+}
+
+impl std::error::Error for Dropped {}
+
+/// Counts a request as in flight while it lives.
+struct InFlight<'a>(&'a Log);
+
+impl<'a> InFlight<'a> {
+    fn enter(log: &'a Log) -> Self {
+        let now = log.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        log.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        Self(log)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+async fn answer(request: Request<Incoming>, shared: &Shared) -> Result<Response<Body>, Dropped> {
+    let log = &shared.log;
+    log.requests.fetch_add(1, Ordering::SeqCst);
+    lock(&log.seen).push(Seen {
+        path: request.uri().path().to_owned(),
+        authorization: request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+    });
+    let _in_flight = InFlight::enter(log);
+    let mode = lock(&shared.mode).clone();
+    let failure = |code: u16| canned(code, r#"{"error":"upstream failure"}"#.to_owned());
+    match mode {
+        Mode::Healthy => Ok(handle(request, shared).await),
+        Mode::Status(code) => Ok(failure(code)),
+        Mode::Answer(code, body) => Ok(canned(code, body)),
+        Mode::Malformed => Ok(canned(200, "<html>not json".to_owned())),
+        Mode::Delay(delay) => {
+            tokio::time::sleep(delay).await;
+            Ok(handle(request, shared).await)
+        }
+        Mode::Hang => {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            Err(Dropped)
+        }
+        Mode::Drop => Err(Dropped),
+        Mode::Alternate => {
+            if log.flaps.fetch_add(1, Ordering::SeqCst).is_multiple_of(2) {
+                Ok(handle(request, shared).await)
+            } else {
+                Ok(failure(502))
+            }
+        }
+    }
+}
+
+async fn handle(request: Request<Incoming>, shared: &Shared) -> Response<Body> {
+    let result: Result<_, Infallible> =
+        shared.handler.clone().oneshot(request.map(Body::new)).await;
+    match result {
+        Ok(response) => response,
+        Err(never) => match never {},
+    }
+}
+
+fn canned(code: u16, body: String) -> Response<Body> {
+    let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// One raw HTTP/1.1 GET: the whole answer as text ("" when the connection was dropped).
+    async fn get(upstream: &Upstream, path: &str) -> std::io::Result<String> {
+        let mut stream = TcpStream::connect(upstream.addr).await?;
+        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await?;
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await?;
+        Ok(String::from_utf8_lossy(&answer).into_owned())
+    }
+
+    fn status(answer: &str) -> &str {
+        answer.split_whitespace().nth(1).unwrap_or("")
+    }
+
+    #[tokio::test]
+    async fn the_catalog_answers_and_counts_by_kind_and_key() {
+        let upstream = Upstream::start().await;
+        upstream.add_subscription("ABC", serde_json::json!({"id": "ABC"}));
+        upstream.set_approval("S", "RG", "Name", false);
+        let found = get(&upstream, "/subscriptions/abc").await.expect("get");
+        assert_eq!(status(&found), "200", "{found}");
+        assert!(found.ends_with(r#"{"id":"ABC"}"#), "{found}");
+        let approval = get(&upstream, "/registrations/s/rg/name")
+            .await
+            .expect("get");
+        assert!(
+            approval.ends_with(r#"{"multitenancyApproved":false}"#),
+            "{approval}"
+        );
+        for path in [
+            "/subscriptions/other",
+            "/registrations/s/rg/x",
+            "/elsewhere",
+        ] {
+            assert_eq!(status(&get(&upstream, path).await.expect("get")), "404");
+        }
+        let counts = upstream.catalog().counts();
+        assert_eq!(
+            counts,
+            CatalogCounts {
+                subscription_lookups: 2,
+                approval_lookups: 2,
+                other: 1,
+                not_found: 3,
+                distinct_subscriptions: 2,
+                distinct_registrations: 2,
+            }
+        );
+        assert_eq!(upstream.catalog().subscription_lookups("ABC"), 1);
+        assert_eq!(upstream.requests(), 5);
+    }
+
+    #[tokio::test]
+    async fn every_mode_answers_as_it_says() {
+        let upstream = Upstream::start().await;
+        upstream.add_subscription("a", serde_json::json!({"id": "a"}));
+        upstream.set_mode(Mode::Status(503));
+        assert_eq!(
+            status(&get(&upstream, "/subscriptions/a").await.expect("get")),
+            "503"
+        );
+        upstream.set_mode(Mode::Answer(201, "canned".into()));
+        let canned = get(&upstream, "/subscriptions/a").await.expect("get");
+        assert!(
+            canned.starts_with("HTTP/1.1 201") && canned.ends_with("canned"),
+            "{canned}"
+        );
+        upstream.set_mode(Mode::Malformed);
+        assert!(
+            get(&upstream, "/subscriptions/a")
+                .await
+                .expect("get")
+                .ends_with("not json")
+        );
+        upstream.set_mode(Mode::Drop);
+        assert_eq!(
+            get(&upstream, "/subscriptions/a").await.unwrap_or_default(),
+            ""
+        );
+        upstream.set_mode(Mode::Alternate);
+        let mut answers = Vec::new();
+        for _ in 0..4 {
+            answers
+                .push(status(&get(&upstream, "/subscriptions/a").await.expect("get")).to_owned());
+        }
+        assert_eq!(answers, ["200", "502", "200", "502"]);
+        upstream.set_mode(Mode::Hang);
+        let hung = tokio::time::timeout(Duration::from_millis(300), get(&upstream, "/")).await;
+        assert!(hung.is_err(), "a hanging upstream never answers");
+        upstream.set_mode(Mode::Healthy);
+        upstream.stop().await;
+        assert!(TcpStream::connect(upstream.addr).await.is_err(), "refused");
+        upstream.accept_connections().await;
+        assert_eq!(
+            status(&get(&upstream, "/subscriptions/a").await.expect("get")),
+            "200"
+        );
+        assert!(upstream.max_in_flight() >= 1);
+        assert_eq!(upstream.paths().len() as u64, upstream.requests());
+    }
+}
