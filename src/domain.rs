@@ -113,4 +113,8 @@ pub enum ResolveError {
     MalformedBody { url: String, reason: String },
     #[error("no catalog has been loaded yet: {reason}")]
     CatalogUnavailable { reason: String },
+    #[error(
+        "the metadata server at {url} is treated as down after repeated failures ({cause}); no request is sent until a probe is answered"
+    )]
+    UpstreamDown { url: String, cause: String },
 }

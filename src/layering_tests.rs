@@ -18,6 +18,8 @@ const LAYERS: &[(&str, u8)] = &[
     ("api", 0),
     ("guid", 0),
     ("domain", 1),
+    // Resilience of every client of a service outside the cluster (circuit breakers).
+    ("upstream", 1),
     // Decisions, and the I/O beside them.
     ("policy", 2),
     ("resolver", 2),

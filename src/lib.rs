@@ -12,6 +12,7 @@ pub mod operator;
 pub mod policy;
 pub mod resolver;
 pub mod runtime;
+pub mod upstream;
 pub mod verify;
 
 #[cfg(test)]

@@ -96,6 +96,7 @@ fn shutdown_signal() -> BoxFuture<'static, ()> {
 async fn build_resolver(
     args: &RunArgs,
     client: &Client,
+    metrics: &Metrics,
 ) -> Result<Arc<dyn MetadataResolver>, OperatorError> {
     match args.resolver {
         ResolverKind::Catalog => {
@@ -129,7 +130,9 @@ async fn build_resolver(
             options.cache_ttl = args.cache_ttl;
             options.ca_file = args.resolver_ca_file.clone();
             options.token_file = args.resolver_token_file.clone();
-            Ok(Arc::new(HttpResolver::new(options)?))
+            let resolver = HttpResolver::new(options)?;
+            metrics.add_upstream(resolver.breaker().clone());
+            Ok(Arc::new(resolver))
         }
     }
 }
@@ -154,7 +157,7 @@ pub async fn serve(args: RunArgs) -> Result<(), OperatorError> {
     let client = Client::try_default().await.map_err(OperatorError::Client)?;
     controller::ensure_crds_installed(&client, &args.watch_namespaces).await?;
     let resolver = tokio::select! {
-        resolver = build_resolver(&args, &client) => resolver?,
+        resolver = build_resolver(&args, &client, &metrics) => resolver?,
         _ = shutdown.clone() => {
             info!("stopped before the resolver was ready");
             return Ok(());

@@ -1308,3 +1308,318 @@ async fn a_malformed_catalog_is_rejected_and_the_last_good_one_stays_in_force() 
     assert_operator_healthy(&mut s.operator);
     teardown(s).await;
 }
+
+// ---- an outage of the metadata server at scale (issue 13) ----
+
+/// The operator's requests to a failing metadata server per second must not grow with the
+/// number of objects waiting on it: at most this many in the first 5 s of an outage...
+const OUTAGE_FIRST_5S_MAX: u64 = 50;
+/// ...and at most this many per second on average after them.
+const OUTAGE_LATER_RATE_MAX: f64 = 1.0;
+/// Every object has its correct reason again this soon after the first successful probe.
+const RECOVERY_MAX: Duration = Duration::from_secs(3);
+/// Registrations the CustomerSubscriptions are spread over.
+const OUTAGE_REGISTRATIONS: usize = 10;
+
+/// How the metadata server fails.
+#[derive(Clone, Copy, Debug)]
+enum Failure {
+    /// Every request is answered with 502.
+    BadGateway,
+    /// Nothing listens.
+    Refused,
+    /// Connections are accepted and never answered (past the 2 s resolver timeout).
+    Hang,
+}
+
+/// `customers` CustomerSubscriptions over [`OUTAGE_REGISTRATIONS`] approved Registrations,
+/// decided by an http-resolver operator (2 s timeout; 5 s cache, so that every object looks
+/// up again within the first seconds of an outage): 8 in 10 attached, 1 in 10 not CSP, 1 in
+/// 10 unknown to the metadata server.
+struct OutageScenario {
+    ns: TestNamespace,
+    upstream: Upstream,
+    operator: Operator,
+    population: Population,
+}
+
+/// What one outage looked like from the metadata server's side.
+struct OutageFigures {
+    failure: Failure,
+    customers: usize,
+    /// Requests the operator sent in each second of the outage.
+    per_second: Vec<u64>,
+    /// From the heal to the first request answered well (the first successful probe).
+    first_answer_after: Duration,
+    /// From that answer until every object had its correct reason again (`None`: not within
+    /// a minute).
+    recovered_in: Option<Duration>,
+    /// Objects not in their correct reason once the operator settled.
+    wrong_at_end: usize,
+}
+
+impl OutageFigures {
+    fn first_5s(&self) -> u64 {
+        self.per_second.iter().take(5).sum()
+    }
+
+    fn later_rate(&self) -> f64 {
+        let later = &self.per_second[5.min(self.per_second.len())..];
+        later.iter().sum::<u64>() as f64 / later.len().max(1) as f64
+    }
+
+    fn summary(&self) -> String {
+        format!(
+            "{:?}, {} CustomerSubscriptions, {} s outage: {} requests in the first 5 s, {:.2}/s after; first good answer {:.1?} after the heal, every object correct {} after it; {} wrong at the end",
+            self.failure,
+            self.customers,
+            self.per_second.len(),
+            self.first_5s(),
+            self.later_rate(),
+            self.first_answer_after,
+            self.recovered_in
+                .map_or_else(|| "not within 60 s".to_string(), |d| format!("{d:.1?}")),
+            self.wrong_at_end,
+        )
+    }
+
+    /// The figures issue 13 asks for.
+    fn check(&self) {
+        let summary = self.summary();
+        assert!(
+            self.first_5s() <= OUTAGE_FIRST_5S_MAX,
+            "more than {OUTAGE_FIRST_5S_MAX} requests in the first 5 s: {summary}"
+        );
+        assert!(
+            self.later_rate() <= OUTAGE_LATER_RATE_MAX,
+            "more than {OUTAGE_LATER_RATE_MAX} requests/s after the first 5 s: {summary}"
+        );
+        assert!(
+            self.recovered_in.is_some_and(|d| d <= RECOVERY_MAX),
+            "not every object correct within {RECOVERY_MAX:?} of the first good answer: {summary}"
+        );
+        assert_eq!(self.wrong_at_end, 0, "{summary}");
+    }
+}
+
+impl OutageScenario {
+    async fn start(prefix: &str, customers: usize) -> Self {
+        let upstream = Upstream::start().await;
+        let mut registrations = Vec::new();
+        let mut expected_registrations = BTreeMap::new();
+        for r in 0..OUTAGE_REGISTRATIONS {
+            let sub = guid(0xa5, r);
+            let name = format!("stack-{r}");
+            let registration_name = format!("azurestack-{r}");
+            upstream.add_subscription(
+                &sub,
+                json!({"id": sub, "tenantId": guid(0xd5, r), "state": "Enabled", "offer": "APSS", "billingPartnerId": PARTNER}),
+            );
+            upstream.set_approval(&sub, "azurestack", &registration_name, true);
+            registrations.push(json!({
+                "metadata": {"name": name},
+                "spec": {"subscriptionId": sub, "resourceGroup": "azurestack",
+                         "registrationName": registration_name, "cloudId": guid(0xc5, r),
+                         "billingModel": "PayAsYouUse"}
+            }));
+            expected_registrations.insert(name, "Registered".to_string());
+        }
+        let mut manifests = Vec::new();
+        let mut expected_customers = BTreeMap::new();
+        let mut expected_counts: BTreeMap<String, i64> = BTreeMap::new();
+        for i in 0..customers {
+            let sub = guid(0xb5, i);
+            let name = format!("cs-{i:04}");
+            let registration = format!("stack-{}", i % OUTAGE_REGISTRATIONS);
+            let offer = |offer: &str| json!({"id": sub, "tenantId": guid(0xd6, i), "state": "Enabled", "offer": offer, "billingPartnerId": PARTNER});
+            let reason = match (i / OUTAGE_REGISTRATIONS) % 10 {
+                8 => {
+                    upstream.add_subscription(&sub, offer("PayAsYouGo"));
+                    "InvalidCSPSubscription"
+                }
+                9 => "InvalidCustomerSubscriptionId",
+                _ => {
+                    upstream.add_subscription(&sub, offer("CSP"));
+                    *expected_counts.entry(registration.clone()).or_default() += 1;
+                    "Attached"
+                }
+            };
+            manifests.push(json!({"metadata": {"name": name},
+                "spec": {"registrationRef": {"name": registration}, "subscriptionId": sub}}));
+            expected_customers.insert(name, reason.to_string());
+        }
+        let population = Population {
+            catalog: String::new(),
+            registrations,
+            customers: manifests,
+            duplicates: Vec::new(),
+            expected_customers,
+            expected_registrations,
+            expected_counts,
+        };
+        let ns = TestNamespace::new(prefix).await;
+        common::ensure_crds(&ns.client).await;
+        let url = upstream.url();
+        let operator = common::start_operator(&[
+            "--resolver",
+            "http",
+            "--resolver-url",
+            &url,
+            "--resolver-timeout",
+            "2s",
+            "--cache-ttl",
+            "5s",
+            "--watch-namespace",
+            &ns.name,
+        ]);
+        let started = Instant::now();
+        population.create(&ns).await;
+        wait_converged(&ns, &population, Duration::from_secs(300)).await;
+        eprintln!(
+            "{} objects created and decided in {:.1?}",
+            population.total(),
+            started.elapsed()
+        );
+        Self {
+            ns,
+            upstream,
+            operator,
+            population,
+        }
+    }
+
+    /// Requests the operator sent so far, as counted by the operator (`Refused`: the server
+    /// sees none) or by the server.
+    fn requests(&self, failure: Failure, metrics: std::net::SocketAddr) -> u64 {
+        match failure {
+            Failure::Refused => {
+                let (_, body) =
+                    azs_csp_testkit::process::http_get(metrics, "/metrics").expect("metrics");
+                body.lines()
+                    .find_map(|l| l.strip_prefix("azs_csp_resolver_requests_total "))
+                    .and_then(|v| v.trim().parse::<f64>().ok())
+                    .expect("azs_csp_resolver_requests_total") as u64
+            }
+            Failure::BadGateway | Failure::Hang => self.upstream.requests(),
+        }
+    }
+
+    /// Fails the server for `outage`, counting the operator's requests per second, heals it
+    /// and measures how soon every object is correct again after the first good answer.
+    async fn outage(&self, failure: Failure, outage: Duration) -> OutageFigures {
+        let metrics = self.operator.metrics_addr();
+        match failure {
+            Failure::BadGateway => self.upstream.set_mode(Mode::Status(502)),
+            Failure::Refused => self.upstream.refuse_connections(),
+            Failure::Hang => self.upstream.set_mode(Mode::Hang),
+        }
+        let per_second = sample_rate(
+            || self.requests(failure, metrics),
+            outage,
+            Duration::from_secs(1),
+        )
+        .await;
+        let answered_before = self.upstream.requests();
+        match failure {
+            Failure::BadGateway | Failure::Hang => self.upstream.set_mode(Mode::Healthy),
+            Failure::Refused => self.upstream.accept_connections().await,
+        }
+        let healed = Instant::now();
+        // The server counts a request when it has read it; from now on it answers well.
+        while self.upstream.requests() == answered_before {
+            assert!(
+                healed.elapsed() < Duration::from_secs(60),
+                "no request reached the healed server within 60 s"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let first_answer = Instant::now();
+        let reasons_only = Population {
+            expected_counts: BTreeMap::new(),
+            catalog: String::new(),
+            registrations: Vec::new(),
+            customers: Vec::new(),
+            duplicates: Vec::new(),
+            expected_customers: self.population.expected_customers.clone(),
+            expected_registrations: self.population.expected_registrations.clone(),
+        };
+        let mut recovered_in = None;
+        while first_answer.elapsed() < Duration::from_secs(60) {
+            if survey(&self.ns, &reasons_only)
+                .await
+                .is_ok_and(|s| s.done())
+            {
+                recovered_in = Some(first_answer.elapsed());
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // Then everything, counts included, must settle.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let wrong_at_end = loop {
+            let last = survey(&self.ns, &self.population).await.expect("survey");
+            if last.done() || Instant::now() > deadline {
+                break last.mismatches.len();
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        };
+        let figures = OutageFigures {
+            failure,
+            customers: self.population.expected_customers.len(),
+            per_second,
+            first_answer_after: first_answer - healed,
+            recovered_in,
+            wrong_at_end,
+        };
+        eprintln!("{}", figures.summary());
+        eprintln!("requests per second: {:?}", figures.per_second);
+        figures
+    }
+
+    async fn teardown(mut self) {
+        assert_operator_healthy(&mut self.operator);
+        drop(self.operator);
+        release_registrations(&self.ns).await;
+    }
+}
+
+/// The per-second series of two runs in two columns.
+fn side_by_side(a: &OutageFigures, b: &OutageFigures) -> String {
+    let mut table = format!("second  N={:<6} N={}\n", a.customers, b.customers);
+    for s in 0..a.per_second.len().max(b.per_second.len()) {
+        let cell = |f: &OutageFigures| f.per_second.get(s).map_or(String::new(), u64::to_string);
+        table += &format!("{:>6}  {:<8} {}\n", s + 1, cell(a), cell(b));
+    }
+    table
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "run by make test-faults"]
+async fn a_failing_upstream_sees_a_trickle_however_many_objects_wait_on_it() {
+    let _serial = serial().await;
+    let outage = Duration::from_secs(60);
+    let small = OutageScenario::start("fault-outage-100", 100).await;
+    let at_100 = small.outage(Failure::BadGateway, outage).await;
+    small.teardown().await;
+
+    // One population of 1,000 rides out a 60 s 502 outage, then (30 s each, to keep the fault
+    // tests short) refused connections and answers that never come.
+    let large = OutageScenario::start("fault-outage-1000", 1000).await;
+    let at_1000 = large.outage(Failure::BadGateway, outage).await;
+    eprintln!(
+        "requests per second during a 60 s 502 outage:\n{}",
+        side_by_side(&at_100, &at_1000)
+    );
+    let refused = large
+        .outage(Failure::Refused, Duration::from_secs(30))
+        .await;
+    let hang = large.outage(Failure::Hang, Duration::from_secs(30)).await;
+    large.teardown().await;
+
+    for figures in [&at_100, &at_1000, &refused, &hang] {
+        eprintln!("{}", figures.summary());
+    }
+    for figures in [&at_100, &at_1000, &refused, &hang] {
+        figures.check();
+    }
+}

@@ -18,6 +18,7 @@ use crate::{
     conditions::{Clock, READY},
     resolver::MetadataResolver,
     runtime::{Metrics, metrics::ReadyReasons},
+    upstream::Waiting,
 };
 
 /// Reflector stores of one kind, one per watched scope (a namespace, or the whole cluster).
@@ -287,6 +288,8 @@ pub struct Context {
     pub count_spacing: Arc<WriteSpacing>,
     pub own_writes: Arc<OwnWrites>,
     pub metrics: Arc<Metrics>,
+    /// Objects whose decision waits for the resolver's upstream to answer again.
+    pub waiting: Arc<Waiting<(Kind, ObjKey)>>,
 }
 
 impl Context {

@@ -179,12 +179,22 @@ async fn reconcile_one(
     ))
 }
 
-/// After a reconcile that wrote what it decided: retry an undecided outcome with backoff,
-/// else reset the object's backoff and wait for a change (or the resolver's refresh).
+/// After a reconcile that wrote what it decided: an undecided outcome waits for the upstream
+/// while it is treated as down (its recovery re-evaluates every waiting object at once), else
+/// retries with backoff; a decided one resets the object's backoff and waits for a change (or
+/// the resolver's refresh).
 pub(super) fn next_action(ctx: &Context, kind: Kind, key: &ObjKey, transient: bool) -> Action {
+    let waiter = (kind, key.clone());
     if transient {
+        if ctx
+            .waiting
+            .park_while_down(&waiter, || ctx.resolver.upstream_down())
+        {
+            return Action::await_change();
+        }
         return Action::requeue(ctx.backoff.next_delay(kind, key));
     }
+    ctx.waiting.leave(&waiter);
     ctx.backoff.reset(kind, key);
     ctx.refresh_after()
         .map_or_else(Action::await_change, Action::requeue)

@@ -180,6 +180,7 @@ fn forget_and(
     let kept = kept.clone();
     move |index, key| {
         kept.backoff.reset(kind, key);
+        kept.waiting.leave(&(kind, key.clone()));
         match kind {
             Kind::Registration => kept.count_spacing.forget(key),
             Kind::CustomerSubscription => kept.own_writes.forget(key),
@@ -192,6 +193,7 @@ fn forget_and(
 #[derive(Clone)]
 struct PerObject {
     backoff: Arc<Backoff>,
+    waiting: Arc<crate::upstream::Waiting<(Kind, ObjKey)>>,
     count_spacing: Arc<WriteSpacing>,
     own_writes: Arc<OwnWrites>,
 }
@@ -264,6 +266,7 @@ pub async fn run(
     ));
     let kept = PerObject {
         backoff: backoff.clone(),
+        waiting: Arc::default(),
         count_spacing: Arc::new(WriteSpacing::new(COUNT_WRITE_INTERVAL, COUNT_SETTLE)),
         own_writes: Arc::new(OwnWrites::default()),
     };
@@ -399,6 +402,7 @@ pub async fn run(
         count_spacing: kept.count_spacing.clone(),
         own_writes: kept.own_writes.clone(),
         metrics: settings.metrics.clone(),
+        waiting: kept.waiting.clone(),
     });
 
     // Upstream changes requeue exactly the objects they affect.
@@ -407,6 +411,7 @@ pub async fn run(
         let index = index.clone();
         let router = router.clone();
         let (registrations, customers) = (ctx.registrations.clone(), ctx.customers.clone());
+        let waiting = kept.waiting.clone();
         tasks.push(Box::pin(async move {
             loop {
                 match changes.recv().await {
@@ -414,6 +419,7 @@ pub async fn run(
                         let mut affected = index.affected_by(&change);
                         if change.upstream_recovered {
                             affected.extend(waiting_on_upstream(&registrations, &customers));
+                            affected.extend(parked(&waiting));
                         }
                         router.send(affected);
                     }
@@ -542,6 +548,19 @@ fn waiting_on_upstream(
             })
             .map(|c| ObjKey::of(c.as_ref())),
     );
+    affected
+}
+
+/// The objects parked while the upstream was treated as down (they have no timer of their
+/// own), taken for re-evaluation: it answers again.
+fn parked(waiting: &crate::upstream::Waiting<(Kind, ObjKey)>) -> index::Affected {
+    let mut affected = index::Affected::default();
+    for (kind, key) in waiting.take_all() {
+        match kind {
+            Kind::Registration => affected.registrations.insert(key),
+            Kind::CustomerSubscription => affected.customers.insert(key),
+        };
+    }
     affected
 }
 

@@ -124,6 +124,11 @@ fn all_errors() -> Vec<ResolveError> {
         ResolveError::CatalogUnavailable {
             reason: "catalog.yaml: missing field `state`".into(),
         },
+        ResolveError::UpstreamDown {
+            url: "https://md.example".into(),
+            cause: "the metadata server answered HTTP 502 for https://md.example/subscriptions/x"
+                .into(),
+        },
     ]
 }
 
@@ -1728,6 +1733,7 @@ fn arb_error() -> impl Strategy<Value = ResolveError> {
         (".*", ".*").prop_map(|(url, reason)| ResolveError::Unreachable { url, reason }),
         (".*", ".*").prop_map(|(url, reason)| ResolveError::MalformedBody { url, reason }),
         ".*".prop_map(|reason| ResolveError::CatalogUnavailable { reason }),
+        (".*", ".*").prop_map(|(url, cause)| ResolveError::UpstreamDown { url, cause }),
     ]
 }
 

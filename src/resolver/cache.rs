@@ -2,8 +2,8 @@
 //!
 //! Every reconcile asks the resolver again, and a catalog or Registration change requeues many
 //! objects at once that share a registration subscription: without coalescing each of them
-//! would hit the upstream. Errors are not cached, so the next caller retries straight away;
-//! callers already back off on errors (controller requeue with jitter).
+//! would hit the upstream. Errors are not cached here: the http resolver remembers failed
+//! requests briefly itself, next to its circuit breaker ([`crate::upstream`]).
 
 use std::{
     collections::HashMap,
@@ -66,6 +66,21 @@ where
         &self.stats
     }
 
+    /// The cached value of `key` while it is fresh (a hit); `None` otherwise.
+    pub fn fresh(&self, key: &K) -> Option<V> {
+        self.fresh_in(&self.lock(), key, Instant::now())
+    }
+
+    fn fresh_in(&self, entries: &Entries<K, V, E>, key: &K, now: Instant) -> Option<V> {
+        match entries.slots.get(key) {
+            Some(Slot::Ready { value, expires_at }) if now < *expires_at => {
+                self.stats.record_hit();
+                Some(value.clone())
+            }
+            _ => None,
+        }
+    }
+
     /// The cached value of `key`, or the result of `fetch` — started at most once however
     /// many callers ask for `key` while it runs.
     pub async fn get_or_fetch<F, Fut>(&self, key: &K, fetch: F) -> Result<V, E>
@@ -75,12 +90,10 @@ where
     {
         let shared = {
             let mut entries = self.lock();
-            let now = Instant::now();
+            if let Some(value) = self.fresh_in(&entries, key, Instant::now()) {
+                return Ok(value);
+            }
             match entries.slots.get(key) {
-                Some(Slot::Ready { value, expires_at }) if now < *expires_at => {
-                    self.stats.record_hit();
-                    return Ok(value.clone());
-                }
                 Some(Slot::Pending(shared)) => {
                     self.stats.record_coalesced();
                     shared.clone()

@@ -1,13 +1,14 @@
 //! The http backend (DESIGN.md §4): JSON lookups against `--resolver-url`, cached, coalesced
 //! and bounded in flight. Every answer other than the documented 200/404 is a
-//! [`ResolveError`], i.e. `MetadataResolverBadGatewayError` for the caller.
+//! [`ResolveError`], i.e. `MetadataResolverBadGatewayError` for the caller. A circuit breaker
+//! ([`crate::upstream`]) treats the server as down after a few consecutive failures: lookups
+//! then fail fast without a request while one probe at a time tests it, and a failed request
+//! is not sent again for a moment.
 
 use std::{
+    future::Future,
     path::{Path, PathBuf},
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::Arc,
     time::Duration,
 };
 
@@ -26,11 +27,18 @@ use super::{
     http_tls::{self, TlsConfigError},
     stats::ResolverStats,
 };
-use crate::guid::Guid;
+use crate::{
+    guid::Guid,
+    upstream::{Breaker, BreakerSettings, RecentFailures, breaker::Change},
+};
 
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(5 * 60);
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 16;
+/// How long a failed request's error answers the same lookup without sending it again.
+pub const DEFAULT_FAILURE_TTL: Duration = Duration::from_secs(1);
+/// The `upstream` label of the metadata server's breaker.
+pub const UPSTREAM: &str = "metadata";
 
 /// Documented answers are a few hundred bytes; a larger body is a misbehaving upstream, and
 /// reading it whole would let it exhaust our memory.
@@ -52,6 +60,10 @@ pub struct HttpResolverOptions {
     pub cache_ttl: Duration,
     /// Upper bound of concurrent requests to the upstream.
     pub max_in_flight: usize,
+    /// How long a failed request's error is the answer to the same lookup.
+    pub failure_ttl: Duration,
+    /// When the server is treated as down and how it is probed.
+    pub breaker: BreakerSettings,
 }
 
 impl HttpResolverOptions {
@@ -78,6 +90,8 @@ impl HttpResolverOptions {
             token_file: None,
             cache_ttl: DEFAULT_CACHE_TTL,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            failure_ttl: DEFAULT_FAILURE_TTL,
+            breaker: BreakerSettings::default(),
         })
     }
 }
@@ -134,7 +148,9 @@ impl HttpResolver {
                 timeout: options.timeout,
                 token_file: options.token_file,
                 in_flight: Semaphore::new(options.max_in_flight),
-                failing: AtomicBool::new(false),
+                breaker: Arc::new(Breaker::new(UPSTREAM, options.breaker)),
+                recent_failures: RecentFailures::new(options.failure_ttl),
+                stats: Arc::clone(&stats),
                 changes: broadcast::channel(16).0,
             }),
             subscriptions: TtlCache::new(options.cache_ttl, Arc::clone(&stats)),
@@ -146,6 +162,36 @@ impl HttpResolver {
     /// Cache and upstream counters, for metrics.
     pub fn stats(&self) -> &Arc<ResolverStats> {
         &self.stats
+    }
+
+    /// The metadata server's circuit breaker, for metrics.
+    pub fn breaker(&self) -> &Arc<Breaker> {
+        &self.upstream.breaker
+    }
+
+    /// A fresh cached answer; else a fast failure while the server is treated as down or the
+    /// request for `path` failed a moment ago; else the answer of a request (coalesced with
+    /// others for `key`).
+    async fn lookup<K, V, F, Fut>(
+        &self,
+        cache: &TtlCache<K, V, ResolveError>,
+        key: &K,
+        path: &[&str],
+        fetch: F,
+    ) -> Result<V, ResolveError>
+    where
+        K: Eq + std::hash::Hash + Clone,
+        V: Clone + Send + Sync + 'static,
+        F: FnOnce(Arc<Upstream>, Url) -> Fut,
+        Fut: Future<Output = Result<V, ResolveError>> + Send + 'static,
+    {
+        if let Some(value) = cache.fresh(key) {
+            return Ok(value);
+        }
+        let url = self.upstream.endpoint(path)?;
+        self.upstream.admit(&url)?;
+        let upstream = Arc::clone(&self.upstream);
+        cache.get_or_fetch(key, move || fetch(upstream, url)).await
     }
 }
 
@@ -159,14 +205,14 @@ impl MetadataResolver for HttpResolver {
             return futures::future::ready(Ok(None)).boxed();
         };
         async move {
-            let upstream = Arc::clone(&self.upstream);
             let key = id.clone();
-            self.subscriptions
-                .get_or_fetch(
-                    &key,
-                    move || async move { upstream.subscription(&id).await },
-                )
-                .await
+            self.lookup(
+                &self.subscriptions,
+                &key,
+                &["subscriptions", &key],
+                |upstream, url| async move { upstream.subscription(&url, &id).await },
+            )
+            .await
         }
         .boxed()
     }
@@ -184,13 +230,16 @@ impl MetadataResolver for HttpResolver {
             &key.registration_name,
         );
         async move {
-            let upstream = Arc::clone(&self.upstream);
-            let fetch_key = key.clone();
-            self.approvals
-                .get_or_fetch(&key, move || async move {
-                    upstream.multitenancy_approved(&fetch_key).await
-                })
-                .await
+            let path: [&str; 4] = [
+                "registrations",
+                &key.subscription_id,
+                &key.resource_group,
+                &key.registration_name,
+            ];
+            self.lookup(&self.approvals, &key, &path, |upstream, url| async move {
+                upstream.multitenancy_approved(&url).await
+            })
+            .await
         }
         .boxed()
     }
@@ -205,6 +254,10 @@ impl MetadataResolver for HttpResolver {
 
     fn lookup_stats(&self) -> Option<super::StatsSnapshot> {
         Some(self.stats.snapshot())
+    }
+
+    fn upstream_down(&self) -> bool {
+        self.upstream.breaker.state() != crate::upstream::State::Closed
     }
 }
 
@@ -221,8 +274,11 @@ struct Upstream {
     timeout: Duration,
     token_file: Option<PathBuf>,
     in_flight: Semaphore,
-    /// Whether the last answer was a failure.
-    failing: AtomicBool,
+    breaker: Arc<Breaker>,
+    /// Failed requests by URL, answered from here for a moment instead of sent again.
+    recent_failures: RecentFailures<String, ResolveError>,
+    /// Where probes (sent outside the cache) are counted.
+    stats: Arc<ResolverStats>,
     // http cannot observe data changes (callers re-check after the TTL); the only news sent
     // is that the server answers again after failing.
     changes: broadcast::Sender<MetadataChange>,
@@ -230,11 +286,11 @@ struct Upstream {
 
 impl Upstream {
     async fn subscription(
-        &self,
+        self: &Arc<Self>,
+        url: &Url,
         id: &str,
     ) -> Result<Option<Arc<SubscriptionMetadata>>, ResolveError> {
-        let url = self.endpoint(&["subscriptions", id])?;
-        let Some(body) = self.get(&url).await? else {
+        let Some(body) = self.get(url).await? else {
             return Ok(None);
         };
         let malformed = |reason: String| ResolveError::MalformedBody {
@@ -256,14 +312,8 @@ impl Upstream {
         Ok(Some(Arc::new(metadata)))
     }
 
-    async fn multitenancy_approved(&self, key: &RegistrationKey) -> Result<bool, ResolveError> {
-        let url = self.endpoint(&[
-            "registrations",
-            &key.subscription_id,
-            &key.resource_group,
-            &key.registration_name,
-        ])?;
-        let Some(body) = self.get(&url).await? else {
+    async fn multitenancy_approved(self: &Arc<Self>, url: &Url) -> Result<bool, ResolveError> {
+        let Some(body) = self.get(url).await? else {
             return Ok(false);
         };
         let answer: ApprovalAnswer =
@@ -288,8 +338,74 @@ impl Upstream {
         Ok(url)
     }
 
-    /// The body of a 200 answer, `None` for 404, an error for anything else.
-    async fn get(&self, url: &Url) -> Result<Option<Vec<u8>>, ResolveError> {
+    /// Refuses a request for `url` that would fail anyway: the server is treated as down, or
+    /// the same request failed a moment ago.
+    fn admit(&self, url: &Url) -> Result<(), ResolveError> {
+        if let Some(error) = self.recent_failures.get(&url.to_string()) {
+            self.breaker.count_short_circuit();
+            return Err(error);
+        }
+        self.breaker
+            .admit()
+            .map_err(|down| ResolveError::UpstreamDown {
+                url: self.base.to_string(),
+                cause: down.cause,
+            })
+    }
+
+    /// The body of a 200 answer, `None` for 404, an error for anything else; the outcome is
+    /// what the breaker counts.
+    async fn get(self: &Arc<Self>, url: &Url) -> Result<Option<Vec<u8>>, ResolveError> {
+        let result = self.request(url).await;
+        match &result {
+            Ok(_) => {
+                if self.breaker.succeeded() == Change::Recovered {
+                    tracing::info!(%url, "the metadata server answers again");
+                    self.announce_recovery();
+                }
+            }
+            Err(error) => {
+                self.recent_failures
+                    .remember(url.to_string(), error.clone());
+                if self.breaker.failed(error) == Change::Opened {
+                    tokio::spawn(Arc::clone(self).probe_until_up(url.clone()));
+                }
+            }
+        }
+        result
+    }
+
+    /// Probes with the request that opened the breaker until one is answered (a 404 is an
+    /// answer), then lets everything waiting on the server be re-evaluated at once.
+    async fn probe_until_up(self: Arc<Self>, url: Url) {
+        let closed = self
+            .breaker
+            .probe_until_closed(|| async {
+                let started = Instant::now();
+                let result = self.request(&url).await;
+                self.stats
+                    .record_upstream(started.elapsed(), result.is_ok());
+                result.map(|_| ())
+            })
+            .await;
+        if closed {
+            self.announce_recovery();
+        }
+    }
+
+    /// The server answers again: failures remembered are stale, and every decision waiting
+    /// on it can be made now.
+    fn announce_recovery(&self) {
+        self.recent_failures.clear();
+        // No receiver (nothing failed yet that waits for it) is fine.
+        let _ = self.changes.send(MetadataChange {
+            upstream_recovered: true,
+            ..MetadataChange::default()
+        });
+    }
+
+    /// One request, logged: the body of a 200 answer, `None` for 404, an error otherwise.
+    async fn request(&self, url: &Url) -> Result<Option<Vec<u8>>, ResolveError> {
         let unreachable = |reason: String| ResolveError::Unreachable {
             url: url.to_string(),
             reason,
@@ -306,15 +422,6 @@ impl Upstream {
             request = request.bearer_auth(token);
         }
         let result = self.send(request, url).await;
-        let failed = result.is_err();
-        if self.failing.swap(failed, Ordering::Relaxed) && !failed {
-            tracing::info!(%url, "the metadata server answers again");
-            // No receiver (nothing failed yet that waits for it) is fine.
-            let _ = self.changes.send(MetadataChange {
-                upstream_recovered: true,
-                ..MetadataChange::default()
-            });
-        }
         match &result {
             Ok(body) => tracing::debug!(
                 %url,

@@ -185,6 +185,7 @@ async fn timeouts_and_refused_connections_are_errors() {
     server.add_subscription(SUB, subscription_value(SUB));
     let mut options = options(&server);
     options.timeout = Duration::from_millis(200);
+    options.failure_ttl = Duration::from_millis(300);
     let resolver = HttpResolver::new(options).expect("resolver");
 
     server.set_mode(Mode::Delay(Duration::from_secs(5)));
@@ -201,9 +202,15 @@ async fn timeouts_and_refused_connections_are_errors() {
     );
 
     server.set_mode(Mode::Healthy);
+    assert_eq!(
+        resolver.subscription(SUB).await,
+        Err(error.clone()),
+        "a failed request is not sent again at once"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
         resolver.subscription(SUB).await.expect("ok").is_some(),
-        "errors are not cached"
+        "errors are remembered briefly, not cached"
     );
 
     server.stop().await;
@@ -426,7 +433,9 @@ async fn https_with_a_private_ca() {
 async fn answering_again_after_failures_is_announced_once() {
     let server = Upstream::start().await;
     server.add_subscription(SUB, subscription_value(SUB));
-    let resolver = resolver(&server);
+    let mut options = options(&server);
+    options.failure_ttl = Duration::from_millis(100);
+    let resolver = HttpResolver::new(options).expect("resolver");
     let mut changes = resolver.changes();
     assert!(resolver.subscription(OTHER).await.is_ok());
     assert!(changes.try_recv().is_err(), "nothing failed: no news");
@@ -437,6 +446,8 @@ async fn answering_again_after_failures_is_announced_once() {
     assert!(changes.try_recv().is_err(), "failing is no news either");
 
     server.set_mode(Mode::Healthy);
+    // Past the moment for which the failure answers lookups of SUB.
+    tokio::time::sleep(Duration::from_millis(150)).await;
     assert!(resolver.subscription(SUB).await.expect("ok").is_some());
     let recovered = changes.try_recv().expect("announced");
     assert!(recovered.upstream_recovered && !recovered.is_empty());

@@ -88,6 +88,13 @@ pub trait MetadataResolver: Send + Sync + 'static {
     fn catalog_stats(&self) -> Option<CatalogStats> {
         None
     }
+
+    /// Whether the upstream is treated as down (its circuit breaker is open): a decision that
+    /// failed on it then waits for [`MetadataChange::upstream_recovered`] instead of retrying
+    /// on its own timer.
+    fn upstream_down(&self) -> bool {
+        false
+    }
 }
 
 /// The state and counters of a catalog backend, for the metrics endpoint.

@@ -25,7 +25,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::{policy::Reason, resolver::MetadataResolver};
+use crate::{policy::Reason, resolver::MetadataResolver, upstream::Breaker};
 
 /// The `Content-Type` of [`Metrics::encode`]'s output.
 pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
@@ -74,6 +74,7 @@ pub type ReadyReasons = Box<dyn Fn() -> Vec<Option<String>> + Send + Sync>;
 struct Sources {
     resolver: Option<Arc<dyn MetadataResolver>>,
     ready_reasons: Option<Arc<ObjectsByReason>>,
+    upstreams: Vec<Arc<Breaker>>,
 }
 
 /// Where the by-reason gauges get their counts.
@@ -87,6 +88,7 @@ impl fmt::Debug for Sources {
         f.debug_struct("Sources")
             .field("resolver", &self.resolver.is_some())
             .field("ready_reasons", &self.ready_reasons.is_some())
+            .field("upstreams", &self.upstreams)
             .finish()
     }
 }
@@ -236,6 +238,15 @@ impl Metrics {
             .resolver = Some(resolver);
     }
 
+    /// Exposes the state of an upstream's circuit breaker, under its `upstream` label.
+    pub fn add_upstream(&self, breaker: Arc<Breaker>) {
+        self.sources
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .upstreams
+            .push(breaker);
+    }
+
     /// Exposes the number of objects by Ready reason, counted from what these return.
     pub fn set_ready_reasons(&self, registrations: ReadyReasons, customers: ReadyReasons) {
         self.sources
@@ -316,12 +327,47 @@ fn encode_gauge(
     gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)
 }
 
+fn encode_upstreams(
+    encoder: &mut DescriptorEncoder,
+    upstreams: &[Arc<Breaker>],
+) -> Result<(), fmt::Error> {
+    if upstreams.is_empty() {
+        return Ok(());
+    }
+    let mut metric = encoder.encode_descriptor(
+        "azs_csp_upstream_state",
+        "Circuit breaker of each upstream: 0 closed (requests go), 1 open (treated as down: requests fail fast), 2 probing (one probe in flight).",
+        None,
+        MetricType::Gauge,
+    )?;
+    for breaker in upstreams {
+        let labels = [("upstream", breaker.upstream())];
+        ConstGauge::new(breaker.state().gauge()).encode(metric.encode_family(&labels)?)?;
+    }
+    let mut metric = encoder.encode_descriptor(
+        "azs_csp_upstream_short_circuited",
+        "Requests to each upstream answered with an error without being sent: it is treated as down, or the same request failed a moment ago.",
+        None,
+        MetricType::Counter,
+    )?;
+    for breaker in upstreams {
+        let labels = [("upstream", breaker.upstream())];
+        ConstCounter::new(breaker.short_circuited()).encode(metric.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
 impl Collector for ScrapeCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
-        let (resolver, ready_reasons) = {
+        let (resolver, ready_reasons, upstreams) = {
             let sources = self.sources.lock().unwrap_or_else(PoisonError::into_inner);
-            (sources.resolver.clone(), sources.ready_reasons.clone())
+            (
+                sources.resolver.clone(),
+                sources.ready_reasons.clone(),
+                sources.upstreams.clone(),
+            )
         };
+        encode_upstreams(&mut encoder, &upstreams)?;
         if let Some(by_reason) = ready_reasons {
             let counts = count_reasons(&CUSTOMER_REASONS, (by_reason.customers)());
             encode_by_reason(
@@ -537,6 +583,30 @@ mod tests {
         assert_eq!(
             sample(&text, "azs_csp_resolver_request_duration_seconds_count"),
             Some(2.0),
+            "{text}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn upstream_breakers_are_read_at_scrape_time() {
+        let breaker = Arc::new(Breaker::new("metadata", Default::default()));
+        let metrics = Metrics::new();
+        assert!(!metrics.encode().unwrap().contains("azs_csp_upstream"));
+        metrics.add_upstream(breaker.clone());
+        let state = r#"azs_csp_upstream_state{upstream="metadata"}"#;
+        let short_circuited = r#"azs_csp_upstream_short_circuited_total{upstream="metadata"}"#;
+        let text = metrics.encode().unwrap();
+        assert_eq!(sample(&text, state), Some(0.0), "{text}");
+        assert_eq!(sample(&text, short_circuited), Some(0.0), "{text}");
+        for _ in 0..3 {
+            breaker.failed(&"HTTP 502");
+        }
+        assert!(breaker.admit().is_err());
+        let text = metrics.encode().unwrap();
+        assert_eq!(sample(&text, state), Some(1.0), "{text}");
+        assert_eq!(sample(&text, short_circuited), Some(1.0), "{text}");
+        assert!(
+            text.contains("# TYPE azs_csp_upstream_short_circuited_total counter"),
             "{text}"
         );
     }
