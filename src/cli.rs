@@ -32,6 +32,45 @@ pub enum Command {
     /// Work with catalog files.
     #[command(subcommand)]
     Catalog(CatalogCommand),
+    /// Serve Entra ID, ARM's Microsoft.AzureStack and the http resolver from a catalog, over
+    /// HTTPS on loopback, for rehearsals and tests (DESIGN.md section 10).
+    Emulate(EmulateArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct EmulateArgs {
+    /// Catalog YAML file: subscriptions, approvals, registrations and service principals.
+    #[arg(long, env = "AZS_CSP_EMULATOR_CATALOG")]
+    pub catalog: PathBuf,
+    /// Address to listen on (port 0: any free port, printed on stdout).
+    #[arg(
+        long,
+        env = "AZS_CSP_EMULATOR_LISTEN",
+        default_value = "127.0.0.1:8443"
+    )]
+    pub listen: SocketAddr,
+    /// Directory with tls.crt and tls.key to serve; without them a CA and a server certificate
+    /// are made and written there as ca.crt, tls.crt and tls.key.
+    #[arg(long, env = "AZS_CSP_EMULATOR_TLS_DIR", default_value = "emulator-tls")]
+    pub tls_dir: PathBuf,
+    /// ARM writes a principal may burst per subscription before 429s.
+    #[arg(long, env = "AZS_CSP_EMULATOR_ARM_WRITE_BURST", default_value_t = 200)]
+    pub arm_write_burst: u32,
+    /// ARM writes per second refilled into that bucket.
+    #[arg(long, env = "AZS_CSP_EMULATOR_ARM_WRITE_REFILL", value_parser = parse_refill, default_value = "10")]
+    pub arm_write_refill: f64,
+    /// Log line format.
+    #[arg(long, env = "AZS_CSP_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+fn parse_refill(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
+        _ => Err(format!(
+            "{s:?} is not a positive number of writes per second"
+        )),
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -175,6 +214,15 @@ mod tests {
                 "ns/n",
             ],
             vec!["azs-csp-operator", "verify", "--namespace", "ns"],
+            vec!["azs-csp-operator", "emulate"],
+            vec![
+                "azs-csp-operator",
+                "emulate",
+                "--catalog",
+                "c.yaml",
+                "--arm-write-refill",
+                "0",
+            ],
         ] {
             assert!(Cli::try_parse_from(&argv).is_err(), "{argv:?}");
         }

@@ -32,6 +32,8 @@ const LAYERS: &[(&str, u8)] = &[
     // Wiring: the commands.
     ("operator", 6),
     ("verify", 6),
+    // The outside world for users and tests (DESIGN.md §10): reuses policy and the catalog.
+    ("emulator", 6),
     ("layering_tests", 7),
 ];
 

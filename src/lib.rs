@@ -6,6 +6,7 @@ pub mod conditions;
 pub mod controller;
 pub mod crd;
 pub mod domain;
+pub mod emulator;
 pub mod guid;
 pub mod operator;
 pub mod policy;

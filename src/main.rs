@@ -2,7 +2,7 @@ use std::process::ExitCode;
 
 use azs_csp_operator::{
     cli::{CatalogCommand, Cli, Command, LogFormat},
-    crd, operator, resolver, verify,
+    crd, emulator, operator, resolver, verify,
 };
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
@@ -80,6 +80,27 @@ fn main() -> ExitCode {
                     ExitCode::from(1)
                 }
             },
+            Command::Emulate(args) => {
+                init_tracing(args.log_format);
+                let options = emulator::EmulatorOptions {
+                    catalog_file: args.catalog,
+                    listen: args.listen,
+                    tls_dir: args.tls_dir,
+                    write_burst: args.arm_write_burst,
+                    write_refill_per_second: args.arm_write_refill,
+                };
+                let shutdown = async {
+                    let _ = tokio::signal::ctrl_c().await;
+                };
+                match emulator::run(options, shutdown).await {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(error) => {
+                        tracing::error!(%error, "emulator stopped");
+                        eprintln!("error: {error}");
+                        ExitCode::from(1)
+                    }
+                }
+            }
             Command::Verify(args) => {
                 let client = match kube::Client::try_default().await {
                     Ok(client) => client,

@@ -21,6 +21,10 @@ use serde_saphyr::MessageFormatter;
 use super::{MetadataChange, RegistrationKey, SubscriptionMetadata, SubscriptionState};
 use crate::guid::Guid;
 
+#[path = "catalog/azure.rs"]
+mod azure;
+pub use azure::{CatalogRegistration, FederatedCredential, ServicePrincipal};
+
 /// A long list of problems helps nobody and floods the log; the first ones show the pattern.
 const MAX_LISTED_PROBLEMS: usize = 20;
 
@@ -142,6 +146,8 @@ impl serde_saphyr::MessageFormatter for CatalogWording {
 struct CatalogDocument {
     subscriptions: Subscriptions,
     multitenancy_approvals: Approvals,
+    registrations: Vec<azure::RegistrationEntry>,
+    service_principals: Vec<azure::ServicePrincipalEntry>,
 }
 
 #[derive(Deserialize)]
@@ -151,6 +157,10 @@ struct CatalogFields {
     subscriptions: Subscriptions,
     #[serde(default)]
     multitenancy_approvals: Approvals,
+    #[serde(default)]
+    registrations: Vec<azure::RegistrationEntry>,
+    #[serde(default)]
+    service_principals: Vec<azure::ServicePrincipalEntry>,
 }
 
 impl<'de> Deserialize<'de> for CatalogDocument {
@@ -170,6 +180,8 @@ impl<'de> Deserialize<'de> for CatalogDocument {
                 Ok(CatalogDocument {
                     subscriptions: fields.subscriptions,
                     multitenancy_approvals: fields.multitenancy_approvals,
+                    registrations: fields.registrations,
+                    service_principals: fields.service_principals,
                 })
             }
         }
@@ -441,6 +453,9 @@ pub struct Catalog {
     /// A GUID is 16 bytes, and a lookup needs no lower-case copy of the ID.
     subscriptions: HashMap<Guid, Arc<SubscriptionMetadata>>,
     approvals: HashSet<RegistrationKey>,
+    /// What the emulator's ARM and Entra ID serve (DESIGN.md §10); the operator ignores them.
+    registrations: Arc<Vec<CatalogRegistration>>,
+    service_principals: Arc<Vec<ServicePrincipal>>,
 }
 
 impl Catalog {
@@ -469,14 +484,21 @@ impl Catalog {
         let CatalogDocument {
             subscriptions,
             multitenancy_approvals: approvals,
+            registrations,
+            service_principals,
         } = document;
         // Subscription problems come first whatever the order of the lists.
         let mut problems = subscriptions.problems;
         problems.extend(approvals.problems);
+        let registrations = azure::validate_registrations(registrations, &mut problems);
+        let service_principals =
+            azure::validate_service_principals(service_principals, &mut problems);
         if problems.is_empty() {
             Ok(Catalog {
                 subscriptions: subscriptions.valid,
                 approvals: approvals.valid,
+                registrations: Arc::new(registrations),
+                service_principals: Arc::new(service_principals),
             })
         } else {
             Err(CatalogError::Invalid { problems })
@@ -507,6 +529,21 @@ impl Catalog {
 
     pub fn approval_count(&self) -> usize {
         self.approvals.len()
+    }
+
+    /// The `registrations` list: the registration resources the emulator's ARM holds.
+    pub fn registrations(&self) -> &[CatalogRegistration] {
+        &self.registrations
+    }
+
+    /// The `servicePrincipals` list: who the emulator's Entra ID issues tokens to.
+    pub fn service_principals(&self) -> &[ServicePrincipal] {
+        &self.service_principals
+    }
+
+    /// Every subscription of the catalog, in no particular order.
+    pub fn subscriptions(&self) -> impl Iterator<Item = &SubscriptionMetadata> {
+        self.subscriptions.values().map(AsRef::as_ref)
     }
 
     /// Exactly the subscriptions and registrations whose data differ between two catalogs.
@@ -546,6 +583,8 @@ impl Catalog {
             csp_subscriptions: self.subscriptions.values().filter(|s| s.is_csp()).count(),
             by_state,
             multitenancy_approvals: self.approvals.len(),
+            registrations: self.registrations.len(),
+            service_principals: self.service_principals.len(),
         }
     }
 }
@@ -567,6 +606,8 @@ pub struct CatalogSummary {
     /// Subscriptions per state, every state listed (in declaration order), zeros included.
     pub by_state: Vec<(SubscriptionState, usize)>,
     pub multitenancy_approvals: usize,
+    pub registrations: usize,
+    pub service_principals: usize,
 }
 
 impl fmt::Display for CatalogSummary {
@@ -583,7 +624,16 @@ impl fmt::Display for CatalogSummary {
             f,
             "), {} multitenancy approvals",
             self.multitenancy_approvals
-        )
+        )?;
+        // Only catalogs written for the emulator have these lists.
+        if self.registrations > 0 || self.service_principals > 0 {
+            write!(
+                f,
+                ", {} registrations, {} service principals",
+                self.registrations, self.service_principals
+            )?;
+        }
+        Ok(())
     }
 }
 

@@ -15,7 +15,10 @@ pub mod watch;
 mod http_tests;
 
 pub use cache::TtlCache;
-pub use catalog::{Catalog, CatalogError, CatalogSummary, check_catalog_file};
+pub use catalog::{
+    Catalog, CatalogError, CatalogRegistration, CatalogSummary, FederatedCredential,
+    ServicePrincipal, check_catalog_file,
+};
 pub use catalog_resolver::CatalogResolver;
 pub use http::{HttpResolver, HttpResolverError, HttpResolverOptions};
 pub use stats::{ResolverStats, StatsSnapshot};

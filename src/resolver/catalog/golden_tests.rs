@@ -154,11 +154,11 @@ fn catalog_errors_read_exactly_so() {
         ),
         (
             "subscription: []\n".into(),
-            "unknown field `subscription`, expected one of subscriptions, multitenancyApprovals at line 1 column 1",
+            "unknown field `subscription`, expected one of subscriptions, multitenancyApprovals, registrations, servicePrincipals at line 1 column 1",
         ),
         (
             "<<: {subscriptions: []}\n".into(),
-            "unknown field `<<`, expected one of subscriptions, multitenancyApprovals at line 1 column 1",
+            "unknown field `<<`, expected one of subscriptions, multitenancyApprovals, registrations, servicePrincipals at line 1 column 1",
         ),
         (
             "subscriptions: []\nsubscriptions: []\n".into(),

@@ -1,0 +1,265 @@
+//! The outside world for users and tests (DESIGN.md §10): one HTTPS server playing Microsoft
+//! Entra ID, ARM's `Microsoft.AzureStack` provider and the http metadata resolver, from a
+//! catalog. State is in memory. One file per party:
+//!
+//! - [`tls`]: its certificates and listener;
+//! - [`entra`]: token endpoint, OpenID metadata, signing keys;
+//! - [`arm`]: registrations, customerSubscriptions, the subscription list, cloud metadata;
+//! - [`throttle`]: ARM's write token bucket;
+//! - [`resolver`]: the §4 contract under `/resolver`.
+//!
+//! The stamp's admin APIs and the CloudEvents sink (§9, `--stamp`) are routed in [`router`]
+//! next to these when they come.
+
+pub mod arm;
+pub mod entra;
+pub mod resolver;
+pub mod throttle;
+pub mod tls;
+
+use std::{
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    path::PathBuf,
+    sync::{Arc, Mutex},
+};
+
+use axum::{
+    Router,
+    extract::Request,
+    http::{HeaderValue, StatusCode},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::{any, get, post},
+};
+
+use crate::resolver::{Catalog, CatalogError, catalog::read_catalog_text};
+
+pub const REQUEST_ID_HEADER: &str = "x-ms-request-id";
+const CLIENT_REQUEST_ID_HEADER: &str = "x-ms-client-request-id";
+const CORRELATION_ID_HEADER: &str = "x-ms-correlation-request-id";
+
+/// What `azs-csp-operator emulate` was asked to do.
+#[derive(Debug, Clone)]
+pub struct EmulatorOptions {
+    pub catalog_file: PathBuf,
+    pub listen: SocketAddr,
+    pub tls_dir: PathBuf,
+    pub write_burst: u32,
+    pub write_refill_per_second: f64,
+}
+
+#[derive(thiserror::Error, Debug)]
+pub enum EmulatorError {
+    #[error("cannot read the catalog file {path}: {source}")]
+    ReadCatalog {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error(transparent)]
+    Key(#[from] entra::KeyError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the emulator stopped: {0}")]
+    Serve(#[source] std::io::Error),
+}
+
+/// The emulator's state, shared by every handler.
+pub struct Emulator {
+    pub catalog: Catalog,
+    /// `https://host:port` without a trailing slash: issuer, ARM audience, `nextLink`s.
+    pub base_url: String,
+    pub tokens: entra::TokenIssuer,
+    pub arm: Mutex<arm::ArmState>,
+    pub throttle: Mutex<throttle::WriteThrottle>,
+}
+
+pub type Shared = Arc<Emulator>;
+
+impl Emulator {
+    pub fn new(
+        catalog: Catalog,
+        base_url: String,
+        tokens: entra::TokenIssuer,
+        throttle: throttle::WriteThrottle,
+    ) -> Self {
+        Self {
+            catalog,
+            base_url,
+            tokens,
+            arm: Mutex::new(arm::ArmState::default()),
+            throttle: Mutex::new(throttle),
+        }
+    }
+}
+
+/// A GUID in Azure's lower-case form, for request IDs, etags and key IDs.
+pub fn new_guid() -> String {
+    let bits: u128 = rand::random();
+    let hex = format!("{bits:032x}");
+    format!(
+        "{}-{}-4{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[13..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
+
+/// Every route of the emulator.
+pub fn router(emulator: Shared) -> Router {
+    Router::new()
+        // Entra ID
+        .route("/{tenant}/oauth2/v2.0/token", post(entra::token))
+        .route(
+            "/{tenant}/v2.0/.well-known/openid-configuration",
+            get(entra::openid_configuration),
+        )
+        .route("/{tenant}/discovery/v2.0/keys", get(entra::jwks))
+        // ARM
+        .route("/metadata/endpoints", get(arm::metadata_endpoints))
+        .route("/subscriptions", get(arm::list_subscriptions))
+        .route("/subscriptions/{*rest}", any(arm::dispatch))
+        // The http resolver contract (§4)
+        .route(
+            "/resolver/subscriptions/{subscription_id}",
+            get(resolver::subscription),
+        )
+        .route(
+            "/resolver/registrations/{subscription_id}/{resource_group}/{registration_name}",
+            get(resolver::registration),
+        )
+        .fallback(not_found)
+        .layer(middleware::from_fn(request_ids))
+        .with_state(emulator)
+}
+
+async fn not_found() -> Response {
+    arm::ArmError::new(
+        StatusCode::NOT_FOUND,
+        "NotFound",
+        "The emulator serves no such path.",
+    )
+    .into_response()
+}
+
+/// Every answer carries `x-ms-request-id`; the client's request and correlation IDs are
+/// echoed, as ARM does.
+async fn request_ids(request: Request, next: Next) -> Response {
+    let client_request_id = request.headers().get(CLIENT_REQUEST_ID_HEADER).cloned();
+    let correlation_id = request.headers().get(CORRELATION_ID_HEADER).cloned();
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    if let Ok(id) = HeaderValue::from_str(&new_guid()) {
+        headers.insert(REQUEST_ID_HEADER, id);
+    }
+    if let Some(id) = client_request_id {
+        headers.insert(CLIENT_REQUEST_ID_HEADER, id);
+    }
+    let correlation = correlation_id.or_else(|| HeaderValue::from_str(&new_guid()).ok());
+    if let Some(id) = correlation {
+        headers.insert(CORRELATION_ID_HEADER, id);
+    }
+    response
+}
+
+/// The URL clients reach a listener on: a wildcard address is reached on loopback.
+fn base_url(addr: SocketAddr) -> String {
+    let ip = match addr.ip() {
+        ip if ip.is_unspecified() && ip.is_ipv4() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        ip if ip.is_unspecified() => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    format!("https://{}", SocketAddr::new(ip, addr.port()))
+}
+
+/// Runs the emulator until `shutdown` completes. Prints one line to stdout when it listens:
+/// `emulator listening on https://…` (tests read the port from it).
+pub async fn run(
+    options: EmulatorOptions,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), EmulatorError> {
+    let path = &options.catalog_file;
+    let bytes = std::fs::read(path).map_err(|source| EmulatorError::ReadCatalog {
+        path: path.clone(),
+        source,
+    })?;
+    let catalog = Catalog::parse(&read_catalog_text(path, bytes)?)?;
+    let (config, source) = tls::server_config(&options.tls_dir)?;
+    let tokens = tokio::task::spawn_blocking(entra::TokenIssuer::generate)
+        .await
+        .map_err(|e| entra::KeyError::Generate(e.to_string()))??;
+    let listener = tokio::net::TcpListener::bind(options.listen)
+        .await
+        .map_err(|source| EmulatorError::Listen {
+            addr: options.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(EmulatorError::Serve)?;
+    let base_url = base_url(addr);
+    let listener = tls::TlsListener::new(listener, config).map_err(EmulatorError::Serve)?;
+    let summary = catalog.summary();
+    let emulator = Arc::new(Emulator::new(
+        catalog,
+        base_url.clone(),
+        tokens,
+        throttle::WriteThrottle::new(options.write_burst, options.write_refill_per_second),
+    ));
+    match &source {
+        tls::CertificateSource::Given => tracing::info!(
+            tls_dir = %options.tls_dir.display(),
+            "serving the certificate found in the TLS directory"
+        ),
+        tls::CertificateSource::Generated { ca_file } => tracing::info!(
+            ca_file = %ca_file.display(),
+            "made a CA and a server certificate; clients trust the CA file"
+        ),
+    }
+    tracing::info!(
+        url = %base_url,
+        catalog = %summary,
+        write_burst = options.write_burst,
+        write_refill_per_second = options.write_refill_per_second,
+        "emulator listening"
+    );
+    println!("emulator listening on {base_url}");
+    axum::serve(listener, router(emulator))
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(EmulatorError::Serve)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guids_have_the_azure_shape() {
+        for _ in 0..100 {
+            let id = new_guid();
+            assert!(crate::guid::Guid::parse(&id).is_some(), "{id}");
+            assert_eq!(id, id.to_ascii_lowercase());
+        }
+    }
+
+    #[test]
+    fn wildcard_listeners_are_reached_on_loopback() {
+        for (listen, want) in [
+            ("0.0.0.0:8443", "https://127.0.0.1:8443"),
+            ("[::]:8443", "https://[::1]:8443"),
+            ("127.0.0.1:1", "https://127.0.0.1:1"),
+        ] {
+            let addr: SocketAddr = listen.parse().expect("addr");
+            assert_eq!(base_url(addr), want, "{listen}");
+        }
+    }
+}
