@@ -126,6 +126,7 @@ fn desired_status(
         tenant_id: decision.tenant_id.clone(),
         billing_partner_id: decision.billing_partner_id.clone(),
         reseller_partner_id: decision.reseller_partner_id.clone(),
+        azure: None,
         conditions,
     }
 }

@@ -103,6 +103,8 @@ fn desired_status(
         billing_partner_id: decision.billing_partner_id.clone(),
         multitenancy_approved: approval.approved,
         customer_subscription_count: Some(decision.customer_subscription_count),
+        azure: None,
+        unmanaged_customer_subscriptions: None,
         conditions,
     }
 }
