@@ -153,3 +153,13 @@ pub struct ArmDeleted {
     pub existed: bool,
     pub request_id: Option<String>,
 }
+
+/// Where the ARM client reports each answer: the operator's metrics. A trait at the bottom of
+/// the graph, so that the client need not know the metrics registry.
+pub trait ArmObserver: Send + Sync {
+    /// One request answered (`code`: the HTTP status, or `unreachable`, `credential`,
+    /// `short_circuited` when there was no answer) after `elapsed`.
+    fn answered(&self, operation: ArmOperation, code: &str, elapsed: Duration);
+    /// ARM answered 429.
+    fn throttled(&self);
+}

@@ -7,9 +7,12 @@ pub mod cache;
 pub mod catalog;
 pub mod catalog_resolver;
 pub mod http;
-pub mod http_tls;
 pub mod stats;
 pub mod watch;
+
+/// Kept under its old name for callers of the resolver's TLS set-up; it lives in `upstream` now,
+/// shared with the ARM client.
+pub use crate::upstream::tls as http_tls;
 
 #[cfg(test)]
 mod http_tests;
