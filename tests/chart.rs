@@ -1373,10 +1373,31 @@ fn token_kubeconfig(token: &str) -> tempfile::NamedTempFile {
     file
 }
 
-/// On a failed test, the operator is gone before its Registrations are: strips their finalizer
-/// so that the namespace can be deleted (a passing test deletes them with the operator).
+/// On a failed test, the operator is gone before its objects are: strips the finalizers of
+/// its Registrations (and, in azure mode, CustomerSubscriptions) so that the namespace can be
+/// deleted (a passing test deletes them with the operator).
 struct ReleaseFinalizers {
     namespace: String,
+}
+
+async fn strip_finalizers<K>(api: Api<K>)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let Ok(list) = api.list_metadata(&ListParams::default()).await else {
+        return;
+    };
+    let patch = json!({"metadata": {"finalizers": null}});
+    for object in list.items {
+        let name = object.metadata.name.unwrap_or_default();
+        let _ = api
+            .patch(
+                &name,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(&patch),
+            )
+            .await;
+    }
 }
 
 impl Drop for ReleaseFinalizers {
@@ -1386,22 +1407,13 @@ impl Drop for ReleaseFinalizers {
         }
         let namespace = self.namespace.clone();
         azs_csp_testkit::cluster::run_to_completion(move || async move {
-            let api: Api<Registration> =
-                Api::namespaced(azs_csp_testkit::cluster::client().await, &namespace);
-            let Ok(list) = api.list_metadata(&ListParams::default()).await else {
-                return;
-            };
-            let patch = json!({"metadata": {"finalizers": null}});
-            for registration in list.items {
-                let name = registration.metadata.name.unwrap_or_default();
-                let _ = api
-                    .patch(
-                        &name,
-                        &kube::api::PatchParams::default(),
-                        &kube::api::Patch::Merge(&patch),
-                    )
-                    .await;
-            }
+            let client = azs_csp_testkit::cluster::client().await;
+            strip_finalizers(Api::<CustomerSubscription>::namespaced(
+                client.clone(),
+                &namespace,
+            ))
+            .await;
+            strip_finalizers(Api::<Registration>::namespaced(client, &namespace)).await;
         });
     }
 }
@@ -1919,5 +1931,338 @@ async fn the_azure_variants_install_and_grant_what_azure_mode_uses() {
             assert_eq!(claims["sub"], sa, "{name}");
             assert!(claims["iss"].is_string(), "{name}: {claims}");
         }
+    }
+}
+
+/// `azs-csp-operator emulate` of this build on a free loopback port; killed when dropped.
+struct Emulator {
+    child: std::process::Child,
+    url: String,
+    ca_file: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Emulator {
+    fn start(catalog: &str) -> Self {
+        use std::io::BufRead;
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("catalog.yaml"), catalog).expect("catalog");
+        let tls = dir.path().join("tls");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_azs-csp-operator"))
+            .arg("emulate")
+            .arg("--catalog")
+            .arg(dir.path().join("catalog.yaml"))
+            .args(["--listen", "127.0.0.1:0", "--tls-dir"])
+            .arg(&tls)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start the emulator");
+        let stdout = child.stdout.take().expect("stdout");
+        let (sender, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let _ = sender.send(line);
+            }
+        });
+        let line = lines
+            .recv_timeout(azs_csp_testkit::cluster::TIMEOUT)
+            .expect("the emulator says where it listens");
+        let url = line
+            .strip_prefix("emulator listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .trim_end_matches('/')
+            .to_string();
+        Self {
+            child,
+            url,
+            ca_file: tls.join("ca.crt"),
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The pod the chart's Deployment describes, as a local process would see it: its args and
+/// literal variables with every mounted path moved under `root`, where each volume is
+/// materialised as the kubelet would (a projected ServiceAccount token from TokenRequest with
+/// the volume's audience and lifetime, ConfigMap items from the API). Returns (args, env,
+/// the tokens written).
+async fn materialise_pod(
+    namespace: &common::TestNamespace,
+    deployment: &Deployment,
+    root: &Path,
+) -> (Vec<String>, Vec<(String, String)>, Vec<String>) {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let pod = deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.clone())
+        .expect("a pod template");
+    let container = &pod.containers[0];
+    let service_account = pod.service_account_name.clone().expect("a ServiceAccount");
+    let mut moved: Vec<(String, PathBuf)> = vec![];
+    let mut tokens = vec![];
+    for mount in container.volume_mounts.clone().unwrap_or_default() {
+        let volume = pod
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == mount.name)
+            .expect("the mount's volume");
+        let dir = root.join(&mount.name);
+        std::fs::create_dir_all(&dir).unwrap();
+        if let Some(projected) = &volume.projected {
+            for source in projected.sources.iter().flatten() {
+                let projection = source
+                    .service_account_token
+                    .as_ref()
+                    .expect("only ServiceAccount token projections");
+                let request: TokenRequest = serde_json::from_value(json!({"spec": {
+                    "audiences": [projection.audience.clone().expect("an audience")],
+                    "expirationSeconds": projection.expiration_seconds,
+                }}))
+                .unwrap();
+                let issued: TokenRequest = namespace
+                    .api::<ServiceAccount>()
+                    .create_subresource("token", &service_account, &PostParams::default(), &request)
+                    .await
+                    .expect("TokenRequest as the kubelet makes it");
+                let token = issued.status.and_then(|s| s.token).expect("a token");
+                std::fs::write(dir.join(&projection.path), &token).unwrap();
+                tokens.push(token);
+            }
+        } else if let Some(source) = &volume.config_map {
+            let config_map = namespace
+                .api::<ConfigMap>()
+                .get(&source.name)
+                .await
+                .expect("the mounted ConfigMap");
+            let data = config_map.data.unwrap_or_default();
+            for item in source.items.iter().flatten() {
+                std::fs::write(dir.join(&item.path), &data[&item.key]).unwrap();
+            }
+        } else {
+            panic!("volume {} is not materialised by this test", mount.name);
+        }
+        moved.push((mount.mount_path.clone(), dir));
+    }
+    let relocate = |text: &str| {
+        moved.iter().fold(text.to_string(), |text, (path, dir)| {
+            text.replace(path.as_str(), dir.to_str().unwrap())
+        })
+    };
+    let args = container
+        .args
+        .iter()
+        .flatten()
+        .filter(|a| *a != "run" && !a.starts_with("--metrics-addr"))
+        .map(|a| relocate(a))
+        .collect();
+    let env = container
+        .env
+        .iter()
+        .flatten()
+        .filter_map(|e| e.value.as_ref().map(|v| (e.name.clone(), relocate(v))))
+        .collect();
+    (args, env, tokens)
+}
+
+/// Azure mode end to end with nothing but what the chart renders: the chart installed with
+/// workload identity and no webhook, pointed at the emulator (ARM and Entra ID, its CA from a
+/// ConfigMap); the operator runs out of the cluster with the Deployment's args and variables,
+/// the chart's ServiceAccount for the API and its projected token as the federated assertion
+/// that the emulator exchanges for an ARM token. A tenant is attached in Azure and detached
+/// through the azure-detach finalizer; no token reaches the log.
+#[tokio::test]
+async fn the_operator_attaches_tenants_in_azure_with_the_chart_service_account_federated() {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let _one_at_a_time = E2E.lock().await;
+    apply_crds();
+    let release_ns = common::TestNamespace::new("chart-azrel").await;
+    let partner = common::TestNamespace::new("chart-azpartner").await;
+    let _release_finalizers = ReleaseFinalizers {
+        namespace: partner.name.clone(),
+    };
+    let fullname = format!("azs-csp-{}", release_ns.name);
+    let subject = format!("system:serviceaccount:{}:{fullname}", release_ns.name);
+    let issuer: Value = serde_json::from_str(&run(kubectl().args([
+        "get",
+        "--raw",
+        "/.well-known/openid-configuration",
+    ])))
+    .expect("the cluster's OpenID configuration");
+    let issuer = issuer["issuer"].as_str().expect("an issuer").to_string();
+
+    // Azure as the emulator plays it: the registration, its subscriptions, and the chart's
+    // ServiceAccount federated to the application CLIENT_ID.
+    let registration_subscription = "6d3c4b9e-1f3a-4c6e-9b7a-2d1e0f9a8b7c";
+    let customer = "e09a4e93-29a7-4eba-a7f2-3b2c1d0e9f8a";
+    let customer_tenant = "7a1b2c3d-0000-4000-8000-000000000003";
+    let cloud = random_guid();
+    let emulator = Emulator::start(&format!(
+        r#"subscriptions:
+- {{id: {registration_subscription}, tenantId: {TENANT_ID}, state: Enabled, offer: CSP, billingPartnerId: "4412345"}}
+- {{id: {customer}, tenantId: {customer_tenant}, state: Enabled, offer: CSP, billingPartnerId: "4412345"}}
+multitenancyApprovals:
+- {{subscriptionId: {registration_subscription}, resourceGroup: azurestack, registrationName: azurestack-5f1c2d3e}}
+registrations:
+- {{subscriptionId: {registration_subscription}, resourceGroup: azurestack, name: azurestack-5f1c2d3e, cloudId: {cloud}, billingModel: PayAsYouUse}}
+servicePrincipals:
+- tenantId: {TENANT_ID}
+  clientId: {CLIENT_ID}
+  federatedCredentials: [{{issuer: "{issuer}", subject: "{subject}"}}]
+"#
+    ));
+    let ca = std::fs::read_to_string(&emulator.ca_file).expect("the emulator's CA");
+    let _: ConfigMap = release_ns
+        .create(
+            &serde_json::to_string(
+                &json!({"metadata": {"name": "emulator-ca"}, "data": {"ca.crt": ca}}),
+            )
+            .unwrap(),
+        )
+        .await;
+
+    let _release = Release::install(
+        RELEASE,
+        &release_ns.name,
+        &[
+            "crds.install=false".into(),
+            format!("fullnameOverride={fullname}"),
+            format!("watchNamespaces={{{}}}", partner.name),
+            "mode=azure".into(),
+            format!("azure.clientId={CLIENT_ID}"),
+            format!("azure.tenantId={TENANT_ID}"),
+            "azure.workloadIdentity.webhook=false".into(),
+            format!("azure.arm.endpoint={}", emulator.url),
+            format!("azure.authorityHost={}", emulator.url),
+            "azure.caConfigMap.name=emulator-ca".into(),
+        ],
+    );
+    let deployment = release_ns
+        .api::<Deployment>()
+        .get(&fullname)
+        .await
+        .expect("the chart's Deployment");
+    let pod_root = tempfile::tempdir().unwrap();
+    let (args, env, mut tokens) = materialise_pod(&release_ns, &deployment, pod_root.path()).await;
+    assert!(args.contains(&"--mode=azure".to_string()), "{args:?}");
+
+    let api_token = {
+        let request: TokenRequest =
+            serde_json::from_value(json!({"spec": {"audiences": [], "expirationSeconds": 900}}))
+                .unwrap();
+        let issued: TokenRequest = release_ns
+            .api::<ServiceAccount>()
+            .create_subresource("token", &fullname, &PostParams::default(), &request)
+            .await
+            .expect("TokenRequest for the chart's ServiceAccount");
+        issued.status.and_then(|s| s.token).expect("a token")
+    };
+    let kubeconfig = token_kubeconfig(&api_token);
+    tokens.push(api_token);
+    let mut operator_env: Vec<(&str, &str)> = env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .filter(|(k, _)| *k != "RUST_LOG")
+        .collect();
+    operator_env.push(("KUBECONFIG", kubeconfig.path().to_str().unwrap()));
+    operator_env.push(("POD_NAME", POD_NAME));
+    operator_env.push(("POD_NAMESPACE", release_ns.name.as_str()));
+    let operator_args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut operator = common::start_operator_with_env(&operator_args, &operator_env);
+
+    let _: Registration = partner
+        .create(&format!(
+            r#"
+apiVersion: csp.azurestack.io/v1alpha1
+kind: Registration
+metadata: {{name: contoso-stack}}
+spec:
+  subscriptionId: {registration_subscription}
+  resourceGroup: azurestack
+  registrationName: azurestack-5f1c2d3e
+  cloudId: {cloud}
+  billingModel: PayAsYouUse
+"#
+        ))
+        .await;
+    let _: CustomerSubscription = partner
+        .create(&format!(
+            r#"
+apiVersion: csp.azurestack.io/v1alpha1
+kind: CustomerSubscription
+metadata: {{name: fabrikam}}
+spec:
+  registrationRef: {{name: contoso-stack}}
+  subscriptionId: {customer}
+  tenantId: {customer_tenant}
+"#
+        ))
+        .await;
+    common::wait_registration_reason(&partner, "contoso-stack", "Registered").await;
+    common::wait_customer_reason(&partner, "fabrikam", "Attached").await;
+    let attached = partner
+        .api::<CustomerSubscription>()
+        .get("fabrikam")
+        .await
+        .expect("the CustomerSubscription");
+    assert!(
+        attached
+            .metadata
+            .finalizers
+            .iter()
+            .flatten()
+            .any(|f| f == "csp.azurestack.io/azure-detach"),
+        "the azure-detach finalizer is set (patch on customersubscriptions): {:?}",
+        attached.metadata
+    );
+    let status = serde_json::to_value(&attached.status).unwrap();
+    assert!(
+        status["azure"]["requestId"].is_string(),
+        "Azure's request id is kept: {status}"
+    );
+
+    // Deleting detaches the tenant in Azure, then the operator drops its finalizer.
+    partner
+        .api::<CustomerSubscription>()
+        .delete("fabrikam", &DeleteParams::default())
+        .await
+        .expect("delete the CustomerSubscription");
+    azs_csp_testkit::cluster::wait_gone(&partner.api::<CustomerSubscription>(), "fabrikam").await;
+    partner
+        .api::<Registration>()
+        .delete("contoso-stack", &DeleteParams::default())
+        .await
+        .expect("delete the Registration");
+    azs_csp_testkit::cluster::wait_gone(&partner.api::<Registration>(), "contoso-stack").await;
+
+    assert!(
+        operator.is_running(),
+        "the operator exited:\n{}",
+        operator.logs()
+    );
+    let logs = operator.logs();
+    assert!(
+        !logs.contains("forbidden: User"),
+        "RBAC refused the operator something:\n{logs}"
+    );
+    for token in &tokens {
+        assert!(
+            !logs.contains(token.as_str()),
+            "a ServiceAccount token is in the operator log"
+        );
     }
 }
