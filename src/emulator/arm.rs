@@ -3,6 +3,12 @@
 //! them, the subscription list and the cloud metadata the Azure CLI needs, bearer checks and
 //! write throttling.
 //!
+//! Authorization: a caller's principal acts only on the registrations its catalog entry's
+//! `registrations` scopes reach (all of them when it has none), as an Azure role assignment
+//! on a subscription, resource group or registration would allow; anything else is 403
+//! `AuthorizationFailed`. The check comes after authentication and before anything else, as
+//! ARM's is, so it does not reveal whether the registration exists.
+//!
 //! Paths are matched case-insensitively, as ARM does. Everything under `/subscriptions/{id}`
 //! comes through [`dispatch`], which picks the resource provider; the stamp's admin providers
 //! (`Microsoft.Commerce.Admin`, `Microsoft.Subscriptions.Admin`, DESIGN.md §9) join there.
@@ -30,7 +36,7 @@ use crate::{
         RegistrationSpec,
     },
     policy::{CustomerFacts, Reason, evaluate_customer},
-    resolver::{Catalog, CatalogRegistration, RegistrationKey},
+    resolver::{Catalog, CatalogRegistration, RegistrationKey, ServicePrincipal},
 };
 
 /// The api-versions of `Microsoft.AzureStack` the published spec declares for these calls.
@@ -242,7 +248,7 @@ pub async fn list_subscriptions(
         return missing_api_version().into_response();
     }
     let mut value: Vec<Value> = emulator
-        .catalog
+        .catalog()
         .subscriptions()
         .filter(|s| s.tenant_id.as_deref() == Some(caller.tenant_id.as_str()))
         .map(|s| subscription_json(s.id.as_str(), &caller.tenant_id, s.state.as_str()))
@@ -380,8 +386,9 @@ fn handle(
     let Some(api_version) = query.get("api-version") else {
         return Err(missing_api_version());
     };
+    let catalog = emulator.catalog();
     if target == Target::Subscription {
-        return subscription_answer(emulator, method, subscription);
+        return subscription_answer(&catalog, method, subscription);
     }
     if !API_VERSIONS.contains(&api_version.as_str()) {
         return Err(ArmError::new(
@@ -393,15 +400,16 @@ fn handle(
             ),
         ));
     }
-    let catalog = &emulator.catalog;
+    let catalog = catalog.as_ref();
+    authorize(catalog, &caller, method, path, subscription, &target)?;
     match (method, target) {
         (&Method::GET, Target::Provider) => Ok(Json(provider_json(subscription)).into_response()),
         (&Method::GET, Target::RegistrationsOfSubscription) => Ok(Json(json!({
-            "value": registrations_json(catalog, subscription, None)
+            "value": registrations_json(catalog, &caller, subscription, None)
         }))
         .into_response()),
         (&Method::GET, Target::RegistrationsOfGroup { group }) => Ok(Json(json!({
-            "value": registrations_json(catalog, subscription, Some(group))
+            "value": registrations_json(catalog, &caller, subscription, Some(group))
         }))
         .into_response()),
         (&Method::GET, Target::Registration { group, name }) => {
@@ -442,7 +450,7 @@ fn handle(
         ) => {
             let remaining = admit_write(emulator, &caller, subscription)?;
             let registration = find_registration(catalog, subscription, group, name)?;
-            let stored = put_customer(emulator, registration, customer, body)?;
+            let stored = put_customer(emulator, catalog, registration, customer, body)?;
             Ok(with_remaining(
                 Json(customer_json(registration, &stored)).into_response(),
                 remaining,
@@ -478,6 +486,64 @@ fn handle(
             format!("The {method} method is not supported for {path}."),
         )),
     }
+}
+
+/// The catalog principal a token was issued to; `None` once a reload removed it (its tokens
+/// still authenticate until they expire, as Entra ID's do, but hold no role).
+fn principal_of<'c>(catalog: &'c Catalog, caller: &Caller) -> Option<&'c ServicePrincipal> {
+    catalog
+        .service_principals()
+        .iter()
+        .find(|p| p.tenant_id == caller.tenant_id && p.client_id == caller.client_id)
+}
+
+/// The Azure RBAC action a request on a registration performs.
+fn action_of(method: &Method, target: &Target<'_>) -> &'static str {
+    match (method, target) {
+        (&Method::GET, Target::Registration { .. }) => "Microsoft.AzureStack/registrations/read",
+        (&Method::PUT, Target::Customer { .. }) => {
+            "Microsoft.AzureStack/registrations/customerSubscriptions/write"
+        }
+        (&Method::DELETE, Target::Customer { .. }) => {
+            "Microsoft.AzureStack/registrations/customerSubscriptions/delete"
+        }
+        (_, Target::Customer { .. } | Target::Customers { .. }) => {
+            "Microsoft.AzureStack/registrations/customerSubscriptions/read"
+        }
+        _ => "Microsoft.AzureStack/registrations/read",
+    }
+}
+
+/// 403 `AuthorizationFailed`, in ARM's words, unless the caller's principal holds a role on
+/// the registration a request names. Lists and the provider are filtered, not refused.
+fn authorize(
+    catalog: &Catalog,
+    caller: &Caller,
+    method: &Method,
+    path: &str,
+    subscription: &str,
+    target: &Target<'_>,
+) -> Result<(), ArmError> {
+    let (Target::Registration { group, name }
+    | Target::Customers { group, name }
+    | Target::Customer { group, name, .. }) = target
+    else {
+        return Ok(());
+    };
+    let key = RegistrationKey::new(subscription, group, name);
+    if principal_of(catalog, caller).is_some_and(|p| p.may_manage(&key)) {
+        return Ok(());
+    }
+    Err(ArmError::new(
+        StatusCode::FORBIDDEN,
+        "AuthorizationFailed",
+        format!(
+            "The client '{client}' with object id '{client}' does not have authorization to perform action '{action}' over scope '{scope}' or the scope is invalid. If access was recently granted, please refresh your credentials.",
+            client = caller.client_id,
+            action = action_of(method, target),
+            scope = path.trim_end_matches('/'),
+        ),
+    ))
 }
 
 fn lock(emulator: &super::Emulator) -> std::sync::MutexGuard<'_, ArmState> {
@@ -526,7 +592,7 @@ fn admit_write(
 }
 
 fn subscription_answer(
-    emulator: &super::Emulator,
+    catalog: &Catalog,
     method: &Method,
     subscription: &str,
 ) -> Result<Response, ArmError> {
@@ -537,7 +603,7 @@ fn subscription_answer(
             format!("The {method} method is not supported for a subscription."),
         ));
     }
-    let found = emulator.catalog.subscription(subscription).ok_or_else(|| {
+    let found = catalog.subscription(subscription).ok_or_else(|| {
         ArmError::new(
             StatusCode::NOT_FOUND,
             "SubscriptionNotFound",
@@ -625,12 +691,21 @@ fn registration_json(registration: &CatalogRegistration) -> Value {
     })
 }
 
-fn registrations_json(catalog: &Catalog, subscription: &str, group: Option<&str>) -> Vec<Value> {
+/// The registrations of a subscription or group that the caller may read, as ARM lists only
+/// the resources a caller's roles reach.
+fn registrations_json(
+    catalog: &Catalog,
+    caller: &Caller,
+    subscription: &str,
+    group: Option<&str>,
+) -> Vec<Value> {
+    let principal = principal_of(catalog, caller);
     catalog
         .registrations()
         .iter()
         .filter(|r| r.subscription_id.eq_ignore_ascii_case(subscription))
         .filter(|r| group.is_none_or(|g| r.resource_group.eq_ignore_ascii_case(g)))
+        .filter(|r| principal.is_some_and(|p| p.may_manage(&r.key())))
         .map(registration_json)
         .collect()
 }
@@ -694,6 +769,7 @@ struct PutProperties {
 /// PUT of another subscription of the same tenant replaces it, as Azure does.
 fn put_customer(
     emulator: &super::Emulator,
+    catalog: &Catalog,
     registration: &CatalogRegistration,
     customer: &str,
     body: &[u8],
@@ -710,7 +786,7 @@ fn put_customer(
         })?
     };
     let tenant_id = body.properties.and_then(|p| p.tenant_id);
-    let decision = decide(&emulator.catalog, registration, customer, tenant_id.clone());
+    let decision = decide(catalog, registration, customer, tenant_id.clone());
     if decision.reason != Reason::Attached {
         return Err(ArmError::new(
             status_of(decision.reason),

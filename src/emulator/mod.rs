@@ -4,14 +4,20 @@
 //!
 //! - [`tls`]: its certificates and listener;
 //! - [`entra`]: token endpoint, OpenID metadata, signing keys;
+//! - [`assertion`]: federated client assertions (workload identity) and their issuers' keys;
 //! - [`arm`]: registrations, customerSubscriptions, the subscription list, cloud metadata;
 //! - [`throttle`]: ARM's write token bucket;
 //! - [`resolver`]: the §4 contract under `/resolver`.
+//!
+//! The catalog is reloaded while it runs: [`run`] watches its file with the resolver's own
+//! file watch, and an invalid new catalog is refused with a log line while the one in force
+//! stays. What ARM holds (the customerSubscriptions) is state, not catalog: a reload keeps it.
 //!
 //! The stamp's admin APIs and the CloudEvents sink (§9, `--stamp`) are routed in [`router`]
 //! next to these when they come.
 
 pub mod arm;
+pub mod assertion;
 pub mod entra;
 pub mod resolver;
 pub mod throttle;
@@ -19,7 +25,7 @@ pub mod tls;
 
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr},
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::{Arc, Mutex},
 };
 
@@ -32,7 +38,11 @@ use axum::{
     routing::{any, get, post},
 };
 
-use crate::resolver::{Catalog, CatalogError, catalog::read_catalog_text};
+use crate::resolver::{
+    Catalog, CatalogError,
+    catalog_resolver::CatalogResolver,
+    watch::{CatalogSink, watch_file},
+};
 
 pub const REQUEST_ID_HEADER: &str = "x-ms-request-id";
 const CLIENT_REQUEST_ID_HEADER: &str = "x-ms-client-request-id";
@@ -50,12 +60,6 @@ pub struct EmulatorOptions {
 
 #[derive(thiserror::Error, Debug)]
 pub enum EmulatorError {
-    #[error("cannot read the catalog file {path}: {source}")]
-    ReadCatalog {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
     #[error(transparent)]
     Catalog(#[from] CatalogError),
     #[error(transparent)]
@@ -74,7 +78,10 @@ pub enum EmulatorError {
 
 /// The emulator's state, shared by every handler.
 pub struct Emulator {
-    pub catalog: Catalog,
+    /// The catalog in force; a reload replaces it whole.
+    catalog: Arc<CatalogResolver>,
+    /// Where the catalog's relative paths (`jwksFile`) start: the catalog file's directory.
+    catalog_dir: PathBuf,
     /// `https://host:port` without a trailing slash: issuer, ARM audience, `nextLink`s.
     pub base_url: String,
     pub tokens: entra::TokenIssuer,
@@ -85,19 +92,73 @@ pub struct Emulator {
 pub type Shared = Arc<Emulator>;
 
 impl Emulator {
+    /// An emulator of a fixed catalog (relative paths in it start at the working directory).
     pub fn new(
         catalog: Catalog,
         base_url: String,
         tokens: entra::TokenIssuer,
         throttle: throttle::WriteThrottle,
     ) -> Self {
+        Self::with_catalog_source(
+            Arc::new(CatalogResolver::with_catalog("catalog", catalog)),
+            PathBuf::from("."),
+            base_url,
+            tokens,
+            throttle,
+        )
+    }
+
+    /// An emulator whose catalog is whatever `catalog` holds at each request (a watch
+    /// replaces it), with relative catalog paths starting at `catalog_dir`.
+    pub fn with_catalog_source(
+        catalog: Arc<CatalogResolver>,
+        catalog_dir: PathBuf,
+        base_url: String,
+        tokens: entra::TokenIssuer,
+        throttle: throttle::WriteThrottle,
+    ) -> Self {
         Self {
             catalog,
+            catalog_dir,
             base_url,
             tokens,
             arm: Mutex::new(arm::ArmState::default()),
             throttle: Mutex::new(throttle),
         }
+    }
+
+    /// The catalog in force. A request reads it once, so that a reload never splits it.
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.catalog.current().unwrap_or_default()
+    }
+
+    /// Where the catalog's relative paths start: the catalog file's directory.
+    pub fn catalog_dir(&self) -> &Path {
+        &self.catalog_dir
+    }
+}
+
+/// A reload of the catalog file: the resolver validates and logs a refusal; a catalog put in
+/// force is logged here, whatever part of it changed.
+impl CatalogSink for Emulator {
+    fn offer(&self, text: &str) {
+        let before = self.catalog.current();
+        if self.catalog.replace(text).is_err() {
+            return;
+        }
+        let after = self.catalog();
+        if before.is_some_and(|before| Arc::ptr_eq(&before, &after)) {
+            return;
+        }
+        tracing::info!(
+            source = %self.catalog.source(),
+            catalog = %after.summary(),
+            "catalog reloaded; stored customer subscriptions kept"
+        );
+    }
+
+    fn source_unavailable(&self, reason: &str) {
+        self.catalog.record_source_error(reason);
     }
 }
 
@@ -189,11 +250,11 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), EmulatorError> {
     let path = &options.catalog_file;
-    let bytes = std::fs::read(path).map_err(|source| EmulatorError::ReadCatalog {
-        path: path.clone(),
-        source,
-    })?;
-    let catalog = Catalog::parse(&read_catalog_text(path, bytes)?)?;
+    let catalog = CatalogResolver::from_file(path).await?;
+    let catalog_dir = path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
     let (config, source) = tls::server_config(&options.tls_dir)?;
     let tokens = tokio::task::spawn_blocking(entra::TokenIssuer::generate)
         .await
@@ -207,9 +268,10 @@ pub async fn run(
     let addr = listener.local_addr().map_err(EmulatorError::Serve)?;
     let base_url = base_url(addr);
     let listener = tls::TlsListener::new(listener, config).map_err(EmulatorError::Serve)?;
-    let summary = catalog.summary();
-    let emulator = Arc::new(Emulator::new(
+    let summary = catalog.current().unwrap_or_default().summary();
+    let emulator = Arc::new(Emulator::with_catalog_source(
         catalog,
+        catalog_dir,
         base_url.clone(),
         tokens,
         throttle::WriteThrottle::new(options.write_burst, options.write_refill_per_second),
@@ -231,11 +293,14 @@ pub async fn run(
         write_refill_per_second = options.write_refill_per_second,
         "emulator listening"
     );
+    let reload = tokio::spawn(watch_file(Arc::clone(&emulator), path.clone()));
     println!("emulator listening on {base_url}");
-    axum::serve(listener, router(emulator))
+    let served = axum::serve(listener, router(emulator))
         .with_graceful_shutdown(shutdown)
         .await
-        .map_err(EmulatorError::Serve)
+        .map_err(EmulatorError::Serve);
+    reload.abort();
+    served
 }
 
 #[cfg(test)]
