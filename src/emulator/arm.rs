@@ -46,6 +46,8 @@ pub const PAGE_SIZE: usize = 100;
 const PROVIDER: &str = "Microsoft.AzureStack";
 const CUSTOMER_SUBSCRIPTION_TYPE: &str = "Microsoft.AzureStack/registrations/customerSubscriptions";
 const REGISTRATION_TYPE: &str = "Microsoft.AzureStack/registrations";
+/// The cloud's name in its metadata (`az cloud register` takes its own).
+pub const CLOUD_NAME: &str = "AzsCspEmulator";
 pub const REMAINING_WRITES_HEADER: &str = "x-ms-ratelimit-remaining-subscription-writes";
 
 /// A tenant added to a registration.
@@ -189,40 +191,47 @@ pub fn authenticate(emulator: &super::Emulator, headers: &HeaderMap) -> Result<C
     })
 }
 
-/// `GET /metadata/endpoints?api-version=…`: the cloud's endpoints, as `az cloud register`
-/// reads them. `2015-01-01` (what the CLI asks for) has Azure Stack's shape; later versions
-/// the list of clouds.
+/// `GET /metadata/endpoints?api-version=…`: the cloud's endpoints, in the shape each
+/// api-version has: `2015-01-01` Azure Stack's (what Azure Stack tooling reads), up to
+/// `2022-09-01` the list of clouds, from `2022-09-01` on (what `az cloud register
+/// --endpoint-resource-manager` asks for) this cloud alone.
 pub async fn metadata_endpoints(
     State(emulator): State<Shared>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
-    let base = &emulator.base_url;
-    let login = format!("{base}/");
-    let audience = format!("{base}/");
-    match query.get("api-version").map(String::as_str) {
-        None => missing_api_version().into_response(),
-        Some("2015-01-01") => Json(json!({
-            "galleryEndpoint": login,
-            "graphEndpoint": login,
-            "portalEndpoint": login,
-            "authentication": {"loginEndpoint": login, "audiences": [audience]},
+    let base = format!("{}/", emulator.base_url);
+    let Some(api_version) = query.get("api-version") else {
+        return missing_api_version().into_response();
+    };
+    if api_version == "2015-01-01" {
+        return Json(json!({
+            "galleryEndpoint": base,
+            "graphEndpoint": base,
+            "portalEndpoint": base,
+            "authentication": {"loginEndpoint": base, "audiences": [base]},
         }))
-        .into_response(),
-        Some(_) => Json(json!([{
-            "name": "AzsCspEmulator",
-            "portal": login,
-            "resourceManager": login,
-            "gallery": login,
-            "graph": login,
-            "authentication": {
-                "loginEndpoint": login,
-                "audiences": [audience],
-                "tenant": "common",
-                "identityProvider": "AAD",
-            },
-            "suffixes": {},
-        }]))
-        .into_response(),
+        .into_response();
+    }
+    let cloud = json!({
+        "name": CLOUD_NAME,
+        "portal": base,
+        "resourceManager": base,
+        "gallery": base,
+        "graph": base,
+        "graphAudience": base,
+        "authentication": {
+            "loginEndpoint": base,
+            "audiences": [base],
+            "tenant": "common",
+            "identityProvider": "AAD",
+        },
+        "suffixes": {},
+    });
+    // ISO dates compare as text.
+    if api_version.as_str() < "2022-09-01" {
+        Json(json!([cloud])).into_response()
+    } else {
+        Json(cloud).into_response()
     }
 }
 
@@ -275,6 +284,7 @@ fn subscription_json(id: &str, tenant: &str, state: &str) -> Value {
             "spendingLimit": "Off",
         },
         "authorizationSource": "RoleBased",
+        "managedByTenants": [],
     })
 }
 
@@ -282,6 +292,10 @@ fn subscription_json(id: &str, tenant: &str, state: &str) -> Value {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target<'a> {
     Subscription,
+    /// A resource group: one that holds a registration of the catalog.
+    ResourceGroup {
+        group: &'a str,
+    },
     Provider,
     RegistrationsOfSubscription,
     RegistrationsOfGroup {
@@ -307,6 +321,7 @@ pub fn parse_target<'a>(segments: &[&'a str]) -> Option<Target<'a>> {
     let is = |segment: &str, word: &str| segment.eq_ignore_ascii_case(word);
     match segments {
         [] => Some(Target::Subscription),
+        [rg, group] if is(rg, "resourceGroups") => Some(Target::ResourceGroup { group }),
         [p, ns] if is(p, "providers") && is(ns, PROVIDER) => Some(Target::Provider),
         [p, ns, r] if is(p, "providers") && is(ns, PROVIDER) && is(r, "registrations") => {
             Some(Target::RegistrationsOfSubscription)
@@ -387,8 +402,13 @@ fn handle(
         return Err(missing_api_version());
     };
     let catalog = emulator.catalog();
-    if target == Target::Subscription {
-        return subscription_answer(&catalog, method, subscription);
+    // Microsoft.Resources answers these, with api-versions of its own.
+    match target {
+        Target::Subscription => return subscription_answer(&catalog, method, subscription),
+        Target::ResourceGroup { group } => {
+            return resource_group_answer(&catalog, &caller, method, path, subscription, group);
+        }
+        _ => {}
     }
     if !API_VERSIONS.contains(&api_version.as_str()) {
         return Err(ArmError::new(
@@ -534,16 +554,24 @@ fn authorize(
     if principal_of(catalog, caller).is_some_and(|p| p.may_manage(&key)) {
         return Ok(());
     }
-    Err(ArmError::new(
+    Err(authorization_failed(
+        caller,
+        action_of(method, target),
+        path,
+    ))
+}
+
+/// ARM's 403 for a caller without a role that allows `action` at `scope`.
+fn authorization_failed(caller: &Caller, action: &str, scope: &str) -> ArmError {
+    ArmError::new(
         StatusCode::FORBIDDEN,
         "AuthorizationFailed",
         format!(
             "The client '{client}' with object id '{client}' does not have authorization to perform action '{action}' over scope '{scope}' or the scope is invalid. If access was recently granted, please refresh your credentials.",
             client = caller.client_id,
-            action = action_of(method, target),
-            scope = path.trim_end_matches('/'),
+            scope = scope.trim_end_matches('/'),
         ),
-    ))
+    )
 }
 
 fn lock(emulator: &super::Emulator) -> std::sync::MutexGuard<'_, ArmState> {
@@ -589,6 +617,63 @@ fn admit_write(
             })
         }
     }
+}
+
+/// `GET /subscriptions/{s}/resourceGroups/{g}`, which `az resource create` reads for the
+/// location of a resource it creates. Reading a group takes a role on the group or above it.
+fn resource_group_answer(
+    catalog: &Catalog,
+    caller: &Caller,
+    method: &Method,
+    path: &str,
+    subscription: &str,
+    group: &str,
+) -> Result<Response, ArmError> {
+    if method != Method::GET {
+        return Err(ArmError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            format!("The emulator holds resource groups fixed; {method} is not supported."),
+        ));
+    }
+    let allowed = principal_of(catalog, caller).is_some_and(|p| {
+        p.registrations.as_ref().is_none_or(|scopes| {
+            scopes.iter().any(|scope| {
+                scope.subscription_id.eq_ignore_ascii_case(subscription)
+                    && scope.name.is_none()
+                    && scope
+                        .resource_group
+                        .as_ref()
+                        .is_none_or(|g| g.eq_ignore_ascii_case(group))
+            })
+        })
+    });
+    if !allowed {
+        return Err(authorization_failed(
+            caller,
+            "Microsoft.Resources/subscriptions/resourceGroups/read",
+            path,
+        ));
+    }
+    let found = catalog.registrations().iter().find(|r| {
+        r.subscription_id.eq_ignore_ascii_case(subscription)
+            && r.resource_group.eq_ignore_ascii_case(group)
+    });
+    let Some(registration) = found else {
+        return Err(ArmError::new(
+            StatusCode::NOT_FOUND,
+            "ResourceGroupNotFound",
+            format!("Resource group '{group}' could not be found."),
+        ));
+    };
+    Ok(Json(json!({
+        "id": format!("/subscriptions/{}/resourceGroups/{}", registration.subscription_id, registration.resource_group),
+        "name": registration.resource_group,
+        "type": "Microsoft.Resources/resourceGroups",
+        "location": "global",
+        "properties": {"provisioningState": "Succeeded"},
+    }))
+    .into_response())
 }
 
 fn subscription_answer(

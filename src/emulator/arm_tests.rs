@@ -633,3 +633,43 @@ fn a_reload_replaces_the_catalog_and_keeps_what_arm_holds() {
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["properties"]["tenantId"], CUSTOMER_TENANT);
 }
+
+#[test]
+fn resource_groups_of_registrations_are_readable_where_a_role_reaches() {
+    let fixture = Fixture::new(0, 100);
+    let scoped = fixture.emulator.token_of(SCOPED, BASE);
+    let group = format!("/subscriptions/{REG_SUB}/resourcegroups/AzureStack");
+    let cases = [
+        (&fixture.token, group.clone(), StatusCode::OK, ""),
+        (
+            &fixture.token,
+            format!("/subscriptions/{REG_SUB}/resourceGroups/other"),
+            StatusCode::NOT_FOUND,
+            "ResourceGroupNotFound",
+        ),
+        // A role on one registration does not reach its group.
+        (
+            &scoped,
+            group.clone(),
+            StatusCode::FORBIDDEN,
+            "AuthorizationFailed",
+        ),
+    ];
+    for (token, path, want_status, want_code) in cases {
+        // Microsoft.Resources' own api-version, not Microsoft.AzureStack's.
+        let (status, _, body) = fixture.call_as(Some(token), Method::GET, &path, "2024-11-01", "");
+        assert_eq!(status, want_status, "{path}: {body}");
+        if want_status == StatusCode::OK {
+            assert_eq!(body["name"], "AzureStack");
+            assert_eq!(body["location"], "global");
+            assert_eq!(body["type"], "Microsoft.Resources/resourceGroups");
+        } else {
+            assert_eq!(code(&body), want_code, "{path}");
+        }
+    }
+    let (status, _, body) = fixture.call(Method::PUT, &group, "{}");
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed")
+    );
+}

@@ -38,6 +38,8 @@ use axum::{
     routing::{any, get, post},
 };
 
+use tower::ServiceExt;
+
 use crate::resolver::{
     Catalog, CatalogError,
     catalog_resolver::CatalogResolver,
@@ -178,7 +180,7 @@ pub fn new_guid() -> String {
 
 /// Every route of the emulator.
 pub fn router(emulator: Shared) -> Router {
-    Router::new()
+    let routes: Router = Router::new()
         // Entra ID
         .route("/{tenant}/oauth2/v2.0/token", post(entra::token))
         .route(
@@ -199,9 +201,11 @@ pub fn router(emulator: Shared) -> Router {
             "/resolver/registrations/{subscription_id}/{resource_group}/{registration_name}",
             get(resolver::registration),
         )
-        .fallback(not_found)
+        .with_state(emulator);
+    let strict = routes.clone().fallback(not_found);
+    routes
+        .fallback(move |request: Request| with_collapsed_slashes(strict.clone(), request))
         .layer(middleware::from_fn(request_ids))
-        .with_state(emulator)
 }
 
 async fn not_found() -> Response {
@@ -211,6 +215,39 @@ async fn not_found() -> Response {
         "The emulator serves no such path.",
     )
     .into_response()
+}
+
+/// ARM reads repeated slashes as one, and clients rely on it: `az cloud register
+/// --endpoint-resource-manager https://host/` asks for `https://host//metadata/endpoints`. A
+/// path no route matches is routed once more with them collapsed.
+async fn with_collapsed_slashes(strict: Router, mut request: Request) -> Response {
+    let path = request.uri().path();
+    if !path.contains("//") {
+        return not_found().await;
+    }
+    let mut collapsed = String::with_capacity(path.len());
+    for c in path.chars() {
+        if !(c == '/' && collapsed.ends_with('/')) {
+            collapsed.push(c);
+        }
+    }
+    if let Some(query) = request.uri().query() {
+        collapsed.push('?');
+        collapsed.push_str(query);
+    }
+    let mut parts = request.uri().clone().into_parts();
+    match collapsed.parse() {
+        Ok(path_and_query) => parts.path_and_query = Some(path_and_query),
+        Err(_) => return not_found().await,
+    }
+    match axum::http::Uri::from_parts(parts) {
+        Ok(uri) => *request.uri_mut() = uri,
+        Err(_) => return not_found().await,
+    }
+    match strict.oneshot(request).await {
+        Ok(response) => response,
+        Err(never) => match never {},
+    }
 }
 
 /// Every answer carries `x-ms-request-id`; the client's request and correlation IDs are
@@ -313,6 +350,57 @@ mod tests {
             let id = new_guid();
             assert!(crate::guid::Guid::parse(&id).is_some(), "{id}");
             assert_eq!(id, id.to_ascii_lowercase());
+        }
+    }
+
+    /// One GET through the whole router: status and JSON body.
+    async fn get(router: &Router, path: &str) -> (StatusCode, serde_json::Value) {
+        let request = Request::get(path)
+            .body(axum::body::Body::empty())
+            .expect("request");
+        let response = router.clone().oneshot(request).await.expect("infallible");
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .expect("body");
+        (status, serde_json::from_slice(&bytes).expect("JSON"))
+    }
+
+    #[tokio::test]
+    async fn cloud_metadata_has_each_api_versions_shape_and_repeated_slashes_are_one() {
+        let base = "https://127.0.0.1:8443";
+        let emulator = Emulator::new(
+            Catalog::default(),
+            base.to_owned(),
+            entra::TokenIssuer::generate().expect("key"),
+            throttle::WriteThrottle::new(1, 1.0),
+        );
+        let router = router(Arc::new(emulator));
+        let (status, cloud) = get(&router, "//metadata/endpoints?api-version=2022-09-01").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(cloud["name"], arm::CLOUD_NAME);
+        assert_eq!(cloud["resourceManager"], format!("{base}/"));
+        assert_eq!(cloud["authentication"]["loginEndpoint"], format!("{base}/"));
+        assert_eq!(cloud["authentication"]["audiences"][0], format!("{base}/"));
+        let (_, clouds) = get(&router, "/metadata/endpoints?api-version=2019-05-01").await;
+        assert_eq!(clouds[0], cloud, "older versions list the clouds");
+        let (_, stack) = get(&router, "/metadata//endpoints?api-version=2015-01-01").await;
+        assert_eq!(stack["authentication"]["loginEndpoint"], format!("{base}/"));
+        let (status, body) = get(&router, "/metadata/endpoints").await;
+        assert_eq!(
+            (status, &body["error"]["code"]),
+            (
+                StatusCode::BAD_REQUEST,
+                &serde_json::json!("MissingApiVersionParameter")
+            )
+        );
+        for missing in ["//nothing//here", "/nothing"] {
+            let (status, body) = get(&router, missing).await;
+            assert_eq!(
+                (status, &body["error"]["code"]),
+                (StatusCode::NOT_FOUND, &serde_json::json!("NotFound")),
+                "{missing}"
+            );
         }
     }
 
