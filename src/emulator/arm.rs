@@ -920,6 +920,7 @@ fn decide(
             billing_model: registration.billing_model,
             agreement_number: None,
             ms_asset_tag: None,
+            prune_unmanaged: None,
         },
     );
     let customer_object = CustomerSubscription::new(
