@@ -476,14 +476,12 @@ async fn the_emulator_reloads_its_catalog_and_keeps_what_arm_holds() {
         401,
         "the old secret is refused"
     );
-    let get = client
-        .get(&item)
-        .bearer_auth(&bearer)
-        .send()
-        .await
-        .expect("get");
+    let stored = || async {
+        let get = client.get(&item).bearer_auth(&bearer).send().await;
+        get.expect("get").status().as_u16()
+    };
     assert_eq!(
-        get.status(),
+        stored().await,
         200,
         "the customer subscription outlived the reload"
     );
@@ -499,13 +497,7 @@ async fn the_emulator_reloads_its_catalog_and_keeps_what_arm_holds() {
     })
     .await;
     assert_eq!(secret_token("rotated-secret").await.0, 200);
-    let get = client
-        .get(&item)
-        .bearer_auth(&bearer)
-        .send()
-        .await
-        .expect("get");
-    assert_eq!(get.status(), 200);
+    assert_eq!(stored().await, 200);
 }
 
 /// A GET of the API server as the test's admin, as text.
