@@ -142,6 +142,7 @@ struct ErrorDetail {
 }
 
 /// One answer, before it is read as the call's result.
+#[derive(Debug)]
 struct Answer {
     status: u16,
     request_id: Option<String>,
@@ -411,6 +412,8 @@ impl ArmClient {
             "ARM request"
         );
         match &result {
+            // Throttling says ARM is up and the operator too fast: the write budget holds
+            // back, the breaker is not concerned.
             Err(
                 error @ ArmError::Answered {
                     status: 429,
@@ -423,9 +426,6 @@ impl ArmClient {
                 warn!(%operation, retry_after_s = wait.as_secs_f64(), %error, "ARM throttled the operator's writes");
                 self.writes.hold_off(wait);
             }
-            _ => {}
-        }
-        match &result {
             Err(error) if error.is_upstream_failure() => {
                 if self.breaker.failed(error) == Change::Opened {
                     let probe = if operation.is_write() {

@@ -78,7 +78,6 @@ pub fn build(settings: CredentialSettings) -> Result<Arc<dyn TokenCredential>, C
                 client_id: Some(variable("AZURE_CLIENT_ID", KIND)?),
                 tenant_id: Some(variable("AZURE_TENANT_ID", KIND)?),
                 token_file_path: Some(variable("AZURE_FEDERATED_TOKEN_FILE", KIND)?.into()),
-                ..Default::default()
             };
             let credential = WorkloadIdentityCredential::new(Some(options)).map_err(|e| {
                 CredentialError::Build {

@@ -131,6 +131,23 @@ pub async fn route_metadata_changes(
     }
 }
 
+/// Requeues, each time ARM answers again (azure mode), every object waiting on it: the same
+/// re-evaluation a resolver's recovery triggers.
+pub async fn route_arm_recoveries(
+    mut recoveries: tokio::sync::broadcast::Receiver<()>,
+    waiting: Arc<crate::upstream::Waiting<(Kind, ObjKey)>>,
+    router: Router,
+    registrations: Stores<Registration>,
+    customers: Stores<CustomerSubscription>,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    while let Ok(()) | Err(RecvError::Lagged(_)) = recoveries.recv().await {
+        let mut affected = waiting_on_upstream(&registrations, &customers);
+        affected.extend(parked(&waiting));
+        router.send(affected);
+    }
+}
+
 /// The objects parked while the upstream was treated as down (they have no timer of their
 /// own), taken for re-evaluation: it answers again.
 fn parked(waiting: &crate::upstream::Waiting<(Kind, ObjKey)>) -> index::Affected {

@@ -19,7 +19,7 @@ pub use customer_subscription::{
 pub use reason::Reason;
 pub use registration::{
     ApprovalDecision, RegistrationDecision, RegistrationFacts, arm_resource_id, cloud_id_owner,
-    evaluate_registration, registration_key,
+    cluster_blocker, evaluate_registration, registration_key,
 };
 
 /// A lookup that failed because no catalog has loaded yet leaves the decision pending
