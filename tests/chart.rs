@@ -648,6 +648,7 @@ fn azure_cases() -> Vec<AzureCase> {
             "--arm-api-version=2022-06-01",
             credential,
             "--azure-resync=10m",
+            "--arm-timeout=30s",
             "--arm-writes-per-second=5",
             "--arm-write-burst=20",
         ]
@@ -700,6 +701,7 @@ fn azure_cases() -> Vec<AzureCase> {
                 "--arm-api-version=2022-06-01",
                 "--azure-credential=workload-identity",
                 "--azure-resync=10m",
+                "--arm-timeout=30s",
                 "--arm-writes-per-second=5",
                 "--arm-write-burst=20",
                 "--watch-namespace=partner-a",
@@ -747,6 +749,7 @@ fn azure_cases() -> Vec<AzureCase> {
                 "--arm-api-version=2017-06-01",
                 "--azure-credential=client-secret",
                 "--azure-resync=10m",
+                "--arm-timeout=30s",
                 "--arm-writes-per-second=5",
                 "--arm-write-burst=20",
                 "--azure-client-secret-file=/var/run/secrets/azs-csp-operator/azure-client-secret/secret",
@@ -783,6 +786,7 @@ fn azure_cases() -> Vec<AzureCase> {
                 "azure.caSecret.name=azure-ca",
                 "azure.caSecret.key=bundle.pem",
                 "azure.arm.resync=30m",
+                "azure.arm.timeout=5s",
                 "azure.arm.writesPerSecond=2",
                 "azure.arm.writeBurst=10",
             ]),
@@ -792,6 +796,7 @@ fn azure_cases() -> Vec<AzureCase> {
                 "--arm-api-version=2022-06-01",
                 "--azure-credential=managed-identity",
                 "--azure-resync=30m",
+                "--arm-timeout=5s",
                 "--arm-writes-per-second=2",
                 "--arm-write-burst=10",
                 "--azure-ca-file=/var/run/secrets/azs-csp-operator/azure-ca/bundle.pem",
@@ -1031,6 +1036,10 @@ fn azure_values_that_cannot_work_are_refused_with_the_value_named() {
         (
             vec!["mode=azure", &client, "azure.arm.resync=hourly"],
             vec!["/azure/arm/resync"],
+        ),
+        (
+            vec!["mode=azure", &client, "azure.arm.timeout=1 minute"],
+            vec!["/azure/arm/timeout"],
         ),
         (
             vec!["mode=azure", &client, "azure.arm.writeBurst=0"],
