@@ -19,6 +19,9 @@ const REG_SUB: &str = "6d3c4b9e-1f3a-4c6e-9b7a-2d1e0f9a8b7c";
 const TENANT: &str = "2b7e0c1d-0000-4000-8000-000000000001";
 const CLIENT: &str = "3c8f1d2e-0000-4000-8000-000000000002";
 const SECRET: &str = "emulator-test-secret";
+/// A principal that authenticates but holds no role on any registration.
+const NO_ROLE_CLIENT: &str = "3c8f1d2e-0000-4000-8000-0000000000a0";
+const NO_ROLE_SECRET: &str = "no-role-secret";
 const CLOUD: &str = "5f1c2d3e-4b5a-4c6d-8e7f-9a0b1c2d3e4f";
 const CUSTOMER: &str = "e09a4e93-29a7-4eba-a7f2-3b2c1d0e9f8a";
 const CUSTOMER_TENANT: &str = "7a1b2c3d-0000-4000-8000-000000000003";
@@ -51,6 +54,7 @@ registrations:
 - {{subscriptionId: {REG_SUB}, resourceGroup: azurestack, name: azurestack-reg, cloudId: {CLOUD}, billingModel: PayAsYouUse}}
 servicePrincipals:
 - {{tenantId: {TENANT}, clientId: {CLIENT}, clientSecret: {SECRET}}}
+- {{tenantId: {TENANT}, clientId: {NO_ROLE_CLIENT}, clientSecret: {NO_ROLE_SECRET}, registrations: []}}
 "#
     ));
     text
@@ -147,6 +151,8 @@ impl RunningEmulator {
             .env("TENANT_ID", TENANT)
             .env("CLIENT_ID", CLIENT)
             .env("CLIENT_SECRET", SECRET)
+            .env("NO_ROLE_CLIENT_ID", NO_ROLE_CLIENT)
+            .env("NO_ROLE_CLIENT_SECRET", NO_ROLE_SECRET)
             .env("REGISTRATION_SUBSCRIPTION", REG_SUB)
             .env("RESOURCE_GROUP", "azurestack")
             .env("REGISTRATION_NAME", "azurestack-reg")
@@ -243,7 +249,9 @@ fn the_azure_cli_logs_in_to_the_emulator_as_a_custom_cloud_and_manages_customer_
         output.status.success() && stdout.trim_end().ends_with("PASS"),
         "the Azure CLI failed:\n{stdout}\n{stderr}"
     );
-    assert!(!stdout.contains(SECRET) && !stderr.contains(SECRET));
+    for secret in [SECRET, NO_ROLE_SECRET] {
+        assert!(!stdout.contains(secret) && !stderr.contains(secret));
+    }
 }
 
 fn https_client(ca_file: &Path) -> reqwest::Client {

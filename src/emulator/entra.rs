@@ -2,7 +2,11 @@
 //! the v2.0 token endpoint (client credentials with a secret or a client assertion), the
 //! tenant's OpenID metadata and its signing keys. Tokens are RS256 JWTs.
 
-use std::{collections::HashMap, path::Path, time::Duration};
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use axum::{
     Json,
@@ -30,7 +34,20 @@ const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-be
 pub enum KeyError {
     #[error("cannot make the token signing key: {0}")]
     Generate(String),
+    #[error("cannot {action} the token signing key {path}: {source}")]
+    File {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is no RSA private key (PKCS#1 DER): {reason}; delete it to make a new one")]
+    Unreadable { path: PathBuf, reason: String },
 }
+
+/// The file of the TLS directory that keeps the token signing key (PKCS#1 DER), so that
+/// tokens outlive a restart as the CA does: clients cache them for an hour.
+pub const SIGNING_KEY_FILE: &str = "token-signing.der";
 
 /// The tenant-independent signing key and what is published of it.
 pub struct TokenIssuer {
@@ -61,9 +78,50 @@ pub struct AccessClaims {
 impl TokenIssuer {
     /// A fresh 2048-bit RSA key (a second or so: run it off the async threads).
     pub fn generate() -> Result<Self, KeyError> {
-        use rsa::pkcs1::{EncodeRsaPrivateKey, EncodeRsaPublicKey};
-        let private = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048)
-            .map_err(|e| KeyError::Generate(e.to_string()))?;
+        Self::from_key(&new_key()?)
+    }
+
+    /// The key kept in `dir` ([`SIGNING_KEY_FILE`]), or a new one written there; `true` when
+    /// it is new. Blocks: run it off the async threads.
+    pub fn load_or_generate(dir: &Path) -> Result<(Self, bool), KeyError> {
+        use rsa::pkcs1::{DecodeRsaPrivateKey, EncodeRsaPrivateKey};
+        let path = dir.join(SIGNING_KEY_FILE);
+        let file_error = |action: &'static str, path: &Path| {
+            let path = path.to_path_buf();
+            move |source| KeyError::File {
+                action,
+                path,
+                source,
+            }
+        };
+        match std::fs::read(&path) {
+            Ok(der) => {
+                let key =
+                    rsa::RsaPrivateKey::from_pkcs1_der(&der).map_err(|e| KeyError::Unreadable {
+                        path: path.clone(),
+                        reason: e.to_string(),
+                    })?;
+                Ok((Self::from_key(&key)?, false))
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                let key = new_key()?;
+                let der = key
+                    .to_pkcs1_der()
+                    .map_err(|e| KeyError::Generate(e.to_string()))?;
+                super::tls::write_file(&path, der.as_bytes(), true)
+                    .map_err(file_error("write", &path))?;
+                Ok((Self::from_key(&key)?, true))
+            }
+            Err(error) => Err(file_error("read", &path)(error)),
+        }
+    }
+
+    fn from_key(private: &rsa::RsaPrivateKey) -> Result<Self, KeyError> {
+        use base64::Engine;
+        use rsa::{
+            pkcs1::{EncodeRsaPrivateKey, EncodeRsaPublicKey},
+            traits::PublicKeyParts,
+        };
         let private_der = private
             .to_pkcs1_der()
             .map_err(|e| KeyError::Generate(e.to_string()))?;
@@ -73,7 +131,10 @@ impl TokenIssuer {
             .map_err(|e| KeyError::Generate(e.to_string()))?;
         let encoding = EncodingKey::from_rsa_der(private_der.as_bytes());
         let decoding = DecodingKey::from_rsa_der(public_der.as_bytes());
-        let kid = new_guid();
+        // Derived from the key, so that a kept key keeps its ID.
+        let modulus = private.n().to_bytes_be();
+        let kid = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(&modulus[..modulus.len().min(20)]);
         let mut jwk = Jwk::from_encoding_key(&encoding, Algorithm::RS256)
             .map_err(|e| KeyError::Generate(e.to_string()))?;
         jwk.common.key_id = Some(kid.clone());
@@ -127,6 +188,11 @@ impl TokenIssuer {
         validation.validate_nbf = true;
         jsonwebtoken::decode::<AccessClaims>(token, &self.decoding, &validation).map(|t| t.claims)
     }
+}
+
+fn new_key() -> Result<rsa::RsaPrivateKey, KeyError> {
+    rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048)
+        .map_err(|e| KeyError::Generate(e.to_string()))
 }
 
 /// The issuer of a tenant's tokens, as its OpenID metadata states it.
@@ -561,6 +627,45 @@ servicePrincipals:
                 .map_err(|e| (e.error, e.code));
             assert_eq!(got, want.map(str::to_owned), "{name}");
         }
+    }
+
+    #[test]
+    fn the_signing_key_is_kept_in_the_tls_directory() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (first, made) = TokenIssuer::load_or_generate(dir.path()).expect("new key");
+        assert!(made);
+        let catalog = catalog();
+        let principal = &catalog.service_principals()[0];
+        let now = chrono::Utc::now().timestamp();
+        let token = first
+            .issue(
+                "https://127.0.0.1:1/t/v2.0",
+                principal,
+                "https://127.0.0.1:1",
+                now,
+            )
+            .expect("token");
+        let (again, made) = TokenIssuer::load_or_generate(dir.path()).expect("kept key");
+        assert!(!made);
+        assert_eq!(again.jwks(), first.jwks(), "the same key under the same ID");
+        assert!(again.verify(&token).is_ok(), "a token outlives the restart");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join(SIGNING_KEY_FILE))
+                .expect("key file")
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o077, 0, "readable by its owner only");
+        }
+        std::fs::write(dir.path().join(SIGNING_KEY_FILE), b"garbage").expect("write");
+        let error = TokenIssuer::load_or_generate(dir.path())
+            .err()
+            .expect("refused");
+        assert!(
+            error.to_string().contains("delete it to make a new one"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -293,9 +293,17 @@ pub async fn run(
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."));
     let (config, source) = tls::server_config(&options.tls_dir)?;
-    let tokens = tokio::task::spawn_blocking(entra::TokenIssuer::generate)
-        .await
-        .map_err(|e| entra::KeyError::Generate(e.to_string()))??;
+    let key_dir = options.tls_dir.clone();
+    let (tokens, new_key) =
+        tokio::task::spawn_blocking(move || entra::TokenIssuer::load_or_generate(&key_dir))
+            .await
+            .map_err(|e| entra::KeyError::Generate(e.to_string()))??;
+    let key_file = options.tls_dir.join(entra::SIGNING_KEY_FILE);
+    if new_key {
+        tracing::info!(key_file = %key_file.display(), "made the token signing key");
+    } else {
+        tracing::info!(key_file = %key_file.display(), "signing tokens with the kept key: tokens of the last run stay valid");
+    }
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
         .map_err(|source| EmulatorError::Listen {

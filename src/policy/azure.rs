@@ -88,9 +88,11 @@ impl Verdict {
         }
     }
 
-    /// Whether the operator tries again by itself (the condition is Unknown).
+    /// Whether the operator tries again by itself: the condition is Unknown, or the identity
+    /// was refused (False, but a fixed credential or a new role assignment must heal it
+    /// without anyone touching the object).
     pub fn is_retried(&self) -> bool {
-        self.status == ConditionStatus::Unknown
+        self.status == ConditionStatus::Unknown || self.reason == Reason::AzureAuthorizationFailed
     }
 }
 

@@ -2,8 +2,9 @@
 # Azure's own command-line client against the emulator (DESIGN.md section 10), configured for a
 # custom cloud as a partner would: register the cloud from its ARM endpoint's metadata, log in
 # with a service principal, then add, read, list and remove a customer subscription, and see
-# ARM's error codes. Run by tests/emulator.rs; the environment names the emulator, the catalog
-# entries, the `az` to run and an empty AZURE_CONFIG_DIR. Few invocations: each costs a second.
+# ARM's error codes, also the 403 of a principal without a role on the registration. Run by
+# tests/emulator.rs; the environment names the emulator, the catalog entries, the `az` to run
+# and an empty AZURE_CONFIG_DIR. Few invocations: each costs a second.
 set -euo pipefail
 
 : "${AZ:?}" "${EMULATOR_URL:?}" "${AZURE_CONFIG_DIR:?}" "${REQUESTS_CA_BUNDLE:?}"
@@ -59,5 +60,11 @@ fails_with "a subscription of another partner is refused" BadCustomerSubscriptio
   --body '{"properties": {}}'
 "$AZ" resource delete --id "$customer" --api-version "$api"
 fails_with "az resource show after the delete" CustomerSubscriptionNotFound \
+  "$AZ" resource show --id "$customer" --api-version "$api"
+
+# A principal that authenticates but holds no role on the registration: ARM's 403.
+"$AZ" login --service-principal --username "$NO_ROLE_CLIENT_ID" --password "$NO_ROLE_CLIENT_SECRET" \
+  --tenant "$TENANT_ID" >/dev/null
+fails_with "a principal without a role on the registration" AuthorizationFailed \
   "$AZ" resource show --id "$customer" --api-version "$api"
 echo PASS

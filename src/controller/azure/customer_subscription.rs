@@ -35,7 +35,7 @@ fn has_finalizer(customer: &CustomerSubscription) -> bool {
 }
 
 /// Whether ARM already decided this generation: nothing to send until the spec changes (or
-/// drift asks for a re-PUT).
+/// drift asks for a re-PUT). Undecided outcomes and a refused identity are retried.
 fn settled(customer: &CustomerSubscription) -> bool {
     let Some(status) = &customer.status else {
         return false;
@@ -44,6 +44,7 @@ fn settled(customer: &CustomerSubscription) -> bool {
         && conditions::find(&status.conditions, READY).is_some_and(|ready| {
             ready.observed_generation == customer.metadata.generation
                 && ready.status != ConditionStatus::Unknown
+                && ready.reason != policy::Reason::AzureAuthorizationFailed.as_str()
         })
 }
 

@@ -40,15 +40,23 @@ pub struct Decided {
     pub resync_in: Duration,
 }
 
-/// Whether ARM already found this generation's registration as spec says.
-fn registered(registration: &Registration) -> bool {
-    registration.status.as_ref().is_some_and(|status| {
-        status.azure.is_some()
-            && conditions::find(&status.conditions, READY).is_some_and(|ready| {
-                ready.observed_generation == registration.metadata.generation
-                    && ready.reason == Reason::Registered.as_str()
-            })
-    })
+/// The Ready reason ARM's GET already gave this generation, when it is final: the registration
+/// is not read again until spec changes (its request id in the message would otherwise
+/// rewrite the status at every read). Failures that may heal by themselves are not final.
+fn settled(registration: &Registration) -> Option<(Reason, String)> {
+    let status = registration.status.as_ref()?;
+    let ready = conditions::find(&status.conditions, READY)?;
+    if ready.observed_generation != registration.metadata.generation {
+        return None;
+    }
+    [
+        Reason::Registered,
+        Reason::RegistrationNotFound,
+        Reason::RegistrationMismatch,
+    ]
+    .into_iter()
+    .find(|r| r.as_str() == ready.reason)
+    .map(|reason| (reason, ready.message.clone()))
 }
 
 /// The approval PUTs taught, else what the status says they taught before a restart.
@@ -109,11 +117,8 @@ pub async fn decide(
     let (reason, message, mut retry, mut retry_after) = if let Some((reason, message)) = blocked {
         conditions::set_condition(&mut conditions, READY, reason, &message, generation, clock);
         (reason, message, false, None)
-    } else if registered(registration) {
-        let ready = conditions::find(&conditions, READY)
-            .map(|c| c.message.clone())
-            .unwrap_or_default();
-        (Reason::Registered, ready, false, None)
+    } else if let Some((reason, message)) = settled(registration) {
+        (reason, message, false, None)
     } else {
         let answer = azure.arm.get_registration(&arm_key).await;
         let verdict = decide_registration(registration, &arm_id, &answer);
