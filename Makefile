@@ -101,8 +101,8 @@ node-safety: ## Test the node's two rules: no packet leaves the machine; node-do
 # ---- Benchmark (not part of make test) ----
 
 .PHONY: bench
-bench: ## Scale benchmark on the local control plane: make bench [N=10000] (docs/benchmarks.md)
-	$(HACK)/bench.sh $(N)
+bench: ## Scale benchmark on the local control plane: make bench [N=10000] [MODE=local|azure] (docs/benchmarks.md)
+	AZS_BENCH_MODE=$(MODE) $(HACK)/bench.sh $(N)
 
 # ---- Fault tests (not part of make test: they restart the local API server) ----
 

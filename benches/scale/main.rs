@@ -31,6 +31,7 @@
 //! is [`measure`]d, the [`operator`] process, the metadata [`upstream`], the [`run`] of the
 //! phases, and the [`report`].
 
+mod arm;
 mod measure;
 mod operator;
 mod plan;
@@ -51,10 +52,10 @@ use serde_json::{Value, json};
 
 use crate::{
     measure::{Probe, clock_ticks, control_plane_pids},
-    plan::Plan,
+    plan::{Partners, Plan},
     report::{cpu_ratio, print_summary, ratio},
     run::{Bench, Resources, cleanup},
-    settings::{ResolverMode, Settings},
+    settings::{BenchMode, ResolverMode, Settings},
 };
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -109,16 +110,25 @@ fn main() -> ExitCode {
         let total_timeout = settings.total_timeout;
         let out_file = settings
             .out_dir
-            .join(match settings.resolver {
-                ResolverMode::Catalog => format!("scale-n{}-{stamp}.json", settings.n),
-                ResolverMode::Http => format!("scale-n{}-http-{stamp}.json", settings.n),
+            .join(match (settings.mode, settings.resolver) {
+                (BenchMode::Azure, _) => format!("scale-n{}-azure-{stamp}.json", settings.n),
+                (_, ResolverMode::Catalog) => format!("scale-n{}-{stamp}.json", settings.n),
+                (_, ResolverMode::Http) => format!("scale-n{}-http-{stamp}.json", settings.n),
             });
         let probe = Probe {
             ticks: clock_ticks(),
             pids: control_plane_pids(&settings.kubeconfig),
         };
         let bench = Bench {
-            plan: Plan::new(settings.n, settings.registrations, settings.fanout),
+            plan: Plan::new(
+                settings.n,
+                settings.registrations,
+                settings.fanout,
+                match settings.mode {
+                    BenchMode::Local => Partners::Ten,
+                    BenchMode::Azure => Partners::OneSubscription,
+                },
+            ),
             catalog_path: settings.out_dir.join("catalog.yaml"),
             limit_ns: format!("{ns}-limit"),
             ns,

@@ -7,10 +7,19 @@ use azs_csp_testkit::process::{Operator, OperatorCommand};
 
 use crate::{Result, settings::Settings};
 
-/// `resolver`: the metadata flags (`--catalog-file F`, or `--resolver http ...`).
-pub fn start(s: &Settings, resolver: &[OsString], namespace: &str) -> Result<Operator> {
-    let command = OperatorCommand::new(&s.operator)
-        .args(resolver)
+/// `args`: the metadata flags (`--catalog-file F`, or `--resolver http ...`), or azure mode's;
+/// `env`: what azure mode's credential reads.
+pub fn start(
+    s: &Settings,
+    args: &[OsString],
+    env: &[(&str, String)],
+    namespace: &str,
+) -> Result<Operator> {
+    let mut command = OperatorCommand::new(&s.operator).args(args);
+    for (key, value) in env {
+        command = command.env(key, value);
+    }
+    let command = command
         .args(["--watch-namespace", namespace])
         .env("KUBECONFIG", &s.kubeconfig)
         .env("RUST_LOG", &s.operator_log_filter)

@@ -48,12 +48,16 @@ pub struct RegPlan {
 }
 
 impl RegPlan {
-    pub fn object(&self) -> Result<Registration> {
-        let model = match self.kind {
+    pub fn billing_model(&self) -> &'static str {
+        match self.kind {
             RegKind::Approved | RegKind::Unapproved => "PayAsYouUse",
             RegKind::Capacity => "Capacity",
             RegKind::Development => "Development",
-        };
+        }
+    }
+
+    pub fn object(&self) -> Result<Registration> {
+        let model = self.billing_model();
         Ok(serde_json::from_value(json!({
             "apiVersion": "csp.azurestack.io/v1alpha1",
             "kind": "Registration",
@@ -95,6 +99,16 @@ impl CustPlan {
     }
 }
 
+/// Whose registrations they are.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Partners {
+    /// Ten CSP partners, each registration in an Azure subscription of its own.
+    Ten,
+    /// One partner whose registrations all live in one Azure subscription: one principal's
+    /// writes then share one ARM throttling bucket (azure mode).
+    OneSubscription,
+}
+
 pub struct Plan {
     pub registrations: Vec<RegPlan>,
     pub customers: Vec<CustPlan>,
@@ -108,8 +122,9 @@ pub const ATTACHED: &str = "Attached";
 pub const UNAUTHORIZED: &str = "UnauthorizedCspRegistration";
 
 impl Plan {
-    /// Deterministic: the same N gives the same objects, catalog and expectations.
-    pub fn new(n: usize, registration_count: usize, fanout: usize) -> Self {
+    /// Deterministic: the same N gives the same objects, catalog and expectations; the
+    /// registrations belong to whom `partners` says.
+    pub fn new(n: usize, registration_count: usize, fanout: usize, partners: Partners) -> Self {
         let r = registration_count;
         // Registration 0 is the large one whose approval the fan-out revokes; a few others
         // are not approved, or not PayAsYouUse.
@@ -122,18 +137,24 @@ impl Plan {
         let registrations: Vec<RegPlan> = (0..r)
             .map(|i| {
                 let cloud_id = guid(G_CLOUD, i as u64);
+                let (subscription, partner) = match partners {
+                    Partners::Ten => (i as u64, i as u64 % PARTNERS),
+                    Partners::OneSubscription => (0, 0),
+                };
                 RegPlan {
                     name: format!("reg-{i:03}"),
-                    subscription_id: guid(G_REG_SUB, i as u64),
+                    subscription_id: guid(G_REG_SUB, subscription),
                     registration_name: format!("azurestack-{}", &cloud_id[24..]),
                     cloud_id,
                     kind: kind_of(i),
-                    partner: i as u64 % PARTNERS,
+                    partner,
                 }
             })
             .collect();
+        let mut registration_subscriptions = HashSet::new();
         let mut catalog_subscriptions: Vec<String> = registrations
             .iter()
+            .filter(|reg| registration_subscriptions.insert(reg.subscription_id.clone()))
             .map(|reg| {
                 format!(
                     "{{id: {}, tenantId: {}, state: Enabled, offer: APSS, billingPartnerId: \"{}\"}}",
@@ -281,6 +302,48 @@ impl Plan {
             );
         }
         out
+    }
+
+    /// [`Plan::catalog`] plus what the emulator needs to play ARM and Entra ID: every
+    /// registration as ARM holds it, and one service principal (a role on all of them) that
+    /// signs in with `secret`.
+    pub fn azure_catalog(&self, tenant: &str, client: &str, secret: &str) -> String {
+        let mut out = self.catalog(&[]);
+        out.push_str("registrations:\n");
+        for reg in &self.registrations {
+            let _ = writeln!(
+                out,
+                "- {{subscriptionId: {}, resourceGroup: {RESOURCE_GROUP}, name: {}, cloudId: {}, billingModel: {}}}",
+                reg.subscription_id,
+                reg.registration_name,
+                reg.cloud_id,
+                reg.billing_model()
+            );
+        }
+        let _ = writeln!(
+            out,
+            "servicePrincipals:\n- {{tenantId: {tenant}, clientId: {client}, clientSecret: {secret}}}"
+        );
+        out
+    }
+
+    /// The ARM PUTs azure mode cannot do without: one per customer of an approved
+    /// PayAsYouUse registration that is not a duplicate (rules 2 and 8 are decided in the
+    /// cluster). Customers of the unapproved registrations need at least one PUT per
+    /// registration (what the answer teaches decides the rest): counted apart.
+    pub fn necessary_puts(&self) -> usize {
+        self.customers
+            .iter()
+            .filter(|c| self.registrations[c.registration].kind == RegKind::Approved)
+            .filter(|c| c.expected != "DuplicateCustomerSubscription")
+            .count()
+    }
+
+    pub fn unapproved_customers(&self) -> usize {
+        self.customers
+            .iter()
+            .filter(|c| self.registrations[c.registration].kind == RegKind::Unapproved)
+            .count()
     }
 
     pub fn expected_customers(&self, revoked: &[usize]) -> HashMap<String, String> {

@@ -130,6 +130,9 @@ pub fn print_summary(results: &serde_json::Map<String, Value>) {
     if results.contains_key("http_resolver") {
         http_rows(&mut rows, &num);
     }
+    if get(&["config", "mode"]) == "azure" {
+        azure_rows(&mut rows, &num);
+    }
     for (name, value, target) in rows {
         println!("| {name} | {value} | {target} |");
     }
@@ -199,4 +202,89 @@ pub fn http_rows(
         format!("{} s", n(&["http_resolver", "cache_ttl_s"])),
         "",
     ));
+}
+
+/// Azure mode's rows: ARM's side of the run, judged against ARM's bucket instead of the limit.
+pub fn azure_rows(
+    rows: &mut Vec<(&'static str, String, &'static str)>,
+    num: &dyn Fn(&[&str]) -> Option<f64>,
+) {
+    let n = |path: &[&str]| num(path).map_or("n/a".to_string(), |x| x.to_string());
+    rows.retain(|(name, _, _)| {
+        !(name.starts_with("limit")
+            || name.starts_with("ratio converge")
+            || name.starts_with("CPU ratio")
+            || name.starts_with("fan-out")
+            || name.starts_with("resolver lookups")
+            || name.starts_with("… distinct"))
+    });
+    let arm = |field: &str| n(&["converge", "arm", field]);
+    rows.splice(
+        2..2,
+        [
+            (
+                "ARM bucket (emulator and operator): burst / refill",
+                format!(
+                    "{} / {} per s",
+                    n(&["config", "arm_write_burst"]),
+                    n(&["config", "arm_write_refill_per_s"])
+                ),
+                "",
+            ),
+            (
+                "ideal (necessary PUTs − burst) / refill",
+                format!(
+                    "{} s ({} necessary PUTs)",
+                    arm("ideal_seconds"),
+                    arm("necessary_puts")
+                ),
+                "",
+            ),
+            ("converge / ideal", arm("converge_to_ideal"), "≤ 1.10"),
+            (
+                "… ideal of the task's formula (N − burst) / refill; converge / it",
+                format!(
+                    "{} s; {}",
+                    arm("ideal_seconds_of_n"),
+                    arm("converge_to_ideal_of_n")
+                ),
+                "",
+            ),
+            (
+                "ARM PUTs (emulator side) / necessary PUTs",
+                format!(
+                    "{} / {} = {}",
+                    arm("puts"),
+                    arm("necessary_puts"),
+                    arm("puts_per_necessary_put")
+                ),
+                "≤ 1.05",
+            ),
+            (
+                "… PUTs per CustomerSubscription; paths PUT more than once",
+                format!(
+                    "{}; {}",
+                    arm("puts_per_object"),
+                    n(&["converge", "arm", "repeats", "paths_put_more_than_once"])
+                ),
+                "",
+            ),
+            (
+                "429 answers / ARM writes",
+                format!(
+                    "{} / {} = {} %",
+                    arm("throttled_429"),
+                    arm("writes"),
+                    arm("throttled_percent_of_writes")
+                ),
+                "≤ 1 %",
+            ),
+            (
+                "first / last PUT after operator start",
+                format!("{} s / {} s", arm("first_put_s"), arm("last_put_s")),
+                "",
+            ),
+            ("ARM writes while idle", n(&["idle", "arm", "writes"]), "0"),
+        ],
+    );
 }

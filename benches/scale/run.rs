@@ -23,6 +23,7 @@ use tokio::sync::watch;
 
 use crate::{
     OPERATOR_CONCURRENCY, RESOURCE_GROUP, Result, SETTLE, STATUS_MANAGER,
+    arm::{ArmWorld, FANOUT_SKIPPED_AZURE, LIMIT_SKIPPED_AZURE, arm_json, repeated_puts},
     measure::{
         Probe, all_writes, apiserver_requests, binary_info, cpu_json, cpu_seconds, delta,
         listening_ports, load_average, machine, memory_mib, metrics_delta, operator_metrics,
@@ -30,7 +31,7 @@ use crate::{
     },
     operator,
     plan::{ATTACHED, G_CUST_TENANT, Plan, RegPlan, guid, partner_id},
-    settings::{ResolverMode, Settings},
+    settings::{BenchMode, ResolverMode, Settings},
     tracker::{
         Shared, customer_signature, lock, registration_signature, report_progress, spawn_tracker,
         wait_until,
@@ -110,6 +111,11 @@ impl Bench {
                 "catalog_subscriptions": self.plan.catalog_subscriptions.len(),
                 "referenced_subscriptions": self.plan.referenced_subscriptions(),
                 "resolver": s.resolver.as_str(),
+                "mode": s.mode.as_str(),
+                "arm_write_burst": (s.mode == BenchMode::Azure).then_some(s.arm_burst),
+                "arm_write_refill_per_s": (s.mode == BenchMode::Azure).then_some(s.arm_refill),
+                "necessary_arm_puts": (s.mode == BenchMode::Azure).then(|| self.plan.necessary_puts()),
+                "unapproved_customers": (s.mode == BenchMode::Azure).then(|| self.plan.unapproved_customers()),
             }),
         );
         self.record("kubernetes", json!(version.git_version));
@@ -126,8 +132,34 @@ impl Bench {
         let catalog = self.plan.catalog(&[]);
         std::fs::write(&self.catalog_path, &catalog)?;
         self.record("catalog_bytes", json!(catalog.len()));
+        // Azure mode: the emulator, which decides from the same catalog as ARM would.
+        let world = match s.mode {
+            BenchMode::Local => None,
+            BenchMode::Azure => {
+                let yaml = self.plan.azure_catalog(
+                    crate::arm::TENANT,
+                    crate::arm::CLIENT,
+                    crate::arm::SECRET,
+                );
+                let world = ArmWorld::start(
+                    &yaml,
+                    s.arm_burst,
+                    s.arm_refill,
+                    &s.out_dir.join("emulator"),
+                )
+                .await?;
+                eprintln!(
+                    "bench: --mode azure against the emulator at {} (ARM bucket: burst {}, {} writes/s; the operator's set to match)",
+                    world.url(),
+                    s.arm_burst,
+                    s.arm_refill
+                );
+                Some(world)
+            }
+        };
         // The operator's metadata flags, and in http mode the server it asks.
         let (server, resolver_args): (Option<MetadataServer>, Vec<OsString>) = match s.resolver {
+            _ if world.is_some() => (None, Vec::new()),
             ResolverMode::Catalog => (
                 None,
                 vec!["--catalog-file".into(), self.catalog_path.clone().into()],
@@ -247,7 +279,11 @@ impl Bench {
         // 2. Start the operator against the pre-created objects.
         let load_before = load_average();
         let before = apiserver_requests(&self.client).await?;
-        let operator = operator::start(s, &resolver_args, &self.ns)?;
+        let (operator_args, operator_env) = match &world {
+            Some(world) => (world.operator_args(), world.operator_env()),
+            None => (resolver_args, Vec::new()),
+        };
+        let operator = operator::start(s, &operator_args, &operator_env, &self.ns)?;
         let pid = operator.pid();
         lock_resources(&self.resources).operator = Some(operator);
         let probe = self
@@ -333,6 +369,38 @@ impl Bench {
         if let Some(up) = &up_converged {
             self.add("converge", "upstream", upstream_json(up, &self.plan));
         }
+        if let Some(world) = &world {
+            let exchanges = world.exchanges();
+            let mut arm = arm_json(&exchanges, t0, Some(converged_at), t0);
+            let necessary = self.plan.necessary_puts();
+            let ideal = world.ideal_seconds(necessary);
+            let ideal_n = world.ideal_seconds(s.n);
+            if let Value::Object(o) = &mut arm {
+                let puts = o.get("puts").and_then(Value::as_u64).unwrap_or(0) as f64;
+                o.insert("necessary_puts".into(), json!(necessary));
+                o.insert(
+                    "puts_per_necessary_put".into(),
+                    json!(round2(puts / necessary.max(1) as f64)),
+                );
+                o.insert("puts_per_object".into(), json!(round2(puts / n)));
+                o.insert("ideal_seconds".into(), json!(round2(ideal)));
+                o.insert(
+                    "converge_to_ideal".into(),
+                    json!(round2(
+                        converge.as_secs_f64() / ideal.max(f64::MIN_POSITIVE)
+                    )),
+                );
+                o.insert("ideal_seconds_of_n".into(), json!(round2(ideal_n)));
+                o.insert(
+                    "converge_to_ideal_of_n".into(),
+                    json!(round2(
+                        converge.as_secs_f64() / ideal_n.max(f64::MIN_POSITIVE)
+                    )),
+                );
+                o.insert("repeats".into(), repeated_puts(&exchanges));
+            }
+            self.add("converge", "arm", arm);
+        }
         if !ok {
             let mismatches = lock(&cust_tracker).mismatches();
             let reg_mismatches = lock(&reg_tracker).mismatches();
@@ -371,6 +439,7 @@ impl Bench {
         let cpu1 = probe.sample();
         let t_idle = Instant::now();
         tokio::time::sleep(s.idle).await;
+        let t_idle_end = Instant::now();
         let cpu2 = probe.sample();
         let after_idle = apiserver_requests(&self.client).await?;
         let d = delta(&after_settle, &after_idle);
@@ -401,6 +470,19 @@ impl Bench {
                 "operator_rss_mib": memory_mib(pid, "VmRSS:").map(round2),
             }),
         );
+        if let Some(world) = &world {
+            let exchanges = world.exchanges();
+            self.add(
+                "settle",
+                "arm",
+                arm_json(&exchanges, converged_at, Some(t_idle), t0),
+            );
+            self.add(
+                "idle",
+                "arm",
+                arm_json(&exchanges, t_idle, Some(t_idle_end), t0),
+            );
+        }
         if let (Some(converged), Some(settled), Some(idle)) = (&up_converged, &up_settled, &up_idle)
         {
             self.add("settle", "upstream", since_json(settled, converged));
@@ -413,7 +495,14 @@ impl Bench {
         );
 
         // 4. Fan-out: revoke the approval of the large registration.
-        let op_metrics_after_fanout = if s.resolver == ResolverMode::Http {
+        let op_metrics_after_fanout = if world.is_some() {
+            self.record(
+                "fanout",
+                json!({"skipped": true, "reason": FANOUT_SKIPPED_AZURE}),
+            );
+            eprintln!("bench: fan-out {FANOUT_SKIPPED_AZURE}");
+            None
+        } else if s.resolver == ResolverMode::Http {
             self.record(
                 "fanout",
                 json!({"skipped": true, "reason": FANOUT_SKIPPED_HTTP}),
@@ -510,8 +599,24 @@ impl Bench {
             w.abort();
         }
 
+        if let Some(world) = &world {
+            // Everything ARM saw while the operator ran.
+            let exchanges = world.exchanges();
+            self.add(
+                "operator",
+                "arm_while_running",
+                arm_json(&exchanges, t0, None, t0),
+            );
+        }
+        drop(world);
+
         // 5. The limit: the same number of status applies, straight from a client.
-        if !s.skip_limit {
+        if s.mode == BenchMode::Azure {
+            self.record(
+                "limit",
+                json!({"skipped": true, "reason": LIMIT_SKIPPED_AZURE}),
+            );
+        } else if !s.skip_limit {
             self.limit().await?;
         }
         self.record("load_average_end", json!(load_average()));

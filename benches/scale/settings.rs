@@ -28,6 +28,42 @@ pub struct Settings {
     pub resolver: ResolverMode,
     /// `--cache-ttl` of the operator in http mode.
     pub cache_ttl: Duration,
+    /// What the operator does with a subscription that passes its rules.
+    pub mode: BenchMode,
+    /// Azure mode: ARM's write bucket in the emulator, and the operator's own set to match.
+    pub arm_burst: u32,
+    pub arm_refill: f64,
+}
+
+/// `AZS_BENCH_MODE` (`make bench MODE=...`): the operator's `--mode`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum BenchMode {
+    /// Decide from the catalog and write only to the cluster (the default).
+    Local,
+    /// PUT every subscription that passes the local rules to ARM, played by the emulator
+    /// (src/emulator/) in the bench process.
+    Azure,
+}
+
+impl BenchMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Local => "local",
+            Self::Azure => "azure",
+        }
+    }
+}
+
+impl std::str::FromStr for BenchMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "local" => Ok(Self::Local),
+            "azure" => Ok(Self::Azure),
+            _ => Err(format!("{s:?} is neither local nor azure")),
+        }
+    }
 }
 
 /// `AZS_BENCH_RESOLVER`: the operator's metadata backend during the run.
@@ -87,7 +123,21 @@ impl Settings {
             return Err(format!("AZS_BENCH_FANOUT={fanout} must be between 1 and N/2").into());
         }
         let secs = |name: &str, default: u64| env_or(name, default).map(Duration::from_secs);
-        let converge_default = 300.max(n as u64 / 10);
+        let mode: BenchMode = env_or("AZS_BENCH_MODE", BenchMode::Local)?;
+        let arm_burst: u32 = env_or("AZS_BENCH_ARM_BURST", 200)?;
+        let arm_refill: f64 = env_or("AZS_BENCH_ARM_REFILL", 100.0)?;
+        if arm_burst == 0 || !(arm_refill.is_finite() && arm_refill > 0.0) {
+            return Err(format!(
+                "AZS_BENCH_ARM_BURST={arm_burst} and AZS_BENCH_ARM_REFILL={arm_refill} must be positive"
+            )
+            .into());
+        }
+        // Azure mode is paced by ARM's bucket: allow three times the ideal (N - burst) / R.
+        let paced = match mode {
+            BenchMode::Local => 0,
+            BenchMode::Azure => (3.0 * n as f64 / arm_refill) as u64,
+        };
+        let converge_default = 300.max(n as u64 / 10).max(paced);
         let converge_timeout = secs("AZS_BENCH_CONVERGE_TIMEOUT", converge_default)?;
         let idle = secs("AZS_BENCH_IDLE_SECONDS", 60)?;
         // No cached answer may expire while the operator runs (converge, settle, idle: the
@@ -95,6 +145,12 @@ impl Settings {
         // re-checks that belong to the refresh, not to convergence. The operator's default
         // (5 min) is shorter than the longest run the converge timeout allows.
         let ttl_default = converge_timeout.as_secs() + idle.as_secs() + 120;
+        let resolver: ResolverMode = env_or("AZS_BENCH_RESOLVER", ResolverMode::Catalog)?;
+        if mode == BenchMode::Azure && resolver == ResolverMode::Http {
+            return Err(
+                "AZS_BENCH_MODE=azure has no resolver: leave AZS_BENCH_RESOLVER unset".into(),
+            );
+        }
         Ok(Self {
             n,
             registrations,
@@ -115,8 +171,11 @@ impl Settings {
                 .unwrap_or_else(|| root.join("target/bench")),
             operator_log_filter: env_or("AZS_BENCH_OPERATOR_LOG", "info".to_string())?,
             skip_limit: env_or("AZS_BENCH_SKIP_LIMIT", 0u8)? != 0,
-            resolver: env_or("AZS_BENCH_RESOLVER", ResolverMode::Catalog)?,
+            resolver,
             cache_ttl: secs("AZS_BENCH_CACHE_TTL", ttl_default.max(300))?,
+            mode,
+            arm_burst,
+            arm_refill,
         })
     }
 }
