@@ -793,8 +793,41 @@ pub fn lock_resources(r: &Arc<Mutex<Resources>>) -> std::sync::MutexGuard<'_, Re
     r.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Removes the finalizers of every object of kind `K` in `ns` that has one.
+async fn remove_finalizers<K>(client: &Client, ns: &str)
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    let Ok(list) = api.list_metadata(&ListParams::default()).await else {
+        return;
+    };
+    let names: Vec<String> = list
+        .items
+        .iter()
+        .filter(|o| !o.finalizers().is_empty())
+        .map(ResourceExt::name_any)
+        .collect();
+    let patch = json!({"metadata": {"finalizers": null}});
+    stream::iter(names.iter().map(|name| {
+        let (api, patch) = (&api, &patch);
+        async move {
+            let _ = api
+                .patch(name, &PatchParams::default(), &Patch::Merge(patch))
+                .await;
+        }
+    }))
+    .buffer_unordered(OPERATOR_CONCURRENCY)
+    .collect::<Vec<()>>()
+    .await;
+}
+
 /// Stops the operator, lets the namespaces go (removing the operator's finalizers, which
-/// nobody would remove once it is gone), and waits a bounded time for them to disappear.
+/// nobody would remove once it is gone: the Registrations', and in azure mode every
+/// CustomerSubscription's detach finalizer), and waits a bounded time for them to disappear.
 pub async fn cleanup(client: &Client, resources: &Arc<Mutex<Resources>>) -> Value {
     if let Some(mut operator) = lock_resources(resources).operator.take() {
         operator.stop();
@@ -803,19 +836,8 @@ pub async fn cleanup(client: &Client, resources: &Arc<Mutex<Resources>>) -> Valu
     let namespaces = lock_resources(resources).namespaces.clone();
     let t = Instant::now();
     for ns in &namespaces {
-        let api: Api<Registration> = Api::namespaced(client.clone(), ns);
-        if let Ok(list) = api.list_metadata(&ListParams::default()).await {
-            for reg in list.items.iter().filter(|r| !r.finalizers().is_empty()) {
-                let patch = json!({"metadata": {"finalizers": null}});
-                let _ = api
-                    .patch(
-                        &reg.name_any(),
-                        &PatchParams::default(),
-                        &Patch::Merge(&patch),
-                    )
-                    .await;
-            }
-        }
+        remove_finalizers::<Registration>(client, ns).await;
+        remove_finalizers::<CustomerSubscription>(client, ns).await;
         if let Err(error) = Api::<Namespace>::all(client.clone())
             .delete(ns, &DeleteParams::background())
             .await
