@@ -229,7 +229,14 @@ impl Plan {
                         partner_id(reg.partner)
                     ))
                 }
-                m @ (10 | 11) if !originals[registration].is_empty() => {
+                // Not under an unapproved registration in azure mode: there the approval is
+                // ARM's answer, which comes after the duplicate rule, and which of the two
+                // reasons a duplicate ends with depends on timing (docs/benchmarks.md).
+                m @ (10 | 11)
+                    if !originals[registration].is_empty()
+                        && !(partners == Partners::OneSubscription
+                            && reg.kind == RegKind::Unapproved) =>
+                {
                     // A second CustomerSubscription for a subscription already attached.
                     let original = &customers[*originals[registration].last().expect("one")];
                     let original: &CustPlan = original;
