@@ -233,8 +233,8 @@ impl Plan {
                 // ARM's answer, which comes after the duplicate rule, and which of the two
                 // reasons a duplicate ends with depends on timing (docs/benchmarks.md).
                 m @ (10 | 11)
-                    if !originals[registration].is_empty()
-                        && !(partners == Partners::OneSubscription
+                    if !(originals[registration].is_empty()
+                        || partners == Partners::OneSubscription
                             && reg.kind == RegKind::Unapproved) =>
                 {
                     // A second CustomerSubscription for a subscription already attached.
