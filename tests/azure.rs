@@ -122,6 +122,45 @@ impl Scenario {
         metrics::sample(&text, series).unwrap_or(0.0)
     }
 
+    /// `verify --in-azure` for `subscription` on Registration `reg`: exit code and output.
+    async fn verify_in_azure(&self, subscription: &str) -> (Option<i32>, String) {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_azs-csp-operator"));
+        command
+            .args([
+                "verify",
+                "--namespace",
+                &self.ns.name,
+                "--registration",
+                "reg",
+            ])
+            .args(["--subscription-id", subscription, "--in-azure"])
+            .args([
+                "--arm-endpoint",
+                &self.world.url(),
+                "--azure-credential",
+                "client-secret",
+            ])
+            .arg("--azure-ca-file")
+            .arg(&self.world.ca_file)
+            .arg("--azure-client-secret-file")
+            .arg(&self.world.secret_file)
+            .env("KUBECONFIG", azs_csp_testkit::cluster::kubeconfig_path())
+            .env("AZURE_TENANT_ID", TENANT)
+            .env("AZURE_CLIENT_ID", CLIENT)
+            .env("AZURE_AUTHORITY_HOST", self.world.url());
+        // Off the runtime's threads: the emulator answering it runs on them.
+        let output = tokio::task::spawn_blocking(move || command.output())
+            .await
+            .expect("verify task")
+            .expect("verify");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        (output.status.code(), text)
+    }
+
     /// PUTs the layer saw for this subscription.
     fn puts_for(&self, subscription: &str) -> usize {
         self.world
@@ -533,6 +572,13 @@ async fn deleting_removes_the_tenant_in_azure_unless_orphaned_and_waits_while_az
         "removed in Azure"
     );
 
+    let (code, out) = s.verify_in_azure(GOOD[1]).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("Attached:") && out.contains("Azure: registration"),
+        "{out}"
+    );
+
     api.patch(
         "orphaned",
         &PatchParams::default(),
@@ -549,6 +595,13 @@ async fn deleting_removes_the_tenant_in_azure_unless_orphaned_and_waits_while_az
     assert!(
         s.world.tenants(REG_NAME).contains(GOOD[1]),
         "an orphan's tenant stays in Azure"
+    );
+    // The cluster and Azure now disagree: verify --in-azure says so and exits 1.
+    let (code, out) = s.verify_in_azure(GOOD[1]).await;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("CustomerSubscriptionNotFound") && out.contains("unmanaged"),
+        "{out}"
     );
 
     // While Azure refuses the DELETE the object waits, Detaching; then it goes.
@@ -833,6 +886,30 @@ async fn a_burst_converges_within_arms_write_budget_and_never_before_retry_after
     );
     assert!(throttled * 20 <= writes.len(), "429s above 5 % of writes");
     assert!(s.metric("azs_csp_arm_throttled_total") >= throttled as f64 - 0.5);
+}
+
+#[tokio::test]
+async fn an_entra_outage_before_the_first_token_heals_without_a_touch() {
+    let world = AzureWorld::start(&catalog(0), 200, 10.0).await;
+    world.upstream.set_mode_for("/oauth2/", Mode::Status(503));
+    let s = Scenario::with_world("azure-entra", world, &[]).await;
+    s.create_registration(registration("reg", REG_NAME, CLOUD, "PayAsYouUse"))
+        .await;
+    s.create_customers(&[customer("fabrikam", "reg", GOOD[0])])
+        .await;
+    let cs = s
+        .wait_customer("fabrikam", "AzureAuthorizationFailed")
+        .await;
+    let message = &condition(&cs.status.as_ref().unwrap().conditions, "Ready")
+        .unwrap()
+        .message;
+    assert!(message.contains("token"), "{message}");
+    s.world.upstream.set_mode(Mode::Healthy);
+    s.wait_customer("fabrikam", "Attached").await;
+    s.wait_registration("reg", "Registered", |r| {
+        registration_reason(r).as_deref() == Some("Registered")
+    })
+    .await;
 }
 
 #[tokio::test]
