@@ -9,6 +9,7 @@
 //! - [`period`]: the UTC month a record counts in (current, previous, late);
 //! - [`window`]: the hourly windows of reported time due after `--usage-delay`;
 //! - [`totals`]: month-to-date totals guarded by `through` (a window is added at most once);
+//! - [`status`]: those totals in the shape `status.usage` shows, read back exactly;
 //! - [`cloudevents`]: the CloudEvents 1.0 batch the sink receives;
 //! - [`ingest`]: one window decided record by record: events out, per-party sums kept.
 //!
@@ -22,5 +23,6 @@ pub mod meter;
 pub mod period;
 pub mod rate_card;
 pub mod record;
+pub mod status;
 pub mod totals;
 pub mod window;
