@@ -4,7 +4,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::resolver::ConfigMapRef;
+use crate::{azure::CredentialKind, resolver::ConfigMapRef};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -20,7 +20,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the controllers.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print both CustomResourceDefinitions as YAML.
     Crds {
         /// Write one file per CRD into this directory instead (how crds/ is generated).
@@ -98,8 +98,76 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (write durations like 500ms, 5s, 5m)"))
 }
 
+/// What the operator does with a CustomerSubscription that passes its rules (DESIGN.md §8).
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Decide every rule from resolver metadata; write nothing outside the cluster.
+    Local,
+    /// Add and remove the tenants on the registration in Azure; Azure's answer is the condition.
+    Azure,
+}
+
+fn parse_positive(s: &str) -> Result<f64, String> {
+    parse_refill(s)
+}
+
+fn parse_burst(s: &str) -> Result<u32, String> {
+    match s.parse::<u32>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("{s:?} is not a positive whole number of writes")),
+    }
+}
+
+/// How to reach ARM and as whom: shared by `run --mode azure` and `verify --in-azure`.
+#[derive(Args, Debug, Clone)]
+pub struct ArmArgs {
+    /// Base URL of Azure Resource Manager.
+    #[arg(
+        long,
+        env = "AZS_CSP_ARM_ENDPOINT",
+        default_value = "https://management.azure.com"
+    )]
+    pub arm_endpoint: String,
+    /// The Microsoft.AzureStack api-version sent.
+    #[arg(long, env = "AZS_CSP_ARM_API_VERSION", default_value = crate::azure::client::DEFAULT_API_VERSION,
+        value_parser = clap::builder::PossibleValuesParser::new(crate::azure::client::API_VERSIONS))]
+    pub arm_api_version: String,
+    /// Timeout of one ARM or Entra ID request.
+    #[arg(long, env = "AZS_CSP_ARM_TIMEOUT", value_parser = parse_duration, default_value = "30s")]
+    pub arm_timeout: Duration,
+    /// How the operator signs in to Entra ID (AZURE_TENANT_ID, AZURE_CLIENT_ID and
+    /// AZURE_FEDERATED_TOKEN_FILE or AZURE_CLIENT_SECRET; AZURE_AUTHORITY_HOST picks the cloud).
+    #[arg(
+        long,
+        env = "AZS_CSP_AZURE_CREDENTIAL",
+        value_enum,
+        default_value = "workload-identity"
+    )]
+    pub azure_credential: CredentialKind,
+    /// File holding the client secret (client-secret credential), re-read when it changes.
+    #[arg(long, env = "AZS_CSP_AZURE_CLIENT_SECRET_FILE")]
+    pub azure_client_secret_file: Option<PathBuf>,
+    /// PEM file of CA certificates to trust for ARM and Entra ID, besides the system roots.
+    #[arg(long, env = "AZS_CSP_AZURE_CA_FILE")]
+    pub azure_ca_file: Option<PathBuf>,
+}
+
 #[derive(Args, Debug)]
 pub struct RunArgs {
+    /// local: decide from resolver metadata; azure: add the tenants in Azure (DESIGN.md §8).
+    #[arg(long, env = "AZS_CSP_MODE", value_enum, default_value = "local")]
+    pub mode: Mode,
+    #[command(flatten)]
+    pub arm: ArmArgs,
+    /// How often each Registration's tenants in Azure are listed and compared (azure mode).
+    #[arg(long, env = "AZS_CSP_AZURE_RESYNC", value_parser = parse_duration, default_value = "10m")]
+    pub azure_resync: Duration,
+    /// ARM writes (PUT, DELETE) per second the operator allows itself (azure mode).
+    #[arg(long, env = "AZS_CSP_ARM_WRITES_PER_SECOND", value_parser = parse_positive, default_value = "5")]
+    pub arm_writes_per_second: f64,
+    /// ARM writes the operator may send at once before spacing them (azure mode).
+    #[arg(long, env = "AZS_CSP_ARM_WRITE_BURST", value_parser = parse_burst, default_value = "20")]
+    pub arm_write_burst: u32,
     /// Where subscription metadata and approvals come from.
     #[arg(long, env = "AZS_CSP_RESOLVER", value_enum, default_value = "catalog")]
     pub resolver: ResolverKind,
@@ -161,6 +229,11 @@ pub struct VerifyArgs {
     /// The customer's Azure subscription ID.
     #[arg(long, env = "AZS_CSP_SUBSCRIPTION_ID")]
     pub subscription_id: String,
+    /// Also ask ARM whether the registration holds the subscription, and compare.
+    #[arg(long, env = "AZS_CSP_VERIFY_IN_AZURE")]
+    pub in_azure: bool,
+    #[command(flatten)]
+    pub arm: ArmArgs,
 }
 
 #[cfg(test)]
@@ -197,6 +270,50 @@ mod tests {
         assert_eq!(args.cache_ttl, Duration::from_secs(300));
         assert_eq!(args.watch_namespaces, ["a", "b"]);
         assert_eq!(args.resolver, ResolverKind::Catalog);
+        assert_eq!(args.mode, Mode::Local);
+        assert_eq!(args.arm.arm_api_version, "2022-06-01");
+        assert_eq!(args.azure_resync, Duration::from_secs(600));
+        assert_eq!(
+            (args.arm_writes_per_second, args.arm_write_burst),
+            (5.0, 20)
+        );
+        assert_eq!(args.arm.azure_credential, CredentialKind::WorkloadIdentity);
+    }
+
+    #[test]
+    fn azure_mode_flags() {
+        let cli = Cli::try_parse_from([
+            "azs-csp-operator",
+            "run",
+            "--mode",
+            "azure",
+            "--arm-endpoint",
+            "https://127.0.0.1:8443",
+            "--arm-api-version",
+            "2017-06-01",
+            "--azure-credential",
+            "client-secret",
+            "--azure-client-secret-file",
+            "/secret/clientSecret",
+            "--azure-resync",
+            "30s",
+            "--arm-writes-per-second",
+            "2.5",
+            "--arm-write-burst",
+            "200",
+        ])
+        .unwrap();
+        let Command::Run(args) = cli.command else {
+            panic!("not run")
+        };
+        assert_eq!(args.mode, Mode::Azure);
+        assert_eq!(args.arm.arm_api_version, "2017-06-01");
+        assert_eq!(args.arm.azure_credential, CredentialKind::ClientSecret);
+        assert_eq!(args.azure_resync, Duration::from_secs(30));
+        assert_eq!(
+            (args.arm_writes_per_second, args.arm_write_burst),
+            (2.5, 200)
+        );
     }
 
     #[test]
@@ -215,6 +332,16 @@ mod tests {
             ],
             vec!["azs-csp-operator", "verify", "--namespace", "ns"],
             vec!["azs-csp-operator", "emulate"],
+            vec!["azs-csp-operator", "run", "--mode", "cloud"],
+            vec![
+                "azs-csp-operator",
+                "run",
+                "--arm-api-version",
+                "2020-06-01-preview",
+            ],
+            vec!["azs-csp-operator", "run", "--azure-credential", "password"],
+            vec!["azs-csp-operator", "run", "--arm-write-burst", "0"],
+            vec!["azs-csp-operator", "run", "--arm-writes-per-second", "-1"],
             vec![
                 "azs-csp-operator",
                 "emulate",

@@ -9,6 +9,8 @@ use crate::{api::Condition, policy::Reason};
 pub const READY: &str = "Ready";
 /// The Registration's `MultitenancyApproved` condition type.
 pub const MULTITENANCY_APPROVED: &str = "MultitenancyApproved";
+/// The Registration's `InSync` condition (azure mode): Azure holds no undeclared tenants.
+pub const IN_SYNC: &str = "InSync";
 
 /// A source of "now", injected so that tests control time.
 pub trait Clock: Send + Sync {
@@ -34,7 +36,28 @@ pub fn set_condition(
     observed_generation: Option<i64>,
     clock: &dyn Clock,
 ) {
-    let status = reason.status();
+    set_condition_status(
+        conditions,
+        type_,
+        reason.status(),
+        reason,
+        message,
+        observed_generation,
+        clock,
+    );
+}
+
+/// [`set_condition`] with a status other than the reason's own: azure mode's
+/// `AzureRequestFailed` is Unknown for a code Azure may accept on a later try.
+pub fn set_condition_status(
+    conditions: &mut Vec<Condition>,
+    type_: &str,
+    status: crate::api::ConditionStatus,
+    reason: Reason,
+    message: &str,
+    observed_generation: Option<i64>,
+    clock: &dyn Clock,
+) {
     let existing = conditions.iter_mut().find(|c| c.type_ == type_);
     let last_transition_time = match &existing {
         Some(old) if old.status == status && old.last_transition_time.is_some() => {

@@ -23,6 +23,7 @@ const LAYERS: &[(&str, u8)] = &[
     // Decisions, and the I/O beside them.
     ("policy", 2),
     ("resolver", 2),
+    ("azure", 2),
     ("crd", 2),
     ("conditions", 3),
     ("cli", 3),

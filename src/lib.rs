@@ -1,6 +1,7 @@
 //! azs-csp-operator: onboards CSP customers' Azure subscriptions to Azure Stack registrations.
 
 pub mod api;
+pub mod azure;
 pub mod cli;
 pub mod conditions;
 pub mod controller;

@@ -44,7 +44,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Run(args) => {
                 init_tracing(args.log_format);
-                match operator::serve(args).await {
+                match operator::serve(*args).await {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(error) => {
                         tracing::error!(%error, "operator stopped");

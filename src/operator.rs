@@ -16,12 +16,17 @@ use kube::Client;
 use tracing::{debug, error, info, warn};
 
 use crate::{
-    cli::{ResolverKind, RunArgs},
+    azure::{
+        self, ArmClient, ArmClientError, ArmSettings, CredentialError, CredentialSettings,
+        TransportError, WriteRate,
+    },
+    cli::{ArmArgs, Mode, ResolverKind, RunArgs},
     conditions::SystemClock,
+    controller::azure::AzureMode,
     controller::{self, Reporter, Settings, Tuning},
     resolver::{
         CatalogError, CatalogResolver, HttpResolver, HttpResolverError, HttpResolverOptions,
-        MetadataResolver, watch_configmap, watch_file,
+        MetadataResolver, NoResolver, watch_configmap, watch_file,
     },
     runtime::{self, Health, LeaderElector, LeadershipLost, LeaseSettings, Metrics, ServeError},
 };
@@ -44,6 +49,45 @@ pub enum OperatorError {
     Serve(#[from] ServeError),
     #[error("stopped leading: {0}")]
     LeadershipLost(#[source] LeadershipLost),
+    #[error("--arm-endpoint {0:?} is not a URL")]
+    ArmEndpoint(String),
+    #[error(transparent)]
+    ArmClient(#[from] ArmClientError),
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    #[error(transparent)]
+    Credential(#[from] CredentialError),
+}
+
+/// The ARM client of `args`, reporting to `metrics` (azure mode, `verify --in-azure`).
+pub fn arm_client(
+    args: &ArmArgs,
+    writes: WriteRate,
+    metrics: Arc<Metrics>,
+) -> Result<ArmClient, OperatorError> {
+    let endpoint = azure_core::http::Url::parse(&args.arm_endpoint)
+        .map_err(|_| OperatorError::ArmEndpoint(args.arm_endpoint.clone()))?;
+    let transport = azure::transport(args.azure_ca_file.as_deref(), args.arm_timeout)?;
+    let credential = azure::credential::build(CredentialSettings {
+        kind: args.azure_credential,
+        client_secret_file: args.azure_client_secret_file.clone(),
+        client_options: azure_core::http::ClientOptions {
+            transport: Some(transport.clone()),
+            ..Default::default()
+        },
+    })?;
+    Ok(ArmClient::new(
+        ArmSettings {
+            endpoint,
+            api_version: args.arm_api_version.clone(),
+            timeout: args.arm_timeout,
+            writes,
+            breaker: crate::upstream::BreakerSettings::default(),
+        },
+        credential,
+        transport,
+        metrics,
+    )?)
 }
 
 /// Resolves on SIGTERM or Ctrl-C. The handlers are installed when this is called, not when
@@ -161,11 +205,37 @@ pub async fn serve(args: RunArgs) -> Result<(), OperatorError> {
 
     let client = Client::try_default().await.map_err(OperatorError::Client)?;
     controller::ensure_crds_installed(&client, &args.watch_namespaces).await?;
-    let resolver = tokio::select! {
-        resolver = build_resolver(&args, &client, &metrics) => resolver?,
-        _ = shutdown.clone() => {
-            info!("stopped before the resolver was ready");
-            return Ok(());
+    let azure = match args.mode {
+        Mode::Local => None,
+        Mode::Azure => {
+            let arm = Arc::new(arm_client(
+                &args.arm,
+                WriteRate {
+                    per_second: args.arm_writes_per_second,
+                    burst: args.arm_write_burst,
+                },
+                metrics.clone(),
+            )?);
+            metrics.add_upstream(arm.breaker().clone());
+            info!(
+                endpoint = %args.arm.arm_endpoint,
+                api_version = %args.arm.arm_api_version,
+                credential = ?args.arm.azure_credential,
+                resync_s = args.azure_resync.as_secs(),
+                "azure mode: tenants are added and removed in Azure"
+            );
+            Some(Arc::new(AzureMode::new(arm, args.azure_resync)))
+        }
+    };
+    let resolver: Arc<dyn MetadataResolver> = if azure.is_some() {
+        Arc::new(NoResolver::default())
+    } else {
+        tokio::select! {
+            resolver = build_resolver(&args, &client, &metrics) => resolver?,
+            _ = shutdown.clone() => {
+                info!("stopped before the resolver was ready");
+                return Ok(());
+            }
         }
     };
     metrics.set_resolver(resolver.clone());
@@ -180,6 +250,7 @@ pub async fn serve(args: RunArgs) -> Result<(), OperatorError> {
         customer_subscriptions: Tuning::CUSTOMER_SUBSCRIPTIONS,
         metrics: metrics.clone(),
         health: health.clone(),
+        azure,
     };
 
     if !args.leader_election {

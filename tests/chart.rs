@@ -589,6 +589,491 @@ fn rbac_grants_exactly_what_the_operator_uses() {
     }
 }
 
+// ---------------------------------------------------------------- azure mode
+
+/// The identity of the value sets below (any GUIDs: the chart only passes them on).
+const CLIENT_ID: &str = "3c8f1d2e-4a5b-4c6d-8e7f-9a0b1c2d3e4f";
+const TENANT_ID: &str = "2b7e0c1d-3a4b-4c5d-8e6f-7a8b9c0d1e2f";
+
+fn pod_template(docs: &[Value]) -> &Value {
+    &one(docs, "Deployment", RELEASE)["spec"]["template"]
+}
+
+/// The container's `AZURE_*` variables, in order, as (name, literal value).
+fn azure_env(docs: &[Value]) -> Vec<(String, String)> {
+    let env = pod_template(docs)["spec"]["containers"][0]["env"]
+        .as_array()
+        .expect("env")
+        .clone();
+    env.into_iter()
+        .filter(|e| e["name"].as_str().unwrap().starts_with("AZURE_"))
+        .map(|e| {
+            let name = e["name"].as_str().unwrap().to_string();
+            let value = e["value"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{name} is not a literal: {e}"))
+                .to_string();
+            (name, value)
+        })
+        .collect()
+}
+
+/// What azure mode renders for one set of values.
+struct AzureCase {
+    name: &'static str,
+    sets: Vec<String>,
+    /// The flags after `run --log-format=json --metrics-addr=0.0.0.0:8080`.
+    args: Vec<&'static str>,
+    env: Vec<(&'static str, &'static str)>,
+    /// `azure.workload.identity/use: "true"` on the pod (the webhook's selector).
+    webhook_label: bool,
+    service_account_annotations: Value,
+    volume_mounts: Value,
+    volumes: Value,
+}
+
+fn azure_cases() -> Vec<AzureCase> {
+    let sets = |sets: &[&str]| -> Vec<String> {
+        std::iter::once("mode=azure")
+            .chain(sets.iter().copied())
+            .map(String::from)
+            .collect()
+    };
+    let client = format!("azure.clientId={CLIENT_ID}");
+    let tenant = format!("azure.tenantId={TENANT_ID}");
+    let defaults = |credential: &'static str| {
+        vec![
+            "--mode=azure",
+            "--arm-endpoint=https://management.azure.com",
+            "--arm-api-version=2022-06-01",
+            credential,
+            "--azure-resync=10m",
+            "--arm-timeout=30s",
+            "--arm-writes-per-second=5",
+            "--arm-write-burst=20",
+        ]
+    };
+    let token_dir = "/var/run/secrets/azure/tokens";
+    vec![
+        AzureCase {
+            name: "workload identity through the webhook",
+            sets: sets(&[&client]),
+            args: defaults("--azure-credential=workload-identity"),
+            env: vec![],
+            webhook_label: true,
+            service_account_annotations: json!({"azure.workload.identity/client-id": CLIENT_ID}),
+            volume_mounts: Value::Null,
+            volumes: Value::Null,
+        },
+        AzureCase {
+            name: "workload identity through the webhook, own tenant and cloud",
+            sets: sets(&[
+                &client,
+                &tenant,
+                "azure.authorityHost=https://login.microsoftonline.us/",
+                "serviceAccount.annotations.team=billing",
+            ]),
+            args: defaults("--azure-credential=workload-identity"),
+            env: vec![("AZURE_AUTHORITY_HOST", "https://login.microsoftonline.us/")],
+            webhook_label: true,
+            service_account_annotations: json!({
+                "azure.workload.identity/client-id": CLIENT_ID,
+                "azure.workload.identity/tenant-id": TENANT_ID,
+                "team": "billing",
+            }),
+            volume_mounts: Value::Null,
+            volumes: Value::Null,
+        },
+        AzureCase {
+            name: "workload identity without the webhook",
+            sets: sets(&[
+                &client,
+                &tenant,
+                "azure.workloadIdentity.webhook=false",
+                "azure.workloadIdentity.expirationSeconds=7200",
+                "azure.authorityHost=https://login.microsoftonline.us/",
+                "azure.arm.endpoint=https://management.usgovcloudapi.net",
+                "watchNamespaces={partner-a}",
+            ]),
+            args: vec![
+                "--mode=azure",
+                "--arm-endpoint=https://management.usgovcloudapi.net",
+                "--arm-api-version=2022-06-01",
+                "--azure-credential=workload-identity",
+                "--azure-resync=10m",
+                "--arm-timeout=30s",
+                "--arm-writes-per-second=5",
+                "--arm-write-burst=20",
+                "--watch-namespace=partner-a",
+            ],
+            env: vec![
+                ("AZURE_TENANT_ID", TENANT_ID),
+                ("AZURE_CLIENT_ID", CLIENT_ID),
+                (
+                    "AZURE_FEDERATED_TOKEN_FILE",
+                    "/var/run/secrets/azure/tokens/azure-identity-token",
+                ),
+                ("AZURE_AUTHORITY_HOST", "https://login.microsoftonline.us/"),
+            ],
+            webhook_label: false,
+            // Not read without the webhook, but they say which identity the account federates to.
+            service_account_annotations: json!({
+                "azure.workload.identity/client-id": CLIENT_ID,
+                "azure.workload.identity/tenant-id": TENANT_ID,
+            }),
+            volume_mounts: json!([
+                {"name": "azure-identity-token", "mountPath": token_dir, "readOnly": true},
+            ]),
+            volumes: json!([{"name": "azure-identity-token", "projected": {"sources": [
+                {"serviceAccountToken": {
+                    "audience": "api://AzureADTokenExchange",
+                    "expirationSeconds": 7200,
+                    "path": "azure-identity-token",
+                }},
+            ]}}]),
+        },
+        AzureCase {
+            name: "client secret from an existing Secret, CA from a ConfigMap",
+            sets: sets(&[
+                "azure.credential=client-secret",
+                &client,
+                &tenant,
+                "azure.clientSecret.existingSecret=azs-csp-principal",
+                "azure.clientSecret.key=secret",
+                "azure.caConfigMap.name=azure-ca",
+                "azure.arm.apiVersion=2017-06-01",
+            ]),
+            args: vec![
+                "--mode=azure",
+                "--arm-endpoint=https://management.azure.com",
+                "--arm-api-version=2017-06-01",
+                "--azure-credential=client-secret",
+                "--azure-resync=10m",
+                "--arm-timeout=30s",
+                "--arm-writes-per-second=5",
+                "--arm-write-burst=20",
+                "--azure-client-secret-file=/var/run/secrets/azs-csp-operator/azure-client-secret/secret",
+                "--azure-ca-file=/var/run/secrets/azs-csp-operator/azure-ca/ca.crt",
+            ],
+            env: vec![
+                ("AZURE_TENANT_ID", TENANT_ID),
+                ("AZURE_CLIENT_ID", CLIENT_ID),
+            ],
+            webhook_label: false,
+            service_account_annotations: Value::Null,
+            volume_mounts: json!([
+                {"name": "azure-client-secret", "mountPath": "/var/run/secrets/azs-csp-operator/azure-client-secret", "readOnly": true},
+                {"name": "azure-ca", "mountPath": "/var/run/secrets/azs-csp-operator/azure-ca", "readOnly": true},
+            ]),
+            volumes: json!([
+                {"name": "azure-client-secret", "secret": {
+                    "secretName": "azs-csp-principal", "defaultMode": 0o440,
+                    "items": [{"key": "secret", "path": "secret"}],
+                }},
+                {"name": "azure-ca", "configMap": {
+                    "name": "azure-ca", "defaultMode": 0o444,
+                    "items": [{"key": "ca.crt", "path": "ca.crt"}],
+                }},
+            ]),
+        },
+        AzureCase {
+            name: "user-assigned managed identity, CA from a Secret, own rates",
+            sets: sets(&[
+                "azure.credential=managed-identity",
+                &client,
+                // Meaningless for a managed identity (the node's endpoint issues its tokens).
+                "azure.authorityHost=https://login.microsoftonline.us/",
+                "azure.caSecret.name=azure-ca",
+                "azure.caSecret.key=bundle.pem",
+                "azure.arm.resync=30m",
+                "azure.arm.timeout=5s",
+                "azure.arm.writesPerSecond=2",
+                "azure.arm.writeBurst=10",
+            ]),
+            args: vec![
+                "--mode=azure",
+                "--arm-endpoint=https://management.azure.com",
+                "--arm-api-version=2022-06-01",
+                "--azure-credential=managed-identity",
+                "--azure-resync=30m",
+                "--arm-timeout=5s",
+                "--arm-writes-per-second=2",
+                "--arm-write-burst=10",
+                "--azure-ca-file=/var/run/secrets/azs-csp-operator/azure-ca/bundle.pem",
+            ],
+            env: vec![("AZURE_CLIENT_ID", CLIENT_ID)],
+            webhook_label: false,
+            service_account_annotations: Value::Null,
+            volume_mounts: json!([
+                {"name": "azure-ca", "mountPath": "/var/run/secrets/azs-csp-operator/azure-ca", "readOnly": true},
+            ]),
+            volumes: json!([{"name": "azure-ca", "secret": {
+                "secretName": "azure-ca", "defaultMode": 0o444,
+                "items": [{"key": "bundle.pem", "path": "bundle.pem"}],
+            }}]),
+        },
+        AzureCase {
+            name: "system-assigned managed identity",
+            sets: sets(&["azure.credential=managed-identity"]),
+            args: defaults("--azure-credential=managed-identity"),
+            env: vec![],
+            webhook_label: false,
+            service_account_annotations: Value::Null,
+            volume_mounts: Value::Null,
+            volumes: Value::Null,
+        },
+    ]
+}
+
+#[test]
+fn azure_mode_renders_what_each_credential_needs() {
+    for case in azure_cases() {
+        let name = case.name;
+        let sets: Vec<&str> = case.sets.iter().map(String::as_str).collect();
+        let docs = render(NS, &sets);
+
+        let mut expected_args = vec!["run", "--log-format=json", "--metrics-addr=0.0.0.0:8080"];
+        expected_args.extend(&case.args);
+        assert_eq!(args_of(&docs), expected_args, "{name}: args");
+
+        let expected_env: Vec<(String, String)> = case
+            .env
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
+        assert_eq!(azure_env(&docs), expected_env, "{name}: AZURE_* variables");
+
+        let template = pod_template(&docs);
+        let label = &template["metadata"]["labels"]["azure.workload.identity/use"];
+        if case.webhook_label {
+            assert_eq!(
+                label, "true",
+                "{name}: the webhook selects the pod by label"
+            );
+        } else {
+            assert!(label.is_null(), "{name}: no webhook label");
+        }
+        // The label is on the pod only: the Deployment's selector stays what it was.
+        assert_eq!(
+            one(&docs, "Deployment", RELEASE)["spec"]["selector"]["matchLabels"],
+            json!({"app.kubernetes.io/name": "azs-csp-operator", "app.kubernetes.io/instance": RELEASE}),
+            "{name}: selector"
+        );
+        assert_eq!(
+            one(&docs, "ServiceAccount", RELEASE)["metadata"]["annotations"],
+            case.service_account_annotations,
+            "{name}: ServiceAccount annotations"
+        );
+        assert_eq!(
+            template["spec"]["containers"][0]["volumeMounts"], case.volume_mounts,
+            "{name}: volume mounts"
+        );
+        assert_eq!(template["spec"]["volumes"], case.volumes, "{name}: volumes");
+
+        // No resolver in azure mode: no catalog, no ConfigMap access, no resolver flags.
+        assert!(of_kind(&docs, "ConfigMap").is_empty(), "{name}: no catalog");
+        assert!(
+            !of_kind(&docs, "Role")
+                .iter()
+                .any(|r| r["metadata"]["name"] == "azs-csp-operator-catalog"),
+            "{name}: no catalog Role"
+        );
+        assert!(
+            !args_of(&docs).iter().any(|a| a.starts_with("--resolver")
+                || a.starts_with("--catalog")
+                || a.starts_with("--cache-ttl")),
+            "{name}: resolver flags"
+        );
+        // The client secret is only ever a mounted file.
+        let text = serde_json::to_string(&docs).unwrap();
+        assert!(!text.contains("AZURE_CLIENT_SECRET"), "{name}");
+    }
+
+    // Local mode (the default) knows nothing of Azure, whatever the azure values say.
+    let local = render(
+        NS,
+        &[
+            &format!("azure.clientId={CLIENT_ID}"),
+            "azure.workloadIdentity.webhook=false",
+            "azure.caSecret.name=azure-ca",
+        ],
+    );
+    assert_eq!(args_of(&local), args_of(&render(NS, &[])));
+    assert_eq!(pod_template(&local), pod_template(&render(NS, &[])));
+    assert!(one(&local, "ServiceAccount", RELEASE)["metadata"]["annotations"].is_null());
+}
+
+/// The operator's rules in azure mode: local mode's, plus `patch` on customersubscriptions
+/// (server-side apply of the `csp.azurestack.io/azure-detach` finalizer).
+fn azure_operator_rules() -> Value {
+    let mut rules = operator_rules();
+    let customers = rules
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|r| r["resources"] == json!(["customersubscriptions"]))
+        .unwrap();
+    customers["verbs"] = json!(["get", "list", "watch", "patch"]);
+    rules
+}
+
+#[test]
+fn azure_mode_adds_only_patch_on_customersubscriptions_to_rbac() {
+    let client = format!("azure.clientId={CLIENT_ID}");
+    let cluster = render(NS, &["mode=azure", &client]);
+    assert_eq!(
+        one(&cluster, "ClusterRole", RELEASE)["rules"],
+        azure_operator_rules()
+    );
+    assert!(
+        of_kind(&cluster, "Role").is_empty(),
+        "no catalog Role, no Lease Role with one replica"
+    );
+
+    let namespaced = render(
+        NS,
+        &[
+            "mode=azure",
+            &client,
+            "replicaCount=2",
+            "watchNamespaces={partner-a,partner-b}",
+        ],
+    );
+    assert!(of_kind(&namespaced, "ClusterRole").is_empty());
+    let mut roles: Vec<&str> = of_kind(&namespaced, "Role")
+        .iter()
+        .map(|r| r["metadata"]["name"].as_str().unwrap())
+        .collect();
+    roles.sort();
+    assert_eq!(
+        roles,
+        [
+            "azs-csp-operator",
+            "azs-csp-operator",
+            "azs-csp-operator-leader-election"
+        ]
+    );
+    for role in of_kind(&namespaced, "Role") {
+        if role["metadata"]["name"] == RELEASE {
+            assert_eq!(role["rules"], azure_operator_rules());
+        }
+    }
+}
+
+#[test]
+fn azure_values_that_cannot_work_are_refused_with_the_value_named() {
+    let client = format!("azure.clientId={CLIENT_ID}");
+    let tenant = format!("azure.tenantId={TENANT_ID}");
+    for (sets, messages) in [
+        // values.schema.json
+        (vec!["mode=cloud"], vec!["/mode", "'local', 'azure'"]),
+        (vec!["mode=azure"], vec!["/azure/clientId"]),
+        (
+            vec![
+                "mode=azure",
+                &client,
+                "azure.workloadIdentity.webhook=false",
+            ],
+            vec!["/azure/tenantId"],
+        ),
+        (
+            vec!["mode=azure", "azure.credential=client-secret"],
+            vec![
+                "/azure/tenantId",
+                "/azure/clientId",
+                "/azure/clientSecret/existingSecret",
+            ],
+        ),
+        (
+            vec![
+                "mode=azure",
+                "azure.credential=client-secret",
+                &client,
+                &tenant,
+            ],
+            vec!["/azure/clientSecret/existingSecret"],
+        ),
+        (
+            vec!["mode=azure", "azure.credential=password"],
+            vec!["/azure/credential"],
+        ),
+        (
+            vec!["mode=azure", "azure.clientId=my-app"],
+            vec!["/azure/clientId", "does not match"],
+        ),
+        // A secret is never a value: neither as azure.clientSecret nor as a variable.
+        (
+            vec!["mode=azure", &client, "azure.clientSecret=hunter2"],
+            vec!["/azure/clientSecret", "want object"],
+        ),
+        (
+            vec!["mode=azure", &client, "azure.clientSecret.value=hunter2"],
+            vec!["'value' not allowed"],
+        ),
+        (
+            vec![
+                "extraEnv[0].name=AZURE_CLIENT_SECRET",
+                "extraEnv[0].value=hunter2",
+            ],
+            vec!["/extraEnv/0"],
+        ),
+        (
+            vec![
+                "mode=azure",
+                &client,
+                "azure.arm.apiVersion=2020-06-01-preview",
+            ],
+            vec!["/azure/arm/apiVersion"],
+        ),
+        (
+            vec![
+                "mode=azure",
+                &client,
+                "azure.arm.endpoint=http://management.azure.com",
+            ],
+            vec!["/azure/arm/endpoint"],
+        ),
+        (
+            vec!["mode=azure", &client, "azure.arm.resync=hourly"],
+            vec!["/azure/arm/resync"],
+        ),
+        (
+            vec!["mode=azure", &client, "azure.arm.timeout=1 minute"],
+            vec!["/azure/arm/timeout"],
+        ),
+        (
+            vec!["mode=azure", &client, "azure.arm.writeBurst=0"],
+            vec!["/azure/arm/writeBurst"],
+        ),
+        // the templates' own checks
+        (
+            vec![
+                "mode=azure",
+                &client,
+                "azure.caSecret.name=a",
+                "azure.caConfigMap.name=b",
+            ],
+            vec!["set azure.caConfigMap.name or azure.caSecret.name, not both"],
+        ),
+    ] {
+        let sets: Vec<String> = sets.into_iter().map(String::from).collect();
+        let error = try_template(NS, &sets).expect_err("values that cannot work must not render");
+        for message in messages {
+            assert!(
+                error.contains(message),
+                "{sets:?}: {message} not in {error}"
+            );
+        }
+        assert!(
+            !error.contains("hunter2"),
+            "{sets:?}: the error repeats the secret: {error}"
+        );
+    }
+    // The azure requirements apply in azure mode only.
+    try_template(NS, &["azure.credential=client-secret".into()])
+        .expect("local mode ignores the azure values");
+}
+
 /// A temporary directory whose name does not start with a dot: checkov ignores hidden paths
 /// (and then passes, having checked nothing).
 fn visible_tempdir() -> tempfile::TempDir {
@@ -897,10 +1382,31 @@ fn token_kubeconfig(token: &str) -> tempfile::NamedTempFile {
     file
 }
 
-/// On a failed test, the operator is gone before its Registrations are: strips their finalizer
-/// so that the namespace can be deleted (a passing test deletes them with the operator).
+/// On a failed test, the operator is gone before its objects are: strips the finalizers of
+/// its Registrations (and, in azure mode, CustomerSubscriptions) so that the namespace can be
+/// deleted (a passing test deletes them with the operator).
 struct ReleaseFinalizers {
     namespace: String,
+}
+
+async fn strip_finalizers<K>(api: Api<K>)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let Ok(list) = api.list_metadata(&ListParams::default()).await else {
+        return;
+    };
+    let patch = json!({"metadata": {"finalizers": null}});
+    for object in list.items {
+        let name = object.metadata.name.unwrap_or_default();
+        let _ = api
+            .patch(
+                &name,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(&patch),
+            )
+            .await;
+    }
 }
 
 impl Drop for ReleaseFinalizers {
@@ -910,22 +1416,13 @@ impl Drop for ReleaseFinalizers {
         }
         let namespace = self.namespace.clone();
         azs_csp_testkit::cluster::run_to_completion(move || async move {
-            let api: Api<Registration> =
-                Api::namespaced(azs_csp_testkit::cluster::client().await, &namespace);
-            let Ok(list) = api.list_metadata(&ListParams::default()).await else {
-                return;
-            };
-            let patch = json!({"metadata": {"finalizers": null}});
-            for registration in list.items {
-                let name = registration.metadata.name.unwrap_or_default();
-                let _ = api
-                    .patch(
-                        &name,
-                        &kube::api::PatchParams::default(),
-                        &kube::api::Patch::Merge(&patch),
-                    )
-                    .await;
-            }
+            let client = azs_csp_testkit::cluster::client().await;
+            strip_finalizers(Api::<CustomerSubscription>::namespaced(
+                client.clone(),
+                &namespace,
+            ))
+            .await;
+            strip_finalizers(Api::<Registration>::namespaced(client, &namespace)).await;
         });
     }
 }
@@ -1305,4 +1802,476 @@ async fn the_operator_runs_with_the_chart_service_account_watching_one_namespace
 #[tokio::test]
 async fn the_operator_runs_with_the_chart_service_account_watching_the_cluster() {
     operator_with_the_chart_service_account(false).await;
+}
+
+/// The payload of a JWT, unverified (the API server issued it to this test).
+fn jwt_claims(token: &str) -> Value {
+    use base64::Engine;
+    let payload = token.split('.').nth(1).expect("a JWT has a payload");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .expect("base64url payload");
+    serde_json::from_slice(&bytes).expect("JSON claims")
+}
+
+/// Each azure variant of hack/chart-variants.txt installs for real; its ServiceAccount may
+/// patch CustomerSubscriptions (the azure-detach finalizer) and nothing new besides, no
+/// Secret or ConfigMap included; and with workload identity the API server issues it the
+/// token Entra ID exchanges (audience api://AzureADTokenExchange, subject the ServiceAccount).
+#[tokio::test]
+async fn the_azure_variants_install_and_grant_what_azure_mode_uses() {
+    apply_crds();
+    let names: Vec<String> = variants("x", "y")
+        .into_iter()
+        .map(|v| v.name)
+        .filter(|n| n.starts_with("azure-"))
+        .collect();
+    assert!(names.len() >= 4, "azure variants: {names:?}");
+    for name in names {
+        let release_ns = common::TestNamespace::new("chart-az").await;
+        let watched = common::TestNamespace::new("chart-az-w").await;
+        let variant = variants(&watched.name, &watched.name)
+            .into_iter()
+            .find(|v| v.name == name)
+            .unwrap();
+        let fullname = format!("azs-csp-{}", release_ns.name);
+        let mut sets = variant.sets.clone();
+        sets.push("crds.install=false".into());
+        sets.push(format!("fullnameOverride={fullname}"));
+        let _release = Release::install(RELEASE, &release_ns.name, &sets);
+
+        let deployment = release_ns
+            .api::<Deployment>()
+            .get(&fullname)
+            .await
+            .expect("the chart's Deployment");
+        let pod = deployment.spec.unwrap().template;
+        let args = pod.spec.unwrap().containers.remove(0).args.unwrap();
+        assert!(
+            args.contains(&"--mode=azure".to_string()),
+            "{name}: {args:?}"
+        );
+        let workload_identity = args.contains(&"--azure-credential=workload-identity".to_string());
+        let service_account = release_ns
+            .api::<ServiceAccount>()
+            .get(&fullname)
+            .await
+            .expect("the chart's ServiceAccount");
+        let client_annotation = service_account
+            .metadata
+            .annotations
+            .unwrap_or_default()
+            .get("azure.workload.identity/client-id")
+            .cloned();
+        assert_eq!(
+            client_annotation.as_deref(),
+            workload_identity.then_some(CLIENT_ID),
+            "{name}: client-id annotation"
+        );
+
+        let sa = format!("system:serviceaccount:{}:{fullname}", release_ns.name);
+        let w = Some(watched.name.as_str());
+        let r = Some(release_ns.name.as_str());
+        let catalog = format!("configmaps/{fullname}-catalog");
+        for (verb, resource, namespace, allowed) in [
+            ("patch", "customersubscriptions.csp.azurestack.io", w, true),
+            ("watch", "customersubscriptions.csp.azurestack.io", w, true),
+            (
+                "patch",
+                "customersubscriptions.csp.azurestack.io:status",
+                w,
+                true,
+            ),
+            ("patch", "registrations.csp.azurestack.io", w, true),
+            ("create", "events.events.k8s.io", w, true),
+            (
+                "delete",
+                "customersubscriptions.csp.azurestack.io",
+                w,
+                false,
+            ),
+            (
+                "create",
+                "customersubscriptions.csp.azurestack.io",
+                w,
+                false,
+            ),
+            (
+                "update",
+                "customersubscriptions.csp.azurestack.io",
+                w,
+                false,
+            ),
+            ("get", "secrets", r, false),
+            ("get", "secrets", w, false),
+            ("get", catalog.as_str(), r, false),
+            ("list", "configmaps", r, false),
+            ("create", "serviceaccounts/token", r, false),
+        ] {
+            assert_eq!(
+                can_i(&sa, verb, resource, namespace),
+                allowed,
+                "{name}: can {sa} {verb} {resource} in {namespace:?}?"
+            );
+        }
+
+        if workload_identity {
+            // What the kubelet projects (or the webhook asks it to): a token for Entra ID.
+            let request: TokenRequest = serde_json::from_value(json!({"spec": {
+                "audiences": ["api://AzureADTokenExchange"], "expirationSeconds": 3600,
+            }}))
+            .unwrap();
+            let issued: TokenRequest = release_ns
+                .api::<ServiceAccount>()
+                .create_subresource("token", &fullname, &PostParams::default(), &request)
+                .await
+                .expect("TokenRequest for the chart's ServiceAccount");
+            let token = issued
+                .status
+                .and_then(|s| s.token)
+                .expect("a token is issued");
+            let claims = jwt_claims(&token);
+            assert_eq!(
+                claims["aud"],
+                json!(["api://AzureADTokenExchange"]),
+                "{name}"
+            );
+            // The subject a federated credential in Entra ID must name (README).
+            assert_eq!(claims["sub"], sa, "{name}");
+            assert!(claims["iss"].is_string(), "{name}: {claims}");
+        }
+    }
+}
+
+/// `azs-csp-operator emulate` of this build on a free loopback port; killed when dropped.
+struct Emulator {
+    child: std::process::Child,
+    url: String,
+    ca_file: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Emulator {
+    fn start(catalog: &str) -> Self {
+        use std::io::BufRead;
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("catalog.yaml"), catalog).expect("catalog");
+        let tls = dir.path().join("tls");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_azs-csp-operator"))
+            .arg("emulate")
+            .arg("--catalog")
+            .arg(dir.path().join("catalog.yaml"))
+            .args(["--listen", "127.0.0.1:0", "--tls-dir"])
+            .arg(&tls)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start the emulator");
+        let stdout = child.stdout.take().expect("stdout");
+        let (sender, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let _ = sender.send(line);
+            }
+        });
+        let line = lines
+            .recv_timeout(azs_csp_testkit::cluster::TIMEOUT)
+            .expect("the emulator says where it listens");
+        let url = line
+            .strip_prefix("emulator listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .trim_end_matches('/')
+            .to_string();
+        Self {
+            child,
+            url,
+            ca_file: tls.join("ca.crt"),
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The pod the chart's Deployment describes, as a local process would see it: its args and
+/// literal variables with every mounted path moved under `root`, where each volume is
+/// materialised as the kubelet would (a projected ServiceAccount token from TokenRequest with
+/// the volume's audience and lifetime, ConfigMap items from the API). Returns (args, env,
+/// the tokens written).
+async fn materialise_pod(
+    namespace: &common::TestNamespace,
+    deployment: &Deployment,
+    root: &Path,
+) -> (Vec<String>, Vec<(String, String)>, Vec<String>) {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let pod = deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.clone())
+        .expect("a pod template");
+    let container = &pod.containers[0];
+    let service_account = pod.service_account_name.clone().expect("a ServiceAccount");
+    let mut moved: Vec<(String, PathBuf)> = vec![];
+    let mut tokens = vec![];
+    for mount in container.volume_mounts.clone().unwrap_or_default() {
+        let volume = pod
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == mount.name)
+            .expect("the mount's volume");
+        let dir = root.join(&mount.name);
+        std::fs::create_dir_all(&dir).unwrap();
+        if let Some(projected) = &volume.projected {
+            for source in projected.sources.iter().flatten() {
+                let projection = source
+                    .service_account_token
+                    .as_ref()
+                    .expect("only ServiceAccount token projections");
+                let request: TokenRequest = serde_json::from_value(json!({"spec": {
+                    "audiences": [projection.audience.clone().expect("an audience")],
+                    "expirationSeconds": projection.expiration_seconds,
+                }}))
+                .unwrap();
+                let issued: TokenRequest = namespace
+                    .api::<ServiceAccount>()
+                    .create_subresource("token", &service_account, &PostParams::default(), &request)
+                    .await
+                    .expect("TokenRequest as the kubelet makes it");
+                let token = issued.status.and_then(|s| s.token).expect("a token");
+                std::fs::write(dir.join(&projection.path), &token).unwrap();
+                tokens.push(token);
+            }
+        } else if let Some(source) = &volume.config_map {
+            let config_map = namespace
+                .api::<ConfigMap>()
+                .get(&source.name)
+                .await
+                .expect("the mounted ConfigMap");
+            let data = config_map.data.unwrap_or_default();
+            for item in source.items.iter().flatten() {
+                std::fs::write(dir.join(&item.path), &data[&item.key]).unwrap();
+            }
+        } else {
+            panic!("volume {} is not materialised by this test", mount.name);
+        }
+        moved.push((mount.mount_path.clone(), dir));
+    }
+    let relocate = |text: &str| {
+        moved.iter().fold(text.to_string(), |text, (path, dir)| {
+            text.replace(path.as_str(), dir.to_str().unwrap())
+        })
+    };
+    let args = container
+        .args
+        .iter()
+        .flatten()
+        .filter(|a| *a != "run" && !a.starts_with("--metrics-addr"))
+        .map(|a| relocate(a))
+        .collect();
+    let env = container
+        .env
+        .iter()
+        .flatten()
+        .filter_map(|e| e.value.as_ref().map(|v| (e.name.clone(), relocate(v))))
+        .collect();
+    (args, env, tokens)
+}
+
+/// Azure mode end to end with nothing but what the chart renders: the chart installed with
+/// workload identity and no webhook, pointed at the emulator (ARM and Entra ID, its CA from a
+/// ConfigMap); the operator runs out of the cluster with the Deployment's args and variables,
+/// the chart's ServiceAccount for the API and its projected token as the federated assertion
+/// that the emulator exchanges for an ARM token. A tenant is attached in Azure and detached
+/// through the azure-detach finalizer; no token reaches the log.
+#[tokio::test]
+async fn the_operator_attaches_tenants_in_azure_with_the_chart_service_account_federated() {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let _one_at_a_time = E2E.lock().await;
+    apply_crds();
+    let release_ns = common::TestNamespace::new("chart-azrel").await;
+    let partner = common::TestNamespace::new("chart-azpartner").await;
+    let _release_finalizers = ReleaseFinalizers {
+        namespace: partner.name.clone(),
+    };
+    let fullname = format!("azs-csp-{}", release_ns.name);
+    let subject = format!("system:serviceaccount:{}:{fullname}", release_ns.name);
+    let issuer: Value = serde_json::from_str(&run(kubectl().args([
+        "get",
+        "--raw",
+        "/.well-known/openid-configuration",
+    ])))
+    .expect("the cluster's OpenID configuration");
+    let issuer = issuer["issuer"].as_str().expect("an issuer").to_string();
+
+    // Azure as the emulator plays it: the registration, its subscriptions, and the chart's
+    // ServiceAccount federated to the application CLIENT_ID.
+    let registration_subscription = "6d3c4b9e-1f3a-4c6e-9b7a-2d1e0f9a8b7c";
+    let customer = "e09a4e93-29a7-4eba-a7f2-3b2c1d0e9f8a";
+    let customer_tenant = "7a1b2c3d-0000-4000-8000-000000000003";
+    let cloud = random_guid();
+    let emulator = Emulator::start(&format!(
+        r#"subscriptions:
+- {{id: {registration_subscription}, tenantId: {TENANT_ID}, state: Enabled, offer: CSP, billingPartnerId: "4412345"}}
+- {{id: {customer}, tenantId: {customer_tenant}, state: Enabled, offer: CSP, billingPartnerId: "4412345"}}
+multitenancyApprovals:
+- {{subscriptionId: {registration_subscription}, resourceGroup: azurestack, registrationName: azurestack-5f1c2d3e}}
+registrations:
+- {{subscriptionId: {registration_subscription}, resourceGroup: azurestack, name: azurestack-5f1c2d3e, cloudId: {cloud}, billingModel: PayAsYouUse}}
+servicePrincipals:
+- tenantId: {TENANT_ID}
+  clientId: {CLIENT_ID}
+  federatedCredentials: [{{issuer: "{issuer}", subject: "{subject}"}}]
+"#
+    ));
+    let ca = std::fs::read_to_string(&emulator.ca_file).expect("the emulator's CA");
+    let _: ConfigMap = release_ns
+        .create(
+            &serde_json::to_string(
+                &json!({"metadata": {"name": "emulator-ca"}, "data": {"ca.crt": ca}}),
+            )
+            .unwrap(),
+        )
+        .await;
+
+    let _release = Release::install(
+        RELEASE,
+        &release_ns.name,
+        &[
+            "crds.install=false".into(),
+            format!("fullnameOverride={fullname}"),
+            format!("watchNamespaces={{{}}}", partner.name),
+            "mode=azure".into(),
+            format!("azure.clientId={CLIENT_ID}"),
+            format!("azure.tenantId={TENANT_ID}"),
+            "azure.workloadIdentity.webhook=false".into(),
+            format!("azure.arm.endpoint={}", emulator.url),
+            format!("azure.authorityHost={}", emulator.url),
+            "azure.caConfigMap.name=emulator-ca".into(),
+        ],
+    );
+    let deployment = release_ns
+        .api::<Deployment>()
+        .get(&fullname)
+        .await
+        .expect("the chart's Deployment");
+    let pod_root = tempfile::tempdir().unwrap();
+    let (args, env, mut tokens) = materialise_pod(&release_ns, &deployment, pod_root.path()).await;
+    assert!(args.contains(&"--mode=azure".to_string()), "{args:?}");
+
+    let api_token = {
+        let request: TokenRequest =
+            serde_json::from_value(json!({"spec": {"audiences": [], "expirationSeconds": 900}}))
+                .unwrap();
+        let issued: TokenRequest = release_ns
+            .api::<ServiceAccount>()
+            .create_subresource("token", &fullname, &PostParams::default(), &request)
+            .await
+            .expect("TokenRequest for the chart's ServiceAccount");
+        issued.status.and_then(|s| s.token).expect("a token")
+    };
+    let kubeconfig = token_kubeconfig(&api_token);
+    tokens.push(api_token);
+    let mut operator_env: Vec<(&str, &str)> = env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .filter(|(k, _)| *k != "RUST_LOG")
+        .collect();
+    operator_env.push(("KUBECONFIG", kubeconfig.path().to_str().unwrap()));
+    operator_env.push(("POD_NAME", POD_NAME));
+    operator_env.push(("POD_NAMESPACE", release_ns.name.as_str()));
+    let operator_args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut operator = common::start_operator_with_env(&operator_args, &operator_env);
+
+    let _: Registration = partner
+        .create(&format!(
+            r#"
+apiVersion: csp.azurestack.io/v1alpha1
+kind: Registration
+metadata: {{name: contoso-stack}}
+spec:
+  subscriptionId: {registration_subscription}
+  resourceGroup: azurestack
+  registrationName: azurestack-5f1c2d3e
+  cloudId: {cloud}
+  billingModel: PayAsYouUse
+"#
+        ))
+        .await;
+    let _: CustomerSubscription = partner
+        .create(&format!(
+            r#"
+apiVersion: csp.azurestack.io/v1alpha1
+kind: CustomerSubscription
+metadata: {{name: fabrikam}}
+spec:
+  registrationRef: {{name: contoso-stack}}
+  subscriptionId: {customer}
+  tenantId: {customer_tenant}
+"#
+        ))
+        .await;
+    common::wait_registration_reason(&partner, "contoso-stack", "Registered").await;
+    common::wait_customer_reason(&partner, "fabrikam", "Attached").await;
+    let attached = partner
+        .api::<CustomerSubscription>()
+        .get("fabrikam")
+        .await
+        .expect("the CustomerSubscription");
+    assert!(
+        attached
+            .metadata
+            .finalizers
+            .iter()
+            .flatten()
+            .any(|f| f == "csp.azurestack.io/azure-detach"),
+        "the azure-detach finalizer is set (patch on customersubscriptions): {:?}",
+        attached.metadata
+    );
+    let status = serde_json::to_value(&attached.status).unwrap();
+    assert!(
+        status["azure"]["requestId"].is_string(),
+        "Azure's request id is kept: {status}"
+    );
+
+    // Deleting detaches the tenant in Azure, then the operator drops its finalizer.
+    partner
+        .api::<CustomerSubscription>()
+        .delete("fabrikam", &DeleteParams::default())
+        .await
+        .expect("delete the CustomerSubscription");
+    azs_csp_testkit::cluster::wait_gone(&partner.api::<CustomerSubscription>(), "fabrikam").await;
+    partner
+        .api::<Registration>()
+        .delete("contoso-stack", &DeleteParams::default())
+        .await
+        .expect("delete the Registration");
+    azs_csp_testkit::cluster::wait_gone(&partner.api::<Registration>(), "contoso-stack").await;
+
+    assert!(
+        operator.is_running(),
+        "the operator exited:\n{}",
+        operator.logs()
+    );
+    let logs = operator.logs();
+    assert!(
+        !logs.contains("forbidden: User"),
+        "RBAC refused the operator something:\n{logs}"
+    );
+    for token in &tokens {
+        assert!(
+            !logs.contains(token.as_str()),
+            "a ServiceAccount token is in the operator log"
+        );
+    }
 }

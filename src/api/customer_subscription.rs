@@ -61,7 +61,19 @@ pub struct CustomerSubscriptionStatus {
     /// The reseller, in the indirect CSP model only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reseller_partner_id: Option<String>,
+    /// Azure mode: the ARM call that decided Ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub azure: Option<CustomerSubscriptionAzureStatus>,
     #[serde(default)]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
+}
+
+/// The ARM call that decided a CustomerSubscription (azure mode).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct CustomerSubscriptionAzureStatus {
+    /// `x-ms-request-id` of the call: support asks for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }

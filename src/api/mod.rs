@@ -8,9 +8,12 @@ mod registration;
 pub use billing_model::BillingModel;
 pub use condition::{Condition, ConditionStatus};
 pub use customer_subscription::{
-    CustomerSubscription, CustomerSubscriptionSpec, CustomerSubscriptionStatus, RegistrationRef,
+    CustomerSubscription, CustomerSubscriptionAzureStatus, CustomerSubscriptionSpec,
+    CustomerSubscriptionStatus, RegistrationRef,
 };
-pub use registration::{Registration, RegistrationSpec, RegistrationStatus};
+pub use registration::{
+    Registration, RegistrationAzureStatus, RegistrationSpec, RegistrationStatus,
+};
 
 /// API group of both kinds.
 pub const GROUP: &str = "csp.azurestack.io";

@@ -67,6 +67,10 @@ pub struct RegistrationSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 256))]
     pub ms_asset_tag: Option<String>,
+    /// Azure mode: remove tenants that Azure holds for this registration but no
+    /// CustomerSubscription declares (default false: they are only reported).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prune_unmanaged: Option<bool>,
 }
 
 impl RegistrationSpec {
@@ -91,7 +95,30 @@ pub struct RegistrationStatus {
     /// CustomerSubscriptions attached (Ready=True) to this registration.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub customer_subscription_count: Option<i64>,
+    /// Azure mode: the registration as ARM returned it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub azure: Option<RegistrationAzureStatus>,
+    /// Azure mode: tenants Azure holds for this registration that no CustomerSubscription declares.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unmanaged_customer_subscriptions: Option<i64>,
     #[serde(default)]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
+}
+
+/// What ARM answered for the registration resource (azure mode).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RegistrationAzureStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cloud_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub billing_model: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
+    /// `x-ms-request-id` of the GET that read it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }

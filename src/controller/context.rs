@@ -10,8 +10,10 @@ use kube::{Client, runtime::reflector::Store};
 use rand::Rng;
 
 use super::{
+    azure::AzureMode,
     events::EventQueue,
     index::{Index, ObjKey},
+    routing::Router,
 };
 use crate::{
     api::{Condition, CustomerSubscription, Registration},
@@ -281,9 +283,22 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Objects whose decision waits for the resolver's upstream to answer again.
     pub waiting: Arc<Waiting<(Kind, ObjKey)>>,
+    /// Requeues objects other than the one being reconciled.
+    pub router: Router,
+    /// Azure mode (`run --mode azure`); `None` in local mode.
+    pub azure: Option<Arc<AzureMode>>,
 }
 
 impl Context {
+    /// Whether the upstream decisions wait on (ARM in azure mode, else the resolver's) is
+    /// treated as down.
+    pub fn upstream_down(&self) -> bool {
+        match &self.azure {
+            Some(azure) => azure.arm.is_down(),
+            None => self.resolver.upstream_down(),
+        }
+    }
+
     /// How long to wait before re-checking a settled object: the resolver's refresh interval
     /// (http), plus jitter; `None` when the resolver pushes its changes (catalog).
     pub fn refresh_after(&self) -> Option<Duration> {

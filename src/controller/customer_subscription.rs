@@ -126,6 +126,7 @@ fn desired_status(
         tenant_id: decision.tenant_id.clone(),
         billing_partner_id: decision.billing_partner_id.clone(),
         reseller_partner_id: decision.reseller_partner_id.clone(),
+        azure: None,
         conditions,
     }
 }
@@ -147,6 +148,9 @@ async fn reconcile_one(
     customer: Arc<CustomerSubscription>,
     ctx: &Context,
 ) -> Result<Action, Error> {
+    if let Some(azure) = &ctx.azure {
+        return super::azure::customer_subscription::reconcile(ctx, azure, customer).await;
+    }
     if customer.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
@@ -186,10 +190,7 @@ async fn reconcile_one(
 pub(super) fn next_action(ctx: &Context, kind: Kind, key: &ObjKey, transient: bool) -> Action {
     let waiter = (kind, key.clone());
     if transient {
-        if ctx
-            .waiting
-            .park_while_down(&waiter, || ctx.resolver.upstream_down())
-        {
+        if ctx.waiting.park_while_down(&waiter, || ctx.upstream_down()) {
             return Action::await_change();
         }
         return Action::requeue(ctx.backoff.next_delay(kind, key));

@@ -28,6 +28,7 @@ pub(crate) fn registration(
             billing_model: BillingModel::PayAsYouUse,
             agreement_number: None,
             ms_asset_tag: None,
+            prune_unmanaged: None,
         },
     );
     r.metadata.namespace = Some(ns.into());

@@ -1,5 +1,6 @@
 //! Thin controllers: watch → cache (reflector stores + index) → decide (policy) → write.
 
+pub mod azure;
 mod context;
 mod customer_subscription;
 mod events;
@@ -95,6 +96,8 @@ pub struct Settings {
     pub metrics: Arc<Metrics>,
     /// Told when the caches are filled.
     pub health: Health,
+    /// Azure mode (`run --mode azure`); `None` in local mode.
+    pub azure: Option<Arc<azure::AzureMode>>,
 }
 
 /// How one controller schedules its reconciles.
@@ -215,6 +218,8 @@ pub async fn run_controllers(
         own_writes: caches.kept.own_writes.clone(),
         metrics: settings.metrics.clone(),
         waiting: caches.kept.waiting.clone(),
+        router: caches.router.clone(),
+        azure: settings.azure.clone(),
     });
 
     let mut controllers: Vec<BoxFuture<'static, ()>> = Vec::new();
@@ -260,6 +265,16 @@ pub async fn run_controllers(
         caches.customers.clone(),
     ));
 
+    let arm_recoveries = settings.azure.as_ref().map(|azure| {
+        tokio::spawn(routing::route_arm_recoveries(
+            azure.arm.recoveries(),
+            caches.kept.waiting.clone(),
+            caches.router.clone(),
+            caches.registrations.clone(),
+            caches.customers.clone(),
+        ))
+    });
+
     info!(namespaces = ?settings.namespaces, "controllers starting");
     // The controllers end on shutdown; the watches would run forever, so stop with them.
     tokio::select! {
@@ -267,6 +282,9 @@ pub async fn run_controllers(
         _ = caches.watches_ended() => { error!("watch tasks ended unexpectedly"); }
     }
     metadata_changes.abort();
+    if let Some(task) = arm_recoveries {
+        task.abort();
+    }
     caches.router.disconnect();
     caches.invalid.stop_reporting();
     settings.health.set_caches_synced(false);

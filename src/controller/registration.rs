@@ -6,18 +6,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use kube::{
-    Api, ResourceExt,
-    api::{Patch, PatchParams},
-    core::TypeMeta,
-    runtime::controller::Action,
-};
-use serde_json::json;
+use kube::{ResourceExt, runtime::controller::Action};
 use tracing::{info, instrument};
 
 use super::{
     Error, context::Context, context::Kind, customer_subscription::next_action, index::ObjKey,
-    index::is_attached, write, write::StatusOwner,
+    index::is_attached, write,
 };
 use crate::{
     api::{Registration, RegistrationStatus},
@@ -43,29 +37,8 @@ async fn set_finalizer(
     registration: &Registration,
     present: bool,
 ) -> Result<(), Error> {
-    let namespace = registration.namespace().unwrap_or_default();
-    let name = registration.name_any();
-    let api: Api<Registration> = Api::namespaced(ctx.client.clone(), &namespace);
-    let finalizers: Vec<&str> = if present { vec![FINALIZER] } else { vec![] };
-    let TypeMeta { api_version, kind } = Registration::type_meta();
-    let body = json!({
-        "apiVersion": api_version,
-        "kind": kind,
-        "metadata": {"name": name, "finalizers": finalizers},
-    });
-    api.patch(
-        &name,
-        &PatchParams::apply(FINALIZER_MANAGER).force(),
-        &Patch::Apply(body),
-    )
-    .await
-    .map_err(|source| Error::Write {
-        namespace,
-        name,
-        source,
-    })?;
-    ctx.metrics.finalizer_written();
-    Ok(())
+    let finalizers: &[&str] = if present { &[FINALIZER] } else { &[] };
+    write::apply_finalizers(ctx, registration, FINALIZER_MANAGER, finalizers).await
 }
 
 fn desired_status(
@@ -103,6 +76,8 @@ fn desired_status(
         billing_partner_id: decision.billing_partner_id.clone(),
         multitenancy_approved: approval.approved,
         customer_subscription_count: Some(decision.customer_subscription_count),
+        azure: None,
+        unmanaged_customer_subscriptions: None,
         conditions,
     }
 }
@@ -145,6 +120,37 @@ async fn reconcile_one(registration: Arc<Registration>, ctx: &Context) -> Result
         set_finalizer(ctx, &registration, true).await?;
     }
 
+    if let Some(azure) = &ctx.azure {
+        let decided =
+            super::azure::registration::decide(ctx, azure, &registration, &key, &dependents).await;
+        if let Some(wait) = write_spaced(
+            ctx,
+            &registration,
+            &key,
+            &decided.desired,
+            decided.reason,
+            &decided.message,
+        )
+        .await?
+        {
+            // Only the count changed: written later; the LIST is not repeated before its time.
+            return Ok(Action::requeue(wait.min(decided.resync_in)));
+        }
+        if decided.retry {
+            let waiter = (Kind::Registration, key.clone());
+            if ctx.waiting.park_while_down(&waiter, || ctx.upstream_down()) {
+                return Ok(Action::await_change());
+            }
+            let delay = ctx.backoff.next_delay(Kind::Registration, &key);
+            return Ok(Action::requeue(
+                delay.max(decided.retry_after.unwrap_or_default()),
+            ));
+        }
+        ctx.backoff.reset(Kind::Registration, &key);
+        ctx.waiting.leave(&(Kind::Registration, key.clone()));
+        return Ok(Action::requeue(decided.resync_in));
+    }
+
     let lookup_key = policy::registration_key(&registration);
     let (subscription, approval) = futures::join!(
         async {
@@ -176,30 +182,55 @@ async fn reconcile_one(registration: Arc<Registration>, ctx: &Context) -> Result
     });
 
     let desired = desired_status(&registration, &decision, ctx);
-    if let Some(current) = registration.status.as_ref()
-        && only_the_count_differs(current, &desired)
-        && let Some(wait) = ctx.count_spacing.wait(
-            &key,
-            desired.customer_subscription_count.unwrap_or_default(),
-            Instant::now(),
-        )
-    {
-        return Ok(Action::requeue(wait));
-    }
-    let written = write::record_decision(
+    if let Some(wait) = write_spaced(
         ctx,
-        registration.as_ref(),
-        registration.status.as_ref(),
+        &registration,
+        &key,
         &desired,
         decision.reason,
         &decision.message,
     )
-    .await?;
-    if written.is_some() {
-        ctx.count_spacing.written(&key, Instant::now());
+    .await?
+    {
+        return Ok(Action::requeue(wait));
     }
     let transient = decision.reason.is_transient() || decision.approval.reason.is_transient();
     Ok(next_action(ctx, Kind::Registration, &key, transient))
+}
+
+/// Writes `desired` (and the Event of a new Ready reason), unless only the count changed and
+/// that write must wait: then returns how long.
+async fn write_spaced(
+    ctx: &Context,
+    registration: &Registration,
+    key: &ObjKey,
+    desired: &RegistrationStatus,
+    reason: crate::policy::Reason,
+    message: &str,
+) -> Result<Option<Duration>, Error> {
+    if let Some(current) = registration.status.as_ref()
+        && only_the_count_differs(current, desired)
+        && let Some(wait) = ctx.count_spacing.wait(
+            key,
+            desired.customer_subscription_count.unwrap_or_default(),
+            Instant::now(),
+        )
+    {
+        return Ok(Some(wait));
+    }
+    let written = write::record_decision(
+        ctx,
+        registration,
+        registration.status.as_ref(),
+        desired,
+        reason,
+        message,
+    )
+    .await?;
+    if written.is_some() {
+        ctx.count_spacing.written(key, Instant::now());
+    }
+    Ok(None)
 }
 
 pub fn error_policy(registration: Arc<Registration>, error: &Error, ctx: Arc<Context>) -> Action {

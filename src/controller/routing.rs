@@ -120,10 +120,9 @@ pub async fn route_metadata_changes(
             Ok(change) => {
                 let mut affected = index.affected_by(&change);
                 if change.upstream_recovered {
-                    let mut waiters = waiting_on_upstream(&registrations, &customers);
-                    waiters.extend(parked(&waiting));
-                    waiting.start_drain(waiter_keys(&waiters));
-                    affected.extend(waiters);
+                    let taken = waiters(&waiting, &registrations, &customers);
+                    waiting.start_drain(waiter_keys(&taken));
+                    affected.extend(taken);
                     while drains.try_join_next().is_some() {}
                     drains.spawn(refresh_after_drain(
                         waiting.clone(),
@@ -194,6 +193,32 @@ fn waiter_keys(affected: &index::Affected) -> impl Iterator<Item = (Kind, ObjKey
         .iter()
         .map(|key| (Kind::CustomerSubscription, key.clone()));
     registrations.chain(customers)
+}
+
+/// Requeues, each time ARM answers again (azure mode), every object waiting on it: the same
+/// re-evaluation a resolver's recovery triggers.
+pub async fn route_arm_recoveries(
+    mut recoveries: tokio::sync::broadcast::Receiver<()>,
+    waiting: Arc<Waiting<(Kind, ObjKey)>>,
+    router: Router,
+    registrations: Stores<Registration>,
+    customers: Stores<CustomerSubscription>,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    while let Ok(()) | Err(RecvError::Lagged(_)) = recoveries.recv().await {
+        router.send(waiters(&waiting, &registrations, &customers));
+    }
+}
+
+/// Every object waiting on an upstream that answers again, taken for re-evaluation.
+fn waiters(
+    waiting: &Waiting<(Kind, ObjKey)>,
+    registrations: &Stores<Registration>,
+    customers: &Stores<CustomerSubscription>,
+) -> index::Affected {
+    let mut affected = waiting_on_upstream(registrations, customers);
+    affected.extend(parked(waiting));
+    affected
 }
 
 /// The objects parked while the upstream was treated as down (they have no timer of their

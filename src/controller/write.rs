@@ -110,6 +110,39 @@ where
     }))
 }
 
+/// Sets the finalizers `manager` owns on `obj` to `finalizers` (server-side apply of metadata
+/// only, under a field manager of its own, so that status applies never touch them and other
+/// owners' finalizers stay).
+pub async fn apply_finalizers<K: StatusOwner>(
+    ctx: &Context,
+    obj: &K,
+    manager: &str,
+    finalizers: &[&str],
+) -> Result<(), Error> {
+    let namespace = obj.namespace().unwrap_or_default();
+    let name = obj.name_any();
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &namespace);
+    let TypeMeta { api_version, kind } = K::type_meta();
+    let body = json!({
+        "apiVersion": api_version,
+        "kind": kind,
+        "metadata": {"name": name, "finalizers": finalizers},
+    });
+    api.patch(
+        &name,
+        &PatchParams::apply(manager).force(),
+        &Patch::Apply(body),
+    )
+    .await
+    .map_err(|source| Error::Write {
+        namespace,
+        name,
+        source,
+    })?;
+    ctx.metrics.finalizer_written();
+    Ok(())
+}
+
 /// A status whose conditions include the Ready condition of a decision.
 pub trait WithConditions {
     fn conditions(&self) -> &[Condition];

@@ -3,6 +3,12 @@
 //! them, the subscription list and the cloud metadata the Azure CLI needs, bearer checks and
 //! write throttling.
 //!
+//! Authorization: a caller's principal acts only on the registrations its catalog entry's
+//! `registrations` scopes reach (all of them when it has none), as an Azure role assignment
+//! on a subscription, resource group or registration would allow; anything else is 403
+//! `AuthorizationFailed`. The check comes after authentication and before anything else, as
+//! ARM's is, so it does not reveal whether the registration exists.
+//!
 //! Paths are matched case-insensitively, as ARM does. Everything under `/subscriptions/{id}`
 //! comes through [`dispatch`], which picks the resource provider; the stamp's admin providers
 //! (`Microsoft.Commerce.Admin`, `Microsoft.Subscriptions.Admin`, DESIGN.md §9) join there.
@@ -30,7 +36,7 @@ use crate::{
         RegistrationSpec,
     },
     policy::{CustomerFacts, Reason, evaluate_customer},
-    resolver::{Catalog, CatalogRegistration, RegistrationKey},
+    resolver::{Catalog, CatalogRegistration, RegistrationKey, ServicePrincipal},
 };
 
 /// The api-versions of `Microsoft.AzureStack` the published spec declares for these calls.
@@ -40,6 +46,8 @@ pub const PAGE_SIZE: usize = 100;
 const PROVIDER: &str = "Microsoft.AzureStack";
 const CUSTOMER_SUBSCRIPTION_TYPE: &str = "Microsoft.AzureStack/registrations/customerSubscriptions";
 const REGISTRATION_TYPE: &str = "Microsoft.AzureStack/registrations";
+/// The cloud's name in its metadata (`az cloud register` takes its own).
+pub const CLOUD_NAME: &str = "AzsCspEmulator";
 pub const REMAINING_WRITES_HEADER: &str = "x-ms-ratelimit-remaining-subscription-writes";
 
 /// A tenant added to a registration.
@@ -183,40 +191,47 @@ pub fn authenticate(emulator: &super::Emulator, headers: &HeaderMap) -> Result<C
     })
 }
 
-/// `GET /metadata/endpoints?api-version=…`: the cloud's endpoints, as `az cloud register`
-/// reads them. `2015-01-01` (what the CLI asks for) has Azure Stack's shape; later versions
-/// the list of clouds.
+/// `GET /metadata/endpoints?api-version=…`: the cloud's endpoints, in the shape each
+/// api-version has: `2015-01-01` Azure Stack's (what Azure Stack tooling reads), up to
+/// `2022-09-01` the list of clouds, from `2022-09-01` on (what `az cloud register
+/// --endpoint-resource-manager` asks for) this cloud alone.
 pub async fn metadata_endpoints(
     State(emulator): State<Shared>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
-    let base = &emulator.base_url;
-    let login = format!("{base}/");
-    let audience = format!("{base}/");
-    match query.get("api-version").map(String::as_str) {
-        None => missing_api_version().into_response(),
-        Some("2015-01-01") => Json(json!({
-            "galleryEndpoint": login,
-            "graphEndpoint": login,
-            "portalEndpoint": login,
-            "authentication": {"loginEndpoint": login, "audiences": [audience]},
+    let base = format!("{}/", emulator.base_url);
+    let Some(api_version) = query.get("api-version") else {
+        return missing_api_version().into_response();
+    };
+    if api_version == "2015-01-01" {
+        return Json(json!({
+            "galleryEndpoint": base,
+            "graphEndpoint": base,
+            "portalEndpoint": base,
+            "authentication": {"loginEndpoint": base, "audiences": [base]},
         }))
-        .into_response(),
-        Some(_) => Json(json!([{
-            "name": "AzsCspEmulator",
-            "portal": login,
-            "resourceManager": login,
-            "gallery": login,
-            "graph": login,
-            "authentication": {
-                "loginEndpoint": login,
-                "audiences": [audience],
-                "tenant": "common",
-                "identityProvider": "AAD",
-            },
-            "suffixes": {},
-        }]))
-        .into_response(),
+        .into_response();
+    }
+    let cloud = json!({
+        "name": CLOUD_NAME,
+        "portal": base,
+        "resourceManager": base,
+        "gallery": base,
+        "graph": base,
+        "graphAudience": base,
+        "authentication": {
+            "loginEndpoint": base,
+            "audiences": [base],
+            "tenant": "common",
+            "identityProvider": "AAD",
+        },
+        "suffixes": {},
+    });
+    // ISO dates compare as text.
+    if api_version.as_str() < "2022-09-01" {
+        Json(json!([cloud])).into_response()
+    } else {
+        Json(cloud).into_response()
     }
 }
 
@@ -242,7 +257,7 @@ pub async fn list_subscriptions(
         return missing_api_version().into_response();
     }
     let mut value: Vec<Value> = emulator
-        .catalog
+        .catalog()
         .subscriptions()
         .filter(|s| s.tenant_id.as_deref() == Some(caller.tenant_id.as_str()))
         .map(|s| subscription_json(s.id.as_str(), &caller.tenant_id, s.state.as_str()))
@@ -269,6 +284,7 @@ fn subscription_json(id: &str, tenant: &str, state: &str) -> Value {
             "spendingLimit": "Off",
         },
         "authorizationSource": "RoleBased",
+        "managedByTenants": [],
     })
 }
 
@@ -276,6 +292,10 @@ fn subscription_json(id: &str, tenant: &str, state: &str) -> Value {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target<'a> {
     Subscription,
+    /// A resource group: one that holds a registration of the catalog.
+    ResourceGroup {
+        group: &'a str,
+    },
     Provider,
     RegistrationsOfSubscription,
     RegistrationsOfGroup {
@@ -301,6 +321,7 @@ pub fn parse_target<'a>(segments: &[&'a str]) -> Option<Target<'a>> {
     let is = |segment: &str, word: &str| segment.eq_ignore_ascii_case(word);
     match segments {
         [] => Some(Target::Subscription),
+        [rg, group] if is(rg, "resourceGroups") => Some(Target::ResourceGroup { group }),
         [p, ns] if is(p, "providers") && is(ns, PROVIDER) => Some(Target::Provider),
         [p, ns, r] if is(p, "providers") && is(ns, PROVIDER) && is(r, "registrations") => {
             Some(Target::RegistrationsOfSubscription)
@@ -380,8 +401,14 @@ fn handle(
     let Some(api_version) = query.get("api-version") else {
         return Err(missing_api_version());
     };
-    if target == Target::Subscription {
-        return subscription_answer(emulator, method, subscription);
+    let catalog = emulator.catalog();
+    // Microsoft.Resources answers these, with api-versions of its own.
+    match target {
+        Target::Subscription => return subscription_answer(&catalog, method, subscription),
+        Target::ResourceGroup { group } => {
+            return resource_group_answer(&catalog, &caller, method, path, subscription, group);
+        }
+        _ => {}
     }
     if !API_VERSIONS.contains(&api_version.as_str()) {
         return Err(ArmError::new(
@@ -393,15 +420,16 @@ fn handle(
             ),
         ));
     }
-    let catalog = &emulator.catalog;
+    let catalog = catalog.as_ref();
+    authorize(catalog, &caller, method, path, subscription, &target)?;
     match (method, target) {
         (&Method::GET, Target::Provider) => Ok(Json(provider_json(subscription)).into_response()),
         (&Method::GET, Target::RegistrationsOfSubscription) => Ok(Json(json!({
-            "value": registrations_json(catalog, subscription, None)
+            "value": registrations_json(catalog, &caller, subscription, None)
         }))
         .into_response()),
         (&Method::GET, Target::RegistrationsOfGroup { group }) => Ok(Json(json!({
-            "value": registrations_json(catalog, subscription, Some(group))
+            "value": registrations_json(catalog, &caller, subscription, Some(group))
         }))
         .into_response()),
         (&Method::GET, Target::Registration { group, name }) => {
@@ -442,7 +470,7 @@ fn handle(
         ) => {
             let remaining = admit_write(emulator, &caller, subscription)?;
             let registration = find_registration(catalog, subscription, group, name)?;
-            let stored = put_customer(emulator, registration, customer, body)?;
+            let stored = put_customer(emulator, catalog, registration, customer, body)?;
             Ok(with_remaining(
                 Json(customer_json(registration, &stored)).into_response(),
                 remaining,
@@ -478,6 +506,72 @@ fn handle(
             format!("The {method} method is not supported for {path}."),
         )),
     }
+}
+
+/// The catalog principal a token was issued to; `None` once a reload removed it (its tokens
+/// still authenticate until they expire, as Entra ID's do, but hold no role).
+fn principal_of<'c>(catalog: &'c Catalog, caller: &Caller) -> Option<&'c ServicePrincipal> {
+    catalog
+        .service_principals()
+        .iter()
+        .find(|p| p.tenant_id == caller.tenant_id && p.client_id == caller.client_id)
+}
+
+/// The Azure RBAC action a request on a registration performs.
+fn action_of(method: &Method, target: &Target<'_>) -> &'static str {
+    match (method, target) {
+        (&Method::GET, Target::Registration { .. }) => "Microsoft.AzureStack/registrations/read",
+        (&Method::PUT, Target::Customer { .. }) => {
+            "Microsoft.AzureStack/registrations/customerSubscriptions/write"
+        }
+        (&Method::DELETE, Target::Customer { .. }) => {
+            "Microsoft.AzureStack/registrations/customerSubscriptions/delete"
+        }
+        (_, Target::Customer { .. } | Target::Customers { .. }) => {
+            "Microsoft.AzureStack/registrations/customerSubscriptions/read"
+        }
+        _ => "Microsoft.AzureStack/registrations/read",
+    }
+}
+
+/// 403 `AuthorizationFailed`, in ARM's words, unless the caller's principal holds a role on
+/// the registration a request names. Lists and the provider are filtered, not refused.
+fn authorize(
+    catalog: &Catalog,
+    caller: &Caller,
+    method: &Method,
+    path: &str,
+    subscription: &str,
+    target: &Target<'_>,
+) -> Result<(), ArmError> {
+    let (Target::Registration { group, name }
+    | Target::Customers { group, name }
+    | Target::Customer { group, name, .. }) = target
+    else {
+        return Ok(());
+    };
+    let key = RegistrationKey::new(subscription, group, name);
+    if principal_of(catalog, caller).is_some_and(|p| p.may_manage(&key)) {
+        return Ok(());
+    }
+    Err(authorization_failed(
+        caller,
+        action_of(method, target),
+        path,
+    ))
+}
+
+/// ARM's 403 for a caller without a role that allows `action` at `scope`.
+fn authorization_failed(caller: &Caller, action: &str, scope: &str) -> ArmError {
+    ArmError::new(
+        StatusCode::FORBIDDEN,
+        "AuthorizationFailed",
+        format!(
+            "The client '{client}' with object id '{client}' does not have authorization to perform action '{action}' over scope '{scope}' or the scope is invalid. If access was recently granted, please refresh your credentials.",
+            client = caller.client_id,
+            scope = scope.trim_end_matches('/'),
+        ),
+    )
 }
 
 fn lock(emulator: &super::Emulator) -> std::sync::MutexGuard<'_, ArmState> {
@@ -525,8 +619,65 @@ fn admit_write(
     }
 }
 
+/// `GET /subscriptions/{s}/resourceGroups/{g}`, which `az resource create` reads for the
+/// location of a resource it creates. Reading a group takes a role on the group or above it.
+fn resource_group_answer(
+    catalog: &Catalog,
+    caller: &Caller,
+    method: &Method,
+    path: &str,
+    subscription: &str,
+    group: &str,
+) -> Result<Response, ArmError> {
+    if method != Method::GET {
+        return Err(ArmError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            format!("The emulator holds resource groups fixed; {method} is not supported."),
+        ));
+    }
+    let allowed = principal_of(catalog, caller).is_some_and(|p| {
+        p.registrations.as_ref().is_none_or(|scopes| {
+            scopes.iter().any(|scope| {
+                scope.subscription_id.eq_ignore_ascii_case(subscription)
+                    && scope.name.is_none()
+                    && scope
+                        .resource_group
+                        .as_ref()
+                        .is_none_or(|g| g.eq_ignore_ascii_case(group))
+            })
+        })
+    });
+    if !allowed {
+        return Err(authorization_failed(
+            caller,
+            "Microsoft.Resources/subscriptions/resourceGroups/read",
+            path,
+        ));
+    }
+    let found = catalog.registrations().iter().find(|r| {
+        r.subscription_id.eq_ignore_ascii_case(subscription)
+            && r.resource_group.eq_ignore_ascii_case(group)
+    });
+    let Some(registration) = found else {
+        return Err(ArmError::new(
+            StatusCode::NOT_FOUND,
+            "ResourceGroupNotFound",
+            format!("Resource group '{group}' could not be found."),
+        ));
+    };
+    Ok(Json(json!({
+        "id": format!("/subscriptions/{}/resourceGroups/{}", registration.subscription_id, registration.resource_group),
+        "name": registration.resource_group,
+        "type": "Microsoft.Resources/resourceGroups",
+        "location": "global",
+        "properties": {"provisioningState": "Succeeded"},
+    }))
+    .into_response())
+}
+
 fn subscription_answer(
-    emulator: &super::Emulator,
+    catalog: &Catalog,
     method: &Method,
     subscription: &str,
 ) -> Result<Response, ArmError> {
@@ -537,7 +688,7 @@ fn subscription_answer(
             format!("The {method} method is not supported for a subscription."),
         ));
     }
-    let found = emulator.catalog.subscription(subscription).ok_or_else(|| {
+    let found = catalog.subscription(subscription).ok_or_else(|| {
         ArmError::new(
             StatusCode::NOT_FOUND,
             "SubscriptionNotFound",
@@ -625,12 +776,21 @@ fn registration_json(registration: &CatalogRegistration) -> Value {
     })
 }
 
-fn registrations_json(catalog: &Catalog, subscription: &str, group: Option<&str>) -> Vec<Value> {
+/// The registrations of a subscription or group that the caller may read, as ARM lists only
+/// the resources a caller's roles reach.
+fn registrations_json(
+    catalog: &Catalog,
+    caller: &Caller,
+    subscription: &str,
+    group: Option<&str>,
+) -> Vec<Value> {
+    let principal = principal_of(catalog, caller);
     catalog
         .registrations()
         .iter()
         .filter(|r| r.subscription_id.eq_ignore_ascii_case(subscription))
         .filter(|r| group.is_none_or(|g| r.resource_group.eq_ignore_ascii_case(g)))
+        .filter(|r| principal.is_some_and(|p| p.may_manage(&r.key())))
         .map(registration_json)
         .collect()
 }
@@ -694,6 +854,7 @@ struct PutProperties {
 /// PUT of another subscription of the same tenant replaces it, as Azure does.
 fn put_customer(
     emulator: &super::Emulator,
+    catalog: &Catalog,
     registration: &CatalogRegistration,
     customer: &str,
     body: &[u8],
@@ -710,7 +871,7 @@ fn put_customer(
         })?
     };
     let tenant_id = body.properties.and_then(|p| p.tenant_id);
-    let decision = decide(&emulator.catalog, registration, customer, tenant_id.clone());
+    let decision = decide(catalog, registration, customer, tenant_id.clone());
     if decision.reason != Reason::Attached {
         return Err(ArmError::new(
             status_of(decision.reason),
@@ -759,6 +920,7 @@ fn decide(
             billing_model: registration.billing_model,
             agreement_number: None,
             ms_asset_tag: None,
+            prune_unmanaged: None,
         },
     );
     let customer_object = CustomerSubscription::new(

@@ -22,7 +22,15 @@ const REG: &str = "/subscriptions/6d3c4b9e-1f3a-4c6e-9b7a-2d1e0f9a8b7c/resourceG
 const CAPACITY_REG: &str = "/subscriptions/6d3c4b9e-1f3a-4c6e-9b7a-2d1e0f9a8b7c/resourceGroups/azurestack/providers/Microsoft.AzureStack/registrations/capacity-reg";
 const UNAPPROVED_REG: &str = "/subscriptions/6d3c4b9e-1f3a-4c6e-9b7a-2d1e0f9a8b7c/resourceGroups/azurestack/providers/Microsoft.AzureStack/registrations/unapproved-reg";
 
+/// A principal whose role reaches one registration only, and one without any role.
+const SCOPED: &str = "3c8f1d2e-0000-4000-8000-0000000000a1";
+const NO_ROLE: &str = "3c8f1d2e-0000-4000-8000-0000000000a2";
+
 fn catalog(extra_customers: usize) -> Catalog {
+    Catalog::parse(&catalog_text(extra_customers)).expect("catalog")
+}
+
+fn catalog_text(extra_customers: usize) -> String {
     let mut text = format!(
         r#"
 subscriptions:
@@ -50,9 +58,11 @@ registrations:
 - {{subscriptionId: {REG_SUB}, resourceGroup: azurestack, name: unapproved-reg, cloudId: {CLOUD}, billingModel: PayAsYouUse}}
 servicePrincipals:
 - {{tenantId: {TENANT}, clientId: {CLIENT}, clientSecret: s}}
+- {{tenantId: {TENANT}, clientId: {SCOPED}, clientSecret: s, registrations: ["{CAPACITY_REG}"]}}
+- {{tenantId: {TENANT}, clientId: {NO_ROLE}, clientSecret: s, registrations: []}}
 "#
     ));
-    Catalog::parse(&text).expect("catalog")
+    text
 }
 
 struct Fixture {
@@ -127,9 +137,19 @@ impl Fixture {
 }
 
 impl Emulator {
-    /// A token of the catalog's principal for `audience`.
+    /// A token of the catalog's first principal for `audience`.
     fn tokens_for(&self, audience: &str) -> String {
-        let principal = &self.catalog.service_principals()[0];
+        self.token_of(CLIENT, audience)
+    }
+
+    /// A token of the catalog's principal `client` for `audience`.
+    fn token_of(&self, client: &str, audience: &str) -> String {
+        let catalog = self.catalog();
+        let principal = catalog
+            .service_principals()
+            .iter()
+            .find(|p| p.client_id == client)
+            .expect("a principal of the catalog");
         self.tokens
             .issue(
                 &entra::issuer_of(&self.base_url, &principal.tenant_id),
@@ -484,4 +504,172 @@ fn targets_parse_case_insensitively() {
         let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
         assert_eq!(parse_target(&segments), want, "{path}");
     }
+}
+
+#[test]
+fn principals_act_only_where_their_role_reaches() {
+    let fixture = Fixture::new(0, 100);
+    let scoped = fixture.emulator.token_of(SCOPED, BASE);
+    let no_role = fixture.emulator.token_of(NO_ROLE, BASE);
+    let call = |token: &str, method: Method, path: &str| {
+        fixture.call_as(Some(token), method, path, "2022-06-01", "{}")
+    };
+    let customer_of =
+        |registration: &str| format!("{registration}/customerSubscriptions/{CUSTOMER}");
+    let missing = REG.replace("azurestack-reg", "no-such-registration");
+    let read = "Microsoft.AzureStack/registrations/read";
+    let customers_read = "Microsoft.AzureStack/registrations/customerSubscriptions/read";
+    let write = "Microsoft.AzureStack/registrations/customerSubscriptions/write";
+    let delete = "Microsoft.AzureStack/registrations/customerSubscriptions/delete";
+    let customers = format!("{REG}/customerSubscriptions");
+    let denied = [
+        (&scoped, Method::GET, REG.to_owned(), read),
+        (&scoped, Method::GET, customers.clone(), customers_read),
+        (&scoped, Method::GET, customer_of(REG), customers_read),
+        (&scoped, Method::PUT, customer_of(REG), write),
+        (&scoped, Method::DELETE, customer_of(REG), delete),
+        // Authorization comes before existence: a 403 tells nothing about the registration.
+        (&scoped, Method::GET, missing.clone(), read),
+        (&no_role, Method::GET, CAPACITY_REG.to_owned(), read),
+        (&no_role, Method::PUT, customer_of(CAPACITY_REG), write),
+    ];
+    for (token, method, path, action) in denied {
+        let (status, _, body) = call(token, method.clone(), &path);
+        assert_eq!(
+            (status, code(&body)),
+            (StatusCode::FORBIDDEN, "AuthorizationFailed"),
+            "{method} {path}: {body}"
+        );
+        let client = if token == &scoped { SCOPED } else { NO_ROLE };
+        assert_eq!(
+            body["error"]["message"],
+            format!(
+                "The client '{client}' with object id '{client}' does not have authorization to perform action '{action}' over scope '{path}' or the scope is invalid. If access was recently granted, please refresh your credentials."
+            ),
+        );
+    }
+    // Refused writes took nothing from the principals' write buckets (burst 100).
+    for client in [SCOPED, NO_ROLE] {
+        let admission =
+            fixture
+                .emulator
+                .throttle
+                .lock()
+                .expect("lock")
+                .admit(client, REG_SUB, Instant::now());
+        assert_eq!(admission, Admission::Allowed { remaining: 99 }, "{client}");
+    }
+
+    // Where the role reaches, the request is decided as usual.
+    let (status, _, body) = call(&scoped, Method::GET, CAPACITY_REG);
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, _, body) = call(&scoped, Method::PUT, &customer_of(CAPACITY_REG));
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::BAD_REQUEST, "CustomerSubscriptionsNotAllowed")
+    );
+    let (status, _, body) = call(
+        &scoped,
+        Method::GET,
+        &missing.replace("no-such-registration", "capacity-reg"),
+    );
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    // Lists hold what the caller may read.
+    let list = format!("/subscriptions/{REG_SUB}/providers/Microsoft.AzureStack/registrations");
+    for (token, want) in [(&fixture.token, 3), (&scoped, 1), (&no_role, 0)] {
+        let (status, _, body) = call(token, Method::GET, &list);
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["value"].as_array().map(Vec::len), Some(want), "{body}");
+    }
+    // The unscoped principal still may do everything.
+    let (status, _, body) = call(&fixture.token, Method::PUT, &customer_of(REG));
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+#[test]
+fn a_reload_replaces_the_catalog_and_keeps_what_arm_holds() {
+    use crate::resolver::watch::CatalogSink;
+    let fixture = Fixture::new(0, 100);
+    let item = format!("{REG}/customerSubscriptions/{CUSTOMER}");
+    let (status, _, _) = fixture.call(Method::PUT, &item, "{}");
+    assert_eq!(status, StatusCode::OK);
+    let scoped = fixture.emulator.token_of(SCOPED, BASE);
+
+    // The registration leaves the catalog, the scoped principal leaves too.
+    let without = catalog_text(0)
+        .lines()
+        .filter(|line| !line.contains("name: azurestack-reg") && !line.contains(SCOPED))
+        .collect::<Vec<_>>()
+        .join("\n");
+    fixture.emulator.offer(&without);
+    let (status, _, body) = fixture.call(Method::GET, &item, "");
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::NOT_FOUND, "RegistrationNotFound")
+    );
+    let (status, _, body) =
+        fixture.call_as(Some(&scoped), Method::GET, CAPACITY_REG, "2022-06-01", "");
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::FORBIDDEN, "AuthorizationFailed"),
+        "a removed principal's token authenticates but holds no role"
+    );
+
+    // A bad catalog is refused whole: the one in force stays.
+    fixture.emulator.offer("registrations: [");
+    fixture
+        .emulator
+        .offer(&format!("{without}\nservicePrincipals: []"));
+    assert_eq!(fixture.emulator.catalog.rejected_catalogs(), 2);
+    let (status, _, _) = fixture.call(Method::GET, CAPACITY_REG, "");
+    assert_eq!(status, StatusCode::OK);
+    let (status, _, _) = fixture.call(Method::GET, REG, "");
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // Back in the catalog, the registration still holds its customer subscription.
+    fixture.emulator.offer(&catalog_text(0));
+    let (status, _, body) = fixture.call(Method::GET, &item, "");
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["properties"]["tenantId"], CUSTOMER_TENANT);
+}
+
+#[test]
+fn resource_groups_of_registrations_are_readable_where_a_role_reaches() {
+    let fixture = Fixture::new(0, 100);
+    let scoped = fixture.emulator.token_of(SCOPED, BASE);
+    let group = format!("/subscriptions/{REG_SUB}/resourcegroups/AzureStack");
+    let cases = [
+        (&fixture.token, group.clone(), StatusCode::OK, ""),
+        (
+            &fixture.token,
+            format!("/subscriptions/{REG_SUB}/resourceGroups/other"),
+            StatusCode::NOT_FOUND,
+            "ResourceGroupNotFound",
+        ),
+        // A role on one registration does not reach its group.
+        (
+            &scoped,
+            group.clone(),
+            StatusCode::FORBIDDEN,
+            "AuthorizationFailed",
+        ),
+    ];
+    for (token, path, want_status, want_code) in cases {
+        // Microsoft.Resources' own api-version, not Microsoft.AzureStack's.
+        let (status, _, body) = fixture.call_as(Some(token), Method::GET, &path, "2024-11-01", "");
+        assert_eq!(status, want_status, "{path}: {body}");
+        if want_status == StatusCode::OK {
+            assert_eq!(body["name"], "AzureStack");
+            assert_eq!(body["location"], "global");
+            assert_eq!(body["type"], "Microsoft.Resources/resourceGroups");
+        } else {
+            assert_eq!(code(&body), want_code, "{path}");
+        }
+    }
+    let (status, _, body) = fixture.call(Method::PUT, &group, "{}");
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed")
+    );
 }

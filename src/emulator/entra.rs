@@ -2,11 +2,15 @@
 //! the v2.0 token endpoint (client credentials with a secret or a client assertion), the
 //! tenant's OpenID metadata and its signing keys. Tokens are RS256 JWTs.
 
-use std::{collections::HashMap, time::Duration};
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use axum::{
     Json,
-    extract::{Path, State, rejection::FormRejection},
+    extract::{self, State, rejection::FormRejection},
     http::StatusCode,
     response::{IntoResponse, Response},
 };
@@ -17,7 +21,7 @@ use jsonwebtoken::{
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{Shared, new_guid};
+use super::{Shared, assertion::check_assertion, new_guid};
 use crate::resolver::{Catalog, ServicePrincipal};
 
 /// How long an issued access token is valid.
@@ -25,14 +29,25 @@ const TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
 /// Entra ID's audience for federated credentials (workload identity tokens carry it).
 pub const FEDERATED_AUDIENCE: &str = "api://AzureADTokenExchange";
 const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
-/// Clock skew tolerated on assertions' `exp` and `nbf`, as Entra ID does.
-const LEEWAY_SECONDS: i64 = 300;
 
 #[derive(thiserror::Error, Debug)]
 pub enum KeyError {
     #[error("cannot make the token signing key: {0}")]
     Generate(String),
+    #[error("cannot {action} the token signing key {path}: {source}")]
+    File {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is no RSA private key (PKCS#1 DER): {reason}; delete it to make a new one")]
+    Unreadable { path: PathBuf, reason: String },
 }
+
+/// The file of the TLS directory that keeps the token signing key (PKCS#1 DER), so that
+/// tokens outlive a restart as the CA does: clients cache them for an hour.
+pub const SIGNING_KEY_FILE: &str = "token-signing.der";
 
 /// The tenant-independent signing key and what is published of it.
 pub struct TokenIssuer {
@@ -63,9 +78,50 @@ pub struct AccessClaims {
 impl TokenIssuer {
     /// A fresh 2048-bit RSA key (a second or so: run it off the async threads).
     pub fn generate() -> Result<Self, KeyError> {
-        use rsa::pkcs1::{EncodeRsaPrivateKey, EncodeRsaPublicKey};
-        let private = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048)
-            .map_err(|e| KeyError::Generate(e.to_string()))?;
+        Self::from_key(&new_key()?)
+    }
+
+    /// The key kept in `dir` ([`SIGNING_KEY_FILE`]), or a new one written there; `true` when
+    /// it is new. Blocks: run it off the async threads.
+    pub fn load_or_generate(dir: &Path) -> Result<(Self, bool), KeyError> {
+        use rsa::pkcs1::{DecodeRsaPrivateKey, EncodeRsaPrivateKey};
+        let path = dir.join(SIGNING_KEY_FILE);
+        let file_error = |action: &'static str, path: &Path| {
+            let path = path.to_path_buf();
+            move |source| KeyError::File {
+                action,
+                path,
+                source,
+            }
+        };
+        match std::fs::read(&path) {
+            Ok(der) => {
+                let key =
+                    rsa::RsaPrivateKey::from_pkcs1_der(&der).map_err(|e| KeyError::Unreadable {
+                        path: path.clone(),
+                        reason: e.to_string(),
+                    })?;
+                Ok((Self::from_key(&key)?, false))
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                let key = new_key()?;
+                let der = key
+                    .to_pkcs1_der()
+                    .map_err(|e| KeyError::Generate(e.to_string()))?;
+                super::tls::write_file(&path, der.as_bytes(), true)
+                    .map_err(file_error("write", &path))?;
+                Ok((Self::from_key(&key)?, true))
+            }
+            Err(error) => Err(file_error("read", &path)(error)),
+        }
+    }
+
+    fn from_key(private: &rsa::RsaPrivateKey) -> Result<Self, KeyError> {
+        use base64::Engine;
+        use rsa::{
+            pkcs1::{EncodeRsaPrivateKey, EncodeRsaPublicKey},
+            traits::PublicKeyParts,
+        };
         let private_der = private
             .to_pkcs1_der()
             .map_err(|e| KeyError::Generate(e.to_string()))?;
@@ -75,7 +131,10 @@ impl TokenIssuer {
             .map_err(|e| KeyError::Generate(e.to_string()))?;
         let encoding = EncodingKey::from_rsa_der(private_der.as_bytes());
         let decoding = DecodingKey::from_rsa_der(public_der.as_bytes());
-        let kid = new_guid();
+        // Derived from the key, so that a kept key keeps its ID.
+        let modulus = private.n().to_bytes_be();
+        let kid = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(&modulus[..modulus.len().min(20)]);
         let mut jwk = Jwk::from_encoding_key(&encoding, Algorithm::RS256)
             .map_err(|e| KeyError::Generate(e.to_string()))?;
         jwk.common.key_id = Some(kid.clone());
@@ -131,6 +190,11 @@ impl TokenIssuer {
     }
 }
 
+fn new_key() -> Result<rsa::RsaPrivateKey, KeyError> {
+    rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048)
+        .map_err(|e| KeyError::Generate(e.to_string()))
+}
+
 /// The issuer of a tenant's tokens, as its OpenID metadata states it.
 pub fn issuer_of(base_url: &str, tenant: &str) -> String {
     format!("{base_url}/{tenant}/v2.0")
@@ -146,7 +210,7 @@ pub struct TokenError {
 }
 
 impl TokenError {
-    fn invalid_client(code: u32, description: impl Into<String>) -> Self {
+    pub(super) fn invalid_client(code: u32, description: impl Into<String>) -> Self {
         Self {
             status: StatusCode::UNAUTHORIZED,
             error: "invalid_client",
@@ -180,102 +244,6 @@ impl IntoResponse for TokenError {
     }
 }
 
-/// The claims of a client assertion that Entra ID checks.
-#[derive(Deserialize, Debug, Default)]
-struct AssertionClaims {
-    #[serde(default)]
-    iss: Option<String>,
-    #[serde(default)]
-    sub: Option<String>,
-    #[serde(default)]
-    aud: Option<Audience>,
-    #[serde(default)]
-    exp: Option<i64>,
-    #[serde(default)]
-    nbf: Option<i64>,
-}
-
-#[derive(Deserialize, Debug)]
-#[serde(untagged)]
-enum Audience {
-    One(String),
-    Many(Vec<String>),
-}
-
-impl Audience {
-    fn contains(&self, wanted: &str) -> bool {
-        match self {
-            Audience::One(aud) => aud == wanted,
-            Audience::Many(auds) => auds.iter().any(|aud| aud == wanted),
-        }
-    }
-}
-
-/// Checks a federated client assertion (e.g. a Kubernetes ServiceAccount token) against the
-/// principal's federated credentials: `iss` and `sub` must match one of them exactly, `aud` must
-/// contain `api://AzureADTokenExchange`, and `exp`/`nbf` must hold at `now` (Unix seconds).
-/// The signature is NOT verified: the emulator does not fetch the issuer's keys.
-fn check_assertion(
-    principal: &ServicePrincipal,
-    assertion: &str,
-    now: i64,
-) -> Result<(), TokenError> {
-    let claims: AssertionClaims = jsonwebtoken::dangerous::insecure_decode(assertion)
-        .map(|data| data.claims)
-        .map_err(|e| {
-            TokenError::invalid_client(
-                50027,
-                format!("The client assertion is not a valid JWT ({e})."),
-            )
-        })?;
-    let (Some(issuer), Some(subject)) = (claims.iss.as_deref(), claims.sub.as_deref()) else {
-        return Err(TokenError::invalid_client(
-            50027,
-            "The client assertion has no iss or no sub claim.",
-        ));
-    };
-    if !principal
-        .federated_credentials
-        .iter()
-        .any(|c| c.issuer == issuer && c.subject == subject)
-    {
-        return Err(TokenError::invalid_client(
-            70021,
-            format!(
-                "No matching federated identity record found for presented assertion. Assertion Issuer: '{issuer}'. Assertion Subject: '{subject}'."
-            ),
-        ));
-    }
-    if !claims
-        .aud
-        .as_ref()
-        .is_some_and(|aud| aud.contains(FEDERATED_AUDIENCE))
-    {
-        return Err(TokenError::invalid_client(
-            700212,
-            format!(
-                "No matching federated identity record found for presented assertion audience; it must be '{FEDERATED_AUDIENCE}'."
-            ),
-        ));
-    }
-    match claims.exp {
-        Some(exp) if exp + LEEWAY_SECONDS > now => {}
-        _ => {
-            return Err(TokenError::invalid_client(
-                700024,
-                "Client assertion is not within its valid time range (expired or no exp claim).",
-            ));
-        }
-    }
-    if claims.nbf.is_some_and(|nbf| nbf - LEEWAY_SECONDS > now) {
-        return Err(TokenError::invalid_client(
-            700024,
-            "Client assertion is not within its valid time range (not yet valid).",
-        ));
-    }
-    Ok(())
-}
-
 /// The resource a token is asked for: the `scope` `{resource}/.default` (v2.0), else the
 /// v1 `resource` field. A resource that ends in `/` keeps it (`https://host//.default` asks
 /// for `https://host/`).
@@ -305,8 +273,10 @@ fn requested_resource(form: &HashMap<String, String>) -> Result<String, TokenErr
 }
 
 /// Decides a token request: the principal it authenticates and the audience of its token.
+/// Relative paths in the catalog (a federated credential's `jwksFile`) start at `catalog_dir`.
 pub fn authenticate<'c>(
     catalog: &'c Catalog,
+    catalog_dir: &Path,
     tenant: &str,
     form: &HashMap<String, String>,
     now: i64,
@@ -363,7 +333,7 @@ pub fn authenticate<'c>(
                 format!("client_assertion_type must be {ASSERTION_TYPE}."),
             ));
         }
-        check_assertion(principal, assertion, now)?;
+        check_assertion(principal, assertion, now, catalog_dir)?;
     } else {
         return Err(TokenError::invalid_client(
             7000218,
@@ -376,7 +346,7 @@ pub fn authenticate<'c>(
 /// `POST /{tenant}/oauth2/v2.0/token`.
 pub async fn token(
     State(emulator): State<Shared>,
-    Path(tenant): Path<String>,
+    extract::Path(tenant): extract::Path<String>,
     form: Result<axum::Form<HashMap<String, String>>, FormRejection>,
 ) -> Response {
     let Ok(axum::Form(form)) = form else {
@@ -388,20 +358,22 @@ pub async fn token(
         .into_response();
     };
     let now = chrono::Utc::now().timestamp();
-    let (principal, audience) = match authenticate(&emulator.catalog, &tenant, &form, now) {
-        Ok(found) => found,
-        Err(error) => {
-            // Never the secret or the assertion: only who asked and why it failed.
-            tracing::info!(
-                %tenant,
-                client_id = form.get("client_id").map(String::as_str).unwrap_or(""),
-                error = error.error,
-                code = error.code,
-                "token refused"
-            );
-            return error.into_response();
-        }
-    };
+    let catalog = emulator.catalog();
+    let (principal, audience) =
+        match authenticate(&catalog, emulator.catalog_dir(), &tenant, &form, now) {
+            Ok(found) => found,
+            Err(error) => {
+                // Never the secret or the assertion: only who asked and why it failed.
+                tracing::info!(
+                    %tenant,
+                    client_id = form.get("client_id").map(String::as_str).unwrap_or(""),
+                    error = error.error,
+                    code = error.code,
+                    "token refused"
+                );
+                return error.into_response();
+            }
+        };
     let issuer = issuer_of(&emulator.base_url, &principal.tenant_id);
     match emulator.tokens.issue(&issuer, principal, &audience, now) {
         Ok(access_token) => {
@@ -425,7 +397,7 @@ pub async fn token(
 /// `GET /{tenant}/v2.0/.well-known/openid-configuration`.
 pub async fn openid_configuration(
     State(emulator): State<Shared>,
-    Path(tenant): Path<String>,
+    extract::Path(tenant): extract::Path<String>,
 ) -> Response {
     let base = &emulator.base_url;
     Json(json!({
@@ -479,7 +451,7 @@ servicePrincipals:
         .expect("catalog")
     }
 
-    /// An unsigned-looking JWT with these claims (its signature is not checked).
+    /// A JWT with these claims under a key nobody checks: the credential names no jwksFile.
     fn assertion(claims: serde_json::Value) -> String {
         let key = EncodingKey::from_secret(b"not checked");
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key).expect("jwt")
@@ -647,7 +619,7 @@ servicePrincipals:
         ];
         let catalog = catalog();
         for (name, tenant, pairs, want) in cases {
-            let got = authenticate(&catalog, tenant, &form(&pairs), NOW)
+            let got = authenticate(&catalog, Path::new("."), tenant, &form(&pairs), NOW)
                 .map(|(principal, audience)| {
                     assert_eq!(principal.client_id, CLIENT, "{name}");
                     audience
@@ -655,6 +627,45 @@ servicePrincipals:
                 .map_err(|e| (e.error, e.code));
             assert_eq!(got, want.map(str::to_owned), "{name}");
         }
+    }
+
+    #[test]
+    fn the_signing_key_is_kept_in_the_tls_directory() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (first, made) = TokenIssuer::load_or_generate(dir.path()).expect("new key");
+        assert!(made);
+        let catalog = catalog();
+        let principal = &catalog.service_principals()[0];
+        let now = chrono::Utc::now().timestamp();
+        let token = first
+            .issue(
+                "https://127.0.0.1:1/t/v2.0",
+                principal,
+                "https://127.0.0.1:1",
+                now,
+            )
+            .expect("token");
+        let (again, made) = TokenIssuer::load_or_generate(dir.path()).expect("kept key");
+        assert!(!made);
+        assert_eq!(again.jwks(), first.jwks(), "the same key under the same ID");
+        assert!(again.verify(&token).is_ok(), "a token outlives the restart");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join(SIGNING_KEY_FILE))
+                .expect("key file")
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o077, 0, "readable by its owner only");
+        }
+        std::fs::write(dir.path().join(SIGNING_KEY_FILE), b"garbage").expect("write");
+        let error = TokenIssuer::load_or_generate(dir.path())
+            .err()
+            .expect("refused");
+        assert!(
+            error.to_string().contains("delete it to make a new one"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -4,14 +4,20 @@
 //!
 //! - [`tls`]: its certificates and listener;
 //! - [`entra`]: token endpoint, OpenID metadata, signing keys;
+//! - [`assertion`]: federated client assertions (workload identity) and their issuers' keys;
 //! - [`arm`]: registrations, customerSubscriptions, the subscription list, cloud metadata;
 //! - [`throttle`]: ARM's write token bucket;
 //! - [`resolver`]: the §4 contract under `/resolver`.
+//!
+//! The catalog is reloaded while it runs: [`run`] watches its file with the resolver's own
+//! file watch, and an invalid new catalog is refused with a log line while the one in force
+//! stays. What ARM holds (the customerSubscriptions) is state, not catalog: a reload keeps it.
 //!
 //! The stamp's admin APIs and the CloudEvents sink (§9, `--stamp`) are routed in [`router`]
 //! next to these when they come.
 
 pub mod arm;
+pub mod assertion;
 pub mod entra;
 pub mod resolver;
 pub mod throttle;
@@ -19,7 +25,7 @@ pub mod tls;
 
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr},
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::{Arc, Mutex},
 };
 
@@ -32,7 +38,13 @@ use axum::{
     routing::{any, get, post},
 };
 
-use crate::resolver::{Catalog, CatalogError, catalog::read_catalog_text};
+use tower::ServiceExt;
+
+use crate::resolver::{
+    Catalog, CatalogError,
+    catalog_resolver::CatalogResolver,
+    watch::{CatalogSink, watch_file},
+};
 
 pub const REQUEST_ID_HEADER: &str = "x-ms-request-id";
 const CLIENT_REQUEST_ID_HEADER: &str = "x-ms-client-request-id";
@@ -50,12 +62,6 @@ pub struct EmulatorOptions {
 
 #[derive(thiserror::Error, Debug)]
 pub enum EmulatorError {
-    #[error("cannot read the catalog file {path}: {source}")]
-    ReadCatalog {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
     #[error(transparent)]
     Catalog(#[from] CatalogError),
     #[error(transparent)]
@@ -74,7 +80,10 @@ pub enum EmulatorError {
 
 /// The emulator's state, shared by every handler.
 pub struct Emulator {
-    pub catalog: Catalog,
+    /// The catalog in force; a reload replaces it whole.
+    catalog: Arc<CatalogResolver>,
+    /// Where the catalog's relative paths (`jwksFile`) start: the catalog file's directory.
+    catalog_dir: PathBuf,
     /// `https://host:port` without a trailing slash: issuer, ARM audience, `nextLink`s.
     pub base_url: String,
     pub tokens: entra::TokenIssuer,
@@ -85,19 +94,73 @@ pub struct Emulator {
 pub type Shared = Arc<Emulator>;
 
 impl Emulator {
+    /// An emulator of a fixed catalog (relative paths in it start at the working directory).
     pub fn new(
         catalog: Catalog,
         base_url: String,
         tokens: entra::TokenIssuer,
         throttle: throttle::WriteThrottle,
     ) -> Self {
+        Self::with_catalog_source(
+            Arc::new(CatalogResolver::with_catalog("catalog", catalog)),
+            PathBuf::from("."),
+            base_url,
+            tokens,
+            throttle,
+        )
+    }
+
+    /// An emulator whose catalog is whatever `catalog` holds at each request (a watch
+    /// replaces it), with relative catalog paths starting at `catalog_dir`.
+    pub fn with_catalog_source(
+        catalog: Arc<CatalogResolver>,
+        catalog_dir: PathBuf,
+        base_url: String,
+        tokens: entra::TokenIssuer,
+        throttle: throttle::WriteThrottle,
+    ) -> Self {
         Self {
             catalog,
+            catalog_dir,
             base_url,
             tokens,
             arm: Mutex::new(arm::ArmState::default()),
             throttle: Mutex::new(throttle),
         }
+    }
+
+    /// The catalog in force. A request reads it once, so that a reload never splits it.
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.catalog.current().unwrap_or_default()
+    }
+
+    /// Where the catalog's relative paths start: the catalog file's directory.
+    pub fn catalog_dir(&self) -> &Path {
+        &self.catalog_dir
+    }
+}
+
+/// A reload of the catalog file: the resolver validates and logs a refusal; a catalog put in
+/// force is logged here, whatever part of it changed.
+impl CatalogSink for Emulator {
+    fn offer(&self, text: &str) {
+        let before = self.catalog.current();
+        if self.catalog.replace(text).is_err() {
+            return;
+        }
+        let after = self.catalog();
+        if before.is_some_and(|before| Arc::ptr_eq(&before, &after)) {
+            return;
+        }
+        tracing::info!(
+            source = %self.catalog.source(),
+            catalog = %after.summary(),
+            "catalog reloaded; stored customer subscriptions kept"
+        );
+    }
+
+    fn source_unavailable(&self, reason: &str) {
+        self.catalog.record_source_error(reason);
     }
 }
 
@@ -117,7 +180,7 @@ pub fn new_guid() -> String {
 
 /// Every route of the emulator.
 pub fn router(emulator: Shared) -> Router {
-    Router::new()
+    let routes: Router = Router::new()
         // Entra ID
         .route("/{tenant}/oauth2/v2.0/token", post(entra::token))
         .route(
@@ -138,9 +201,11 @@ pub fn router(emulator: Shared) -> Router {
             "/resolver/registrations/{subscription_id}/{resource_group}/{registration_name}",
             get(resolver::registration),
         )
-        .fallback(not_found)
+        .with_state(emulator);
+    let strict = routes.clone().fallback(not_found);
+    routes
+        .fallback(move |request: Request| with_collapsed_slashes(strict.clone(), request))
         .layer(middleware::from_fn(request_ids))
-        .with_state(emulator)
 }
 
 async fn not_found() -> Response {
@@ -150,6 +215,39 @@ async fn not_found() -> Response {
         "The emulator serves no such path.",
     )
     .into_response()
+}
+
+/// ARM reads repeated slashes as one, and clients rely on it: `az cloud register
+/// --endpoint-resource-manager https://host/` asks for `https://host//metadata/endpoints`. A
+/// path no route matches is routed once more with them collapsed.
+async fn with_collapsed_slashes(strict: Router, mut request: Request) -> Response {
+    let path = request.uri().path();
+    if !path.contains("//") {
+        return not_found().await;
+    }
+    let mut collapsed = String::with_capacity(path.len());
+    for c in path.chars() {
+        if !(c == '/' && collapsed.ends_with('/')) {
+            collapsed.push(c);
+        }
+    }
+    if let Some(query) = request.uri().query() {
+        collapsed.push('?');
+        collapsed.push_str(query);
+    }
+    let mut parts = request.uri().clone().into_parts();
+    match collapsed.parse() {
+        Ok(path_and_query) => parts.path_and_query = Some(path_and_query),
+        Err(_) => return not_found().await,
+    }
+    match axum::http::Uri::from_parts(parts) {
+        Ok(uri) => *request.uri_mut() = uri,
+        Err(_) => return not_found().await,
+    }
+    match strict.oneshot(request).await {
+        Ok(response) => response,
+        Err(never) => match never {},
+    }
 }
 
 /// Every answer carries `x-ms-request-id`; the client's request and correlation IDs are
@@ -189,15 +287,23 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), EmulatorError> {
     let path = &options.catalog_file;
-    let bytes = std::fs::read(path).map_err(|source| EmulatorError::ReadCatalog {
-        path: path.clone(),
-        source,
-    })?;
-    let catalog = Catalog::parse(&read_catalog_text(path, bytes)?)?;
+    let catalog = CatalogResolver::from_file(path).await?;
+    let catalog_dir = path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
     let (config, source) = tls::server_config(&options.tls_dir)?;
-    let tokens = tokio::task::spawn_blocking(entra::TokenIssuer::generate)
-        .await
-        .map_err(|e| entra::KeyError::Generate(e.to_string()))??;
+    let key_dir = options.tls_dir.clone();
+    let (tokens, new_key) =
+        tokio::task::spawn_blocking(move || entra::TokenIssuer::load_or_generate(&key_dir))
+            .await
+            .map_err(|e| entra::KeyError::Generate(e.to_string()))??;
+    let key_file = options.tls_dir.join(entra::SIGNING_KEY_FILE);
+    if new_key {
+        tracing::info!(key_file = %key_file.display(), "made the token signing key");
+    } else {
+        tracing::info!(key_file = %key_file.display(), "signing tokens with the kept key: tokens of the last run stay valid");
+    }
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
         .map_err(|source| EmulatorError::Listen {
@@ -207,9 +313,10 @@ pub async fn run(
     let addr = listener.local_addr().map_err(EmulatorError::Serve)?;
     let base_url = base_url(addr);
     let listener = tls::TlsListener::new(listener, config).map_err(EmulatorError::Serve)?;
-    let summary = catalog.summary();
-    let emulator = Arc::new(Emulator::new(
+    let summary = catalog.current().unwrap_or_default().summary();
+    let emulator = Arc::new(Emulator::with_catalog_source(
         catalog,
+        catalog_dir,
         base_url.clone(),
         tokens,
         throttle::WriteThrottle::new(options.write_burst, options.write_refill_per_second),
@@ -231,11 +338,14 @@ pub async fn run(
         write_refill_per_second = options.write_refill_per_second,
         "emulator listening"
     );
+    let reload = tokio::spawn(watch_file(Arc::clone(&emulator), path.clone()));
     println!("emulator listening on {base_url}");
-    axum::serve(listener, router(emulator))
+    let served = axum::serve(listener, router(emulator))
         .with_graceful_shutdown(shutdown)
         .await
-        .map_err(EmulatorError::Serve)
+        .map_err(EmulatorError::Serve);
+    reload.abort();
+    served
 }
 
 #[cfg(test)]
@@ -248,6 +358,57 @@ mod tests {
             let id = new_guid();
             assert!(crate::guid::Guid::parse(&id).is_some(), "{id}");
             assert_eq!(id, id.to_ascii_lowercase());
+        }
+    }
+
+    /// One GET through the whole router: status and JSON body.
+    async fn get(router: &Router, path: &str) -> (StatusCode, serde_json::Value) {
+        let request = Request::get(path)
+            .body(axum::body::Body::empty())
+            .expect("request");
+        let response = router.clone().oneshot(request).await.expect("infallible");
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .expect("body");
+        (status, serde_json::from_slice(&bytes).expect("JSON"))
+    }
+
+    #[tokio::test]
+    async fn cloud_metadata_has_each_api_versions_shape_and_repeated_slashes_are_one() {
+        let base = "https://127.0.0.1:8443";
+        let emulator = Emulator::new(
+            Catalog::default(),
+            base.to_owned(),
+            entra::TokenIssuer::generate().expect("key"),
+            throttle::WriteThrottle::new(1, 1.0),
+        );
+        let router = router(Arc::new(emulator));
+        let (status, cloud) = get(&router, "//metadata/endpoints?api-version=2022-09-01").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(cloud["name"], arm::CLOUD_NAME);
+        assert_eq!(cloud["resourceManager"], format!("{base}/"));
+        assert_eq!(cloud["authentication"]["loginEndpoint"], format!("{base}/"));
+        assert_eq!(cloud["authentication"]["audiences"][0], format!("{base}/"));
+        let (_, clouds) = get(&router, "/metadata/endpoints?api-version=2019-05-01").await;
+        assert_eq!(clouds[0], cloud, "older versions list the clouds");
+        let (_, stack) = get(&router, "/metadata//endpoints?api-version=2015-01-01").await;
+        assert_eq!(stack["authentication"]["loginEndpoint"], format!("{base}/"));
+        let (status, body) = get(&router, "/metadata/endpoints").await;
+        assert_eq!(
+            (status, &body["error"]["code"]),
+            (
+                StatusCode::BAD_REQUEST,
+                &serde_json::json!("MissingApiVersionParameter")
+            )
+        );
+        for missing in ["//nothing//here", "/nothing"] {
+            let (status, body) = get(&router, missing).await;
+            assert_eq!(
+                (status, &body["error"]["code"]),
+                (StatusCode::NOT_FOUND, &serde_json::json!("NotFound")),
+                "{missing}"
+            );
         }
     }
 

@@ -16,7 +16,7 @@ use crate::resolver::RegistrationKey;
 pub async fn subscription(State(emulator): State<Shared>, Path(id): Path<String>) -> Response {
     let known = crate::guid::Guid::parse(&id)
         .is_some()
-        .then(|| emulator.catalog.subscription(&id))
+        .then(|| emulator.catalog().subscription(&id))
         .flatten();
     match known {
         Some(metadata) => Json(metadata.as_ref().clone()).into_response(),
@@ -30,7 +30,7 @@ pub async fn registration(
     Path((subscription, group, name)): Path<(String, String, String)>,
 ) -> Response {
     let key = RegistrationKey::new(&subscription, &group, &name);
-    if emulator.catalog.is_approved(&key) {
+    if emulator.catalog().is_approved(&key) {
         Json(json!({"multitenancyApproved": true})).into_response()
     } else {
         // §4: 404 means "not approved".

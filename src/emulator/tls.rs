@@ -123,13 +123,14 @@ fn generate(dir: &Path) -> Result<(), TlsError> {
     let server_cert = server_params.signed_by(&server_key, &issuer)?;
 
     std::fs::create_dir_all(dir).map_err(file_error("create", dir))?;
-    write(&dir.join(CA_FILE), ca_cert.pem().as_bytes(), false)?;
-    write(&dir.join(CERT_FILE), server_cert.pem().as_bytes(), false)?;
-    write(
-        &dir.join(KEY_FILE),
-        server_key.serialize_pem().as_bytes(),
-        true,
-    )?;
+    for (file, contents, private) in [
+        (CA_FILE, ca_cert.pem(), false),
+        (CERT_FILE, server_cert.pem(), false),
+        (KEY_FILE, server_key.serialize_pem(), true),
+    ] {
+        let path = dir.join(file);
+        write_file(&path, contents.as_bytes(), private).map_err(file_error("write", &path))?;
+    }
     Ok(())
 }
 
@@ -139,7 +140,8 @@ fn name(common_name: &str) -> DistinguishedName {
     name
 }
 
-fn write(path: &Path, contents: &[u8], private: bool) -> Result<(), TlsError> {
+/// Writes a file of the TLS directory; a private one is readable by its owner only.
+pub(super) fn write_file(path: &Path, contents: &[u8], private: bool) -> io::Result<()> {
     use std::io::Write;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
@@ -150,8 +152,7 @@ fn write(path: &Path, contents: &[u8], private: bool) -> Result<(), TlsError> {
     }
     #[cfg(not(unix))]
     let _ = private;
-    let mut file = options.open(path).map_err(file_error("write", path))?;
-    file.write_all(contents).map_err(file_error("write", path))
+    options.open(path)?.write_all(contents)
 }
 
 /// A TCP listener whose connections arrive after their TLS handshake. Handshakes run in their

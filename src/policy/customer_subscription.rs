@@ -64,95 +64,164 @@ fn lower(s: &Option<String>) -> Option<String> {
     s.as_ref().map(|s| s.to_ascii_lowercase())
 }
 
-/// Rules 0–7 of DESIGN.md §2: the first failing rule gives the reason. A decision that
-/// passes them is `Attached` with `eligible` set, pending the duplicate rule ([`find_duplicate`]).
-pub fn evaluate_customer(facts: &CustomerFacts<'_>) -> CustomerDecision {
-    let spec = &facts.customer.spec;
-    let meta = match facts.customer_subscription {
-        Ok(Some(meta)) => Some(meta.as_ref()),
-        _ => None,
-    };
-    let mut decision = CustomerDecision {
-        reason: Reason::Attached,
-        message: String::new(),
-        eligible: None,
-        arm_resource_id: None,
-        tenant_id: meta.and_then(|m| lower(&m.tenant_id)),
-        billing_partner_id: meta.and_then(|m| m.billing_partner_id.clone()),
-        reseller_partner_id: meta.and_then(|m| m.reseller_partner_id.clone()),
-    };
-    let reject = |mut decision: CustomerDecision, reason: Reason, message: String| {
-        decision.reason = reason;
-        decision.message = message;
-        decision
-    };
+/// What rules 0–2 establish about a CustomerSubscription: its GUIDs in canonical form and the
+/// Registration it is added to. Both modes check these rules first (DESIGN.md §8).
+#[derive(Clone, Debug)]
+pub struct Shape<'a> {
+    /// Lower-case subscription GUID.
+    pub subscription_id: String,
+    /// Lower-case spec.tenantId, when set.
+    pub spec_tenant: Option<String>,
+    pub registration: &'a Registration,
+    /// The registration's ARM resource id.
+    pub registration_arm_id: String,
+    /// The customerSubscription's ARM resource id.
+    pub customer_arm_id: String,
+}
 
+/// Why rules 0–2 refuse a CustomerSubscription.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rejection {
+    pub reason: Reason,
+    pub message: String,
+    /// Known once the Registration is (rule 2 fails after it).
+    pub arm_resource_id: Option<String>,
+}
+
+impl Rejection {
+    fn new(reason: Reason, message: String) -> Self {
+        Self {
+            reason,
+            message,
+            arm_resource_id: None,
+        }
+    }
+
+    /// `decision` turned into this rejection.
+    pub fn reject(self, mut decision: CustomerDecision) -> CustomerDecision {
+        decision.arm_resource_id = self.arm_resource_id.or(decision.arm_resource_id);
+        reject(decision, self.reason, self.message)
+    }
+}
+
+fn reject(mut decision: CustomerDecision, reason: Reason, message: String) -> CustomerDecision {
+    decision.reason = reason;
+    decision.message = message;
+    decision
+}
+
+/// Rules 0 (GUIDs), 1 (the Registration exists and is not being deleted) and 2 (PayAsYouUse).
+pub fn check_shape<'a>(
+    customer: &CustomerSubscription,
+    registration: Option<&'a Registration>,
+) -> Result<Shape<'a>, Rejection> {
+    let spec = &customer.spec;
     // Rule 0: admission enforces the GUID shape too; this guards objects stored before it did.
     let Some(subscription_id) = Guid::parse(&spec.subscription_id).map(|id| id.to_string()) else {
-        return reject(
-            decision,
+        return Err(Rejection::new(
             Reason::InvalidCustomerSubscriptionId,
             format!(
                 "spec.subscriptionId {:?} is not a GUID; write the customer's Azure subscription ID as xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx.",
                 spec.subscription_id
             ),
-        );
+        ));
     };
     let spec_tenant = match spec.tenant_id.as_deref().map(|t| (t, Guid::parse(t))) {
         None => None,
         Some((_, Some(tenant))) => Some(tenant.to_string()),
         Some((raw, None)) => {
-            return reject(
-                decision,
+            return Err(Rejection::new(
                 Reason::InvalidCustomerSubscriptionId,
                 format!(
                     "spec.tenantId {raw:?} is not a GUID; write the customer's directory tenant ID as xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx or leave it out."
                 ),
-            );
+            ));
         }
     };
 
     // Rule 1.
-    let namespace = facts.customer.namespace().unwrap_or_default();
-    let registration = match facts.registration {
+    let namespace = customer.namespace().unwrap_or_default();
+    let registration = match registration {
         Some(r) if r.metadata.deletion_timestamp.is_none() => r,
         Some(_) => {
-            return reject(
-                decision,
+            return Err(Rejection::new(
                 Reason::RegistrationNotFound,
                 format!(
                     "Registration {namespace}/{} is being deleted; point spec.registrationRef at another Registration in this namespace.",
                     spec.registration_ref.name
                 ),
-            );
+            ));
         }
         None => {
-            return reject(
-                decision,
+            return Err(Rejection::new(
                 Reason::RegistrationNotFound,
                 format!(
                     "Registration {namespace}/{} does not exist; create it or fix spec.registrationRef.name (it must be in the same namespace).",
                     spec.registration_ref.name
                 ),
-            );
+            ));
         }
     };
     let registration_arm_id = arm_resource_id(registration);
-    decision.arm_resource_id = Some(format!(
-        "{registration_arm_id}/customerSubscriptions/{subscription_id}"
-    ));
+    let customer_arm_id = format!("{registration_arm_id}/customerSubscriptions/{subscription_id}");
 
     // Rule 2.
     let model = registration.spec.billing_model;
     if model != BillingModel::PayAsYouUse {
-        return reject(
-            decision,
-            Reason::CustomerSubscriptionsNotAllowed,
-            format!(
+        return Err(Rejection {
+            reason: Reason::CustomerSubscriptionsNotAllowed,
+            message: format!(
                 "Registration {registration_arm_id} uses billing model {model}; customer subscriptions can only be added to a PayAsYouUse registration."
             ),
-        );
+            arm_resource_id: Some(customer_arm_id),
+        });
     }
+    Ok(Shape {
+        subscription_id,
+        spec_tenant,
+        registration,
+        registration_arm_id,
+        customer_arm_id,
+    })
+}
+
+/// An undecided decision: `Attached` with nothing resolved, for the rules to fill in.
+pub fn pending_decision() -> CustomerDecision {
+    CustomerDecision {
+        reason: Reason::Attached,
+        message: String::new(),
+        eligible: None,
+        arm_resource_id: None,
+        tenant_id: None,
+        billing_partner_id: None,
+        reseller_partner_id: None,
+    }
+}
+
+/// Rules 0–7 of DESIGN.md §2: the first failing rule gives the reason. A decision that
+/// passes them is `Attached` with `eligible` set, pending the duplicate rule ([`find_duplicate`]).
+pub fn evaluate_customer(facts: &CustomerFacts<'_>) -> CustomerDecision {
+    let meta = match facts.customer_subscription {
+        Ok(Some(meta)) => Some(meta.as_ref()),
+        _ => None,
+    };
+    let mut decision = CustomerDecision {
+        tenant_id: meta.and_then(|m| lower(&m.tenant_id)),
+        billing_partner_id: meta.and_then(|m| m.billing_partner_id.clone()),
+        reseller_partner_id: meta.and_then(|m| m.reseller_partner_id.clone()),
+        ..pending_decision()
+    };
+    let Shape {
+        subscription_id,
+        spec_tenant,
+        registration,
+        registration_arm_id,
+        customer_arm_id,
+    } = match check_shape(facts.customer, facts.registration) {
+        Ok(shape) => shape,
+        Err(rejection) => return rejection.reject(decision),
+    };
+    decision.arm_resource_id = Some(customer_arm_id);
 
     // Rule 3 (an approval that could not be looked up falls to rule 4).
     if let Ok(false) = facts.approval {

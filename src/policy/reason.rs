@@ -25,10 +25,25 @@ pub enum Reason {
     DeletionBlocked,
     // Registration MultitenancyApproved
     Approved,
+    // Azure mode (DESIGN.md §8)
+    /// No token, or ARM answered 401/403: the identity or its role assignment is wrong.
+    AzureAuthorizationFailed,
+    /// ARM refused the call with a code that is not one of the seed's.
+    AzureRequestFailed,
+    /// The registration in Azure has another billing model or cloudId than spec.
+    RegistrationMismatch,
+    /// The CustomerSubscription is being deleted and its tenant is being removed in Azure.
+    Detaching,
+    /// MultitenancyApproved before any PUT answered.
+    NotYetKnown,
+    /// Registration InSync: Azure holds exactly the declared tenants (none unmanaged).
+    InSync,
+    /// Registration InSync: Azure holds tenants no CustomerSubscription declares.
+    UnmanagedCustomerSubscriptions,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 16] = [
+    pub const ALL: [Reason; 23] = [
         Reason::Attached,
         Reason::InvalidCustomerSubscriptionId,
         Reason::RegistrationNotFound,
@@ -45,6 +60,13 @@ impl Reason {
         Reason::DuplicateCloudId,
         Reason::DeletionBlocked,
         Reason::Approved,
+        Reason::AzureAuthorizationFailed,
+        Reason::AzureRequestFailed,
+        Reason::RegistrationMismatch,
+        Reason::Detaching,
+        Reason::NotYetKnown,
+        Reason::InSync,
+        Reason::UnmanagedCustomerSubscriptions,
     ];
 
     /// The reasons of a CustomerSubscription's Ready condition.
@@ -89,6 +111,13 @@ impl Reason {
             Reason::DuplicateCloudId => "DuplicateCloudId",
             Reason::DeletionBlocked => "DeletionBlocked",
             Reason::Approved => "Approved",
+            Reason::AzureAuthorizationFailed => "AzureAuthorizationFailed",
+            Reason::AzureRequestFailed => "AzureRequestFailed",
+            Reason::RegistrationMismatch => "RegistrationMismatch",
+            Reason::Detaching => "Detaching",
+            Reason::NotYetKnown => "NotYetKnown",
+            Reason::InSync => "InSync",
+            Reason::UnmanagedCustomerSubscriptions => "UnmanagedCustomerSubscriptions",
         }
     }
 
@@ -96,19 +125,23 @@ impl Reason {
     /// (upstream failure, pending) is Unknown, every rejection is False.
     pub fn status(self) -> ConditionStatus {
         match self {
-            Reason::Attached | Reason::Registered | Reason::Approved => ConditionStatus::True,
-            Reason::MetadataResolverBadGatewayError | Reason::Reconciling => {
-                ConditionStatus::Unknown
+            Reason::Attached | Reason::Registered | Reason::Approved | Reason::InSync => {
+                ConditionStatus::True
             }
+            Reason::MetadataResolverBadGatewayError
+            | Reason::Reconciling
+            | Reason::Detaching
+            | Reason::NotYetKnown => ConditionStatus::Unknown,
             _ => ConditionStatus::False,
         }
     }
 
     /// Whether the outcome is an upstream failure the operator retries by itself with backoff.
+    /// `NotYetKnown` is undecided too, but waits for a PUT to answer rather than retrying.
     pub fn is_transient(self) -> bool {
         matches!(
             self,
-            Reason::MetadataResolverBadGatewayError | Reason::Reconciling
+            Reason::MetadataResolverBadGatewayError | Reason::Reconciling | Reason::Detaching
         )
     }
 }

@@ -121,6 +121,37 @@ fn decide_approval(approval: &Result<bool, ResolveError>, arm_id: &str) -> Appro
     }
 }
 
+/// The Ready reasons a Registration gets from the cluster alone, before anything outside it is
+/// asked (both modes): `DeletionBlocked`, then `DuplicateCloudId`.
+pub fn cluster_blocker(
+    registration: &Registration,
+    same_cloud_id: &[Arc<Registration>],
+    referencing_customers: usize,
+) -> Option<(Reason, String)> {
+    if registration.metadata.deletion_timestamp.is_some() && referencing_customers > 0 {
+        return Some((
+            Reason::DeletionBlocked,
+            format!(
+                "Registration {} is being deleted but {} CustomerSubscription(s) still reference it; delete them or point them at another Registration to let the deletion finish.",
+                qualified_name(registration),
+                referencing_customers
+            ),
+        ));
+    }
+    let owner = cloud_id_owner(registration, same_cloud_id);
+    if !std::ptr::eq(owner, registration) {
+        return Some((
+            Reason::DuplicateCloudId,
+            format!(
+                "CloudID {} is already used by Registration {}, created earlier; a stamp has one CloudID and a CloudID one registration, so fix spec.cloudId or delete one of them.",
+                registration.spec.cloud_id.to_ascii_lowercase(),
+                qualified_name(owner)
+            ),
+        ));
+    }
+    None
+}
+
 /// Decides a Registration's Ready and MultitenancyApproved conditions.
 ///
 /// Ready, first match wins: DeletionBlocked, DuplicateCloudId, MetadataResolverBadGatewayError,
@@ -135,28 +166,13 @@ pub fn evaluate_registration(facts: &RegistrationFacts<'_>) -> RegistrationDecis
         Ok(Some(meta)) => meta.billing_partner_id.clone(),
         _ => None,
     };
-    let owner = cloud_id_owner(registration, facts.same_cloud_id);
 
-    let (reason, message) = if registration.metadata.deletion_timestamp.is_some()
-        && facts.referencing_customers > 0
-    {
-        (
-            Reason::DeletionBlocked,
-            format!(
-                "Registration {} is being deleted but {} CustomerSubscription(s) still reference it; delete them or point them at another Registration to let the deletion finish.",
-                qualified_name(registration),
-                facts.referencing_customers
-            ),
-        )
-    } else if !std::ptr::eq(owner, registration) {
-        (
-            Reason::DuplicateCloudId,
-            format!(
-                "CloudID {} is already used by Registration {}, created earlier; a stamp has one CloudID and a CloudID one registration, so fix spec.cloudId or delete one of them.",
-                spec.cloud_id.to_ascii_lowercase(),
-                qualified_name(owner)
-            ),
-        )
+    let (reason, message) = if let Some(blocked) = cluster_blocker(
+        registration,
+        facts.same_cloud_id,
+        facts.referencing_customers,
+    ) {
+        blocked
     } else {
         match facts.subscription {
             Err(error) => (

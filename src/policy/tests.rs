@@ -65,6 +65,7 @@ fn registration(namespace: &str, name: &str, created: i64) -> Registration {
             billing_model: BillingModel::PayAsYouUse,
             agreement_number: None,
             ms_asset_tag: None,
+            prune_unmanaged: None,
         },
     );
     r.metadata.namespace = Some(namespace.into());
@@ -1418,8 +1419,10 @@ fn customer_subscription_count_saturates() {
 /// every rejection False (whatever other reasons are added later).
 fn expected_status(reason: Reason) -> ConditionStatus {
     match reason {
-        R::Attached | R::Registered | R::Approved => ConditionStatus::True,
-        R::MetadataResolverBadGatewayError | R::Reconciling => ConditionStatus::Unknown,
+        R::Attached | R::Registered | R::Approved | R::InSync => ConditionStatus::True,
+        R::MetadataResolverBadGatewayError | R::Reconciling | R::Detaching | R::NotYetKnown => {
+            ConditionStatus::Unknown
+        }
         _ => ConditionStatus::False,
     }
 }
@@ -1428,9 +1431,11 @@ fn expected_status(reason: Reason) -> ConditionStatus {
 fn reason_status_mapping() {
     for reason in Reason::ALL {
         assert_eq!(reason.status(), expected_status(reason), "{reason}");
+        // NotYetKnown (azure mode's MultitenancyApproved before any PUT) waits for a PUT
+        // instead of retrying by itself.
         assert_eq!(
             reason.is_transient(),
-            expected_status(reason) == ConditionStatus::Unknown,
+            expected_status(reason) == ConditionStatus::Unknown && reason != Reason::NotYetKnown,
             "{reason}"
         );
     }
@@ -1461,6 +1466,14 @@ fn reason_names_are_the_variant_names() {
         "DuplicateCloudId",
         "DeletionBlocked",
         "Approved",
+        // Azure mode (DESIGN.md §8)
+        "AzureAuthorizationFailed",
+        "AzureRequestFailed",
+        "RegistrationMismatch",
+        "Detaching",
+        "NotYetKnown",
+        "InSync",
+        "UnmanagedCustomerSubscriptions",
     ]
     .into_iter()
     .collect();
@@ -1681,11 +1694,13 @@ fn every_message_is_a_sentence_naming_its_values() {
         covered.insert(reason);
     }
 
-    // Every reason the policy writes has been checked; Reconciling is the controllers' own and
-    // CustomerSubscriptionNotFound the verify operation's.
+    // Every reason the policy writes has been checked; Reconciling is the controllers' own,
+    // CustomerSubscriptionNotFound the verify operation's, and azure mode's reasons have their
+    // own table (src/policy/azure_tests.rs).
     let all: BTreeSet<Reason> = Reason::ALL
         .into_iter()
         .filter(|r| !matches!(r.as_str(), "Reconciling" | "CustomerSubscriptionNotFound"))
+        .filter(|r| !super::azure::REASONS.contains(r))
         .collect();
     assert_eq!(covered, all);
 }

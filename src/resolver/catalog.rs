@@ -23,7 +23,7 @@ use crate::guid::Guid;
 
 #[path = "catalog/azure.rs"]
 mod azure;
-pub use azure::{CatalogRegistration, FederatedCredential, ServicePrincipal};
+pub use azure::{CatalogRegistration, FederatedCredential, RegistrationScope, ServicePrincipal};
 
 /// A long list of problems helps nobody and floods the log; the first ones show the pattern.
 const MAX_LISTED_PROBLEMS: usize = 20;

@@ -80,6 +80,19 @@ impl CatalogResolver {
         }
     }
 
+    /// A resolver with `catalog` in force from the start, for a caller that parsed it
+    /// itself. The first [`CatalogResolver::replace`] with the same content finds nothing
+    /// changed.
+    pub fn with_catalog(source: impl Into<String>, catalog: Catalog) -> Self {
+        let resolver = Self::new(source);
+        *resolver
+            .current
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(catalog));
+        resolver.loaded.send_replace(true);
+        resolver
+    }
+
     /// Loads the catalog file once, for startup: the operator must not start on a missing or
     /// invalid catalog, because every decision it would make would be wrong. Follow up with
     /// [`super::watch::watch_file`] to pick up later edits.

@@ -22,14 +22,15 @@ use tokio::{
 
 use super::{
     MetadataChange, MetadataResolver, RegistrationKey, ResolveError, SubscriptionMetadata,
-    cache::TtlCache,
-    catalog::SubscriptionEntry,
-    http_tls::{self, TlsConfigError},
-    stats::ResolverStats,
+    cache::TtlCache, catalog::SubscriptionEntry, stats::ResolverStats,
 };
 use crate::{
     guid::Guid,
-    upstream::{Breaker, BreakerSettings, RecentFailures, breaker::Change},
+    upstream::{
+        Breaker, BreakerSettings, RecentFailures,
+        breaker::Change,
+        tls::{self, TlsConfigError},
+    },
 };
 
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -126,7 +127,7 @@ impl HttpResolver {
         if options.max_in_flight == 0 {
             return Err(HttpResolverError::NoConcurrency);
         }
-        let tls = http_tls::client_config(options.ca_file.as_deref())?;
+        let tls = tls::client_config(options.ca_file.as_deref())?;
         let client = reqwest::Client::builder()
             .tls_backend_preconfigured(tls)
             .timeout(options.timeout)

@@ -7,9 +7,12 @@ pub mod cache;
 pub mod catalog;
 pub mod catalog_resolver;
 pub mod http;
-pub mod http_tls;
 pub mod stats;
 pub mod watch;
+
+/// Kept under its old name for callers of the resolver's TLS set-up; it lives in `upstream` now,
+/// shared with the ARM client.
+pub use crate::upstream::tls as http_tls;
 
 #[cfg(test)]
 mod http_tests;
@@ -112,4 +115,46 @@ pub struct CatalogStats {
     pub subscriptions: usize,
     /// Multitenancy approvals in the catalog in force.
     pub approvals: usize,
+}
+
+/// The resolver of azure mode, which decides from ARM's answers and looks nothing up: a lookup
+/// is pending with a message saying so, and no change is ever announced.
+pub struct NoResolver {
+    changes: broadcast::Sender<MetadataChange>,
+}
+
+impl Default for NoResolver {
+    fn default() -> Self {
+        Self {
+            changes: broadcast::channel(1).0,
+        }
+    }
+}
+
+impl MetadataResolver for NoResolver {
+    fn subscription(
+        &self,
+        _subscription_id: &str,
+    ) -> BoxFuture<'_, Result<Option<Arc<SubscriptionMetadata>>, ResolveError>> {
+        Box::pin(std::future::ready(Err(ResolveError::CatalogUnavailable {
+            reason: "azure mode looks nothing up: ARM decides".to_string(),
+        })))
+    }
+
+    fn multitenancy_approved(
+        &self,
+        _key: &RegistrationKey,
+    ) -> BoxFuture<'_, Result<bool, ResolveError>> {
+        Box::pin(std::future::ready(Err(ResolveError::CatalogUnavailable {
+            reason: "azure mode looks nothing up: ARM decides".to_string(),
+        })))
+    }
+
+    fn changes(&self) -> broadcast::Receiver<MetadataChange> {
+        self.changes.subscribe()
+    }
+
+    fn refresh_interval(&self) -> Option<std::time::Duration> {
+        None
+    }
 }

@@ -23,23 +23,44 @@ pub const FILE_POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// applied only once the content reads the same twice this far apart.
 const SETTLE_DELAY: Duration = Duration::from_millis(200);
 
-/// Polls the catalog file and replaces the resolver's catalog when its content changes; runs
-/// until the future is dropped or its task aborted.
+/// Whoever takes the catalogs a watch reads: the operator's [`CatalogResolver`], or the
+/// emulator, which logs what a reload put in force.
+pub trait CatalogSink: Send + Sync + 'static {
+    /// A new content of the source: validated, and put in force or rejected (logged and
+    /// counted by the sink).
+    fn offer(&self, text: &str);
+    /// The source could not deliver a catalog at all; the catalog in force stays.
+    fn source_unavailable(&self, reason: &str);
+}
+
+impl CatalogSink for CatalogResolver {
+    fn offer(&self, text: &str) {
+        // Errors are logged and counted inside `replace`.
+        let _ = self.replace(text);
+    }
+
+    fn source_unavailable(&self, reason: &str) {
+        self.record_source_error(reason);
+    }
+}
+
+/// Polls the catalog file and hands its content to the sink (the resolver) when it changes;
+/// runs until the future is dropped or its task aborted.
 ///
 /// Polling (rather than inotify through `notify`) because the file is swapped in ways that
 /// inotify watches on the path miss or report confusingly: editors write a new file and
 /// rename it over the old one, and a ConfigMap volume replaces a `..data` symlink, which
 /// leaves a watch on the old inode. Reading a catalog-sized file once a second costs
 /// nothing, and comparing contents (not mtimes) also catches same-second rewrites.
-pub async fn watch_file(resolver: Arc<CatalogResolver>, path: PathBuf) {
-    watch_file_every(resolver, path, FILE_POLL_INTERVAL).await;
+pub async fn watch_file<S: CatalogSink>(sink: Arc<S>, path: PathBuf) {
+    watch_file_every(sink, path, FILE_POLL_INTERVAL).await;
 }
 
 /// [`watch_file`] with a chosen poll interval.
-pub async fn watch_file_every(resolver: Arc<CatalogResolver>, path: PathBuf, interval: Duration) {
+pub async fn watch_file_every<S: CatalogSink>(sink: Arc<S>, path: PathBuf, interval: Duration) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // A digest of what was last handed to the resolver (or of why the file was unreadable),
+    // A digest of what was last handed to the sink (or of why the file was unreadable),
     // so that a bad file is reported once and not every second, without keeping a copy.
     let mut last_seen: Option<Result<u64, String>> = None;
     loop {
@@ -54,15 +75,10 @@ pub async fn watch_file_every(resolver: Arc<CatalogResolver>, path: PathBuf, int
         }
         match read {
             Ok(bytes) => match String::from_utf8(bytes) {
-                Ok(text) => {
-                    // Errors are logged and counted inside `replace`.
-                    let _ = resolver.replace(&text);
-                }
-                Err(_) => {
-                    resolver.record_source_error(&format!("{} is not UTF-8 text", path.display()))
-                }
+                Ok(text) => sink.offer(&text),
+                Err(_) => sink.source_unavailable(&format!("{} is not UTF-8 text", path.display())),
             },
-            Err(reason) => resolver.record_source_error(&reason),
+            Err(reason) => sink.source_unavailable(&reason),
         }
         last_seen = Some(seen);
     }

@@ -25,7 +25,12 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::{policy::Reason, resolver::MetadataResolver, upstream::Breaker};
+use crate::{
+    domain::arm::{ArmObserver, ArmOperation},
+    policy::Reason,
+    resolver::MetadataResolver,
+    upstream::Breaker,
+};
 
 /// The `Content-Type` of [`Metrics::encode`]'s output.
 pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
@@ -96,6 +101,26 @@ struct EventLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ArmRequestLabels {
+    operation: &'static str,
+    code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ArmOperationLabels {
+    operation: &'static str,
+}
+
+/// Upper bounds (seconds) of the ARM request duration buckets.
+const ARM_BUCKETS: [f64; 12] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+fn arm_histogram() -> Histogram {
+    Histogram::new(ARM_BUCKETS)
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ControllerLabels {
     controller: &'static str,
 }
@@ -116,6 +141,27 @@ struct Sources {
     resolver: Option<Arc<dyn MetadataResolver>>,
     ready_reasons: Option<Arc<ObjectsByReason>>,
     upstreams: Vec<Arc<Breaker>>,
+}
+
+impl ArmObserver for Metrics {
+    fn answered(&self, operation: ArmOperation, code: &str, elapsed: Duration) {
+        let operation = operation.as_str();
+        self.arm_requests
+            .get_or_create(&ArmRequestLabels {
+                operation,
+                code: code.to_string(),
+            })
+            .inc();
+        if code != "short_circuited" {
+            self.arm_duration
+                .get_or_create(&ArmOperationLabels { operation })
+                .observe(elapsed.as_secs_f64());
+        }
+    }
+
+    fn throttled(&self) {
+        self.arm_throttled.inc();
+    }
 }
 
 /// Where the by-reason gauges get their counts.
@@ -145,6 +191,9 @@ pub struct Metrics {
     finalizer_writes: Counter,
     events: Family<EventLabels, Counter>,
     leader: Gauge,
+    arm_requests: Family<ArmRequestLabels, Counter>,
+    arm_duration: Family<ArmOperationLabels, Histogram, fn() -> Histogram>,
+    arm_throttled: Counter,
     sources: Arc<Mutex<Sources>>,
 }
 
@@ -215,6 +264,25 @@ impl Metrics {
             "1 while this process runs the controllers (the leader, or the only replica without leader election), else 0",
             leader.clone(),
         );
+        let arm_requests = Family::<ArmRequestLabels, Counter>::default();
+        registry.register(
+            "azs_csp_arm_requests",
+            "ARM requests (azure mode) by operation and code: the HTTP status, or unreachable, credential (no token), short_circuited (not sent: ARM is treated as down)",
+            arm_requests.clone(),
+        );
+        let arm_duration: Family<ArmOperationLabels, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(arm_histogram as fn() -> Histogram);
+        registry.register(
+            "azs_csp_arm_request_duration_seconds",
+            "Duration of ARM requests (azure mode) by operation",
+            arm_duration.clone(),
+        );
+        let arm_throttled = Counter::default();
+        registry.register(
+            "azs_csp_arm_throttled",
+            "ARM answers 429 (azure mode): every write then waits for the Retry-After",
+            arm_throttled.clone(),
+        );
         let sources = Arc::new(Mutex::new(Sources::default()));
         registry.register_collector(Box::new(ScrapeCollector {
             sources: sources.clone(),
@@ -243,6 +311,9 @@ impl Metrics {
             finalizer_writes,
             events,
             leader,
+            arm_requests,
+            arm_duration,
+            arm_throttled,
             sources,
         }
     }

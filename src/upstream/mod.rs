@@ -6,6 +6,7 @@
 
 pub mod breaker;
 pub mod recent_failures;
+pub mod tls;
 pub mod waiting;
 
 pub use breaker::{Breaker, BreakerSettings, Down, State};

@@ -57,9 +57,64 @@ app.kubernetes.io/part-of: azs-csp-operator
 {{- if gt (int .Values.replicaCount) 1 }}true{{ end }}
 {{- end }}
 
-{{/* True when the catalog resolver reads a ConfigMap. */}}
+{{/* True in azure mode: ARM decides, no resolver runs. */}}
+{{- define "azs-csp-operator.azureMode" -}}
+{{- if eq .Values.mode "azure" }}true{{ end }}
+{{- end }}
+
+{{/* True when the catalog resolver reads a ConfigMap (local mode only). */}}
 {{- define "azs-csp-operator.catalogEnabled" -}}
-{{- if eq .Values.resolver.type "catalog" }}true{{ end }}
+{{- if and (not (include "azs-csp-operator.azureMode" .)) (eq .Values.resolver.type "catalog") }}true{{ end }}
+{{- end }}
+
+{{/* True when the http resolver runs (local mode only). */}}
+{{- define "azs-csp-operator.httpResolverEnabled" -}}
+{{- if and (not (include "azs-csp-operator.azureMode" .)) (eq .Values.resolver.type "http") }}true{{ end }}
+{{- end }}
+
+{{/* The credential kind in azure mode, empty in local mode. */}}
+{{- define "azs-csp-operator.azureCredential" -}}
+{{- if include "azs-csp-operator.azureMode" . }}{{ .Values.azure.credential }}{{ end }}
+{{- end }}
+
+{{/* True when the Azure Workload Identity webhook mutates the pod. */}}
+{{- define "azs-csp-operator.workloadIdentityWebhook" -}}
+{{- if and (eq (include "azs-csp-operator.azureCredential" .) "workload-identity") .Values.azure.workloadIdentity.webhook }}true{{ end }}
+{{- end }}
+
+{{/* True when the chart projects the federated ServiceAccount token itself (no webhook). */}}
+{{- define "azs-csp-operator.projectedAzureToken" -}}
+{{- if and (eq (include "azs-csp-operator.azureCredential" .) "workload-identity") (not .Values.azure.workloadIdentity.webhook) }}true{{ end }}
+{{- end }}
+
+{{/* True when the Secret with the Azure client secret is mounted. */}}
+{{- define "azs-csp-operator.azureClientSecretMounted" -}}
+{{- if eq (include "azs-csp-operator.azureCredential" .) "client-secret" }}true{{ end }}
+{{- end }}
+
+{{/* True when a CA bundle for ARM and Entra ID is mounted (azure mode only). */}}
+{{- define "azs-csp-operator.azureCAMounted" -}}
+{{- if and (include "azs-csp-operator.azureMode" .) (or .Values.azure.caConfigMap.name .Values.azure.caSecret.name) }}true{{ end }}
+{{- end }}
+
+{{/* Where the pod finds the federated token: the webhook's path, so both setups read alike. */}}
+{{- define "azs-csp-operator.azureTokenDir" -}}
+/var/run/secrets/azure/tokens
+{{- end }}
+
+{{/* The ServiceAccount's annotations: workload identity's, then the user's (which win). */}}
+{{- define "azs-csp-operator.serviceAccountAnnotations" -}}
+{{- $annotations := dict }}
+{{- if eq (include "azs-csp-operator.azureCredential" .) "workload-identity" }}
+{{- $_ := set $annotations "azure.workload.identity/client-id" .Values.azure.clientId }}
+{{- if .Values.azure.tenantId }}
+{{- $_ := set $annotations "azure.workload.identity/tenant-id" .Values.azure.tenantId }}
+{{- end }}
+{{- end }}
+{{- $annotations = merge (deepCopy .Values.serviceAccount.annotations) $annotations }}
+{{- with $annotations }}
+{{- toYaml . }}
+{{- end }}
 {{- end }}
 
 {{- define "azs-csp-operator.catalogConfigMapName" -}}
@@ -76,10 +131,16 @@ app.kubernetes.io/part-of: azs-csp-operator
 
 {{/* Fails the render on contradictory values, with a message naming them. */}}
 {{- define "azs-csp-operator.validate" -}}
+{{- if not (has .Values.mode (list "local" "azure")) }}
+{{- fail (printf "mode must be local or azure, not %q" .Values.mode) }}
+{{- end }}
+{{- if and .Values.azure.caConfigMap.name .Values.azure.caSecret.name }}
+{{- fail "set azure.caConfigMap.name or azure.caSecret.name, not both" }}
+{{- end }}
 {{- if not (has .Values.resolver.type (list "catalog" "http")) }}
 {{- fail (printf "resolver.type must be catalog or http, not %q" .Values.resolver.type) }}
 {{- end }}
-{{- if and (eq .Values.resolver.type "http") (not .Values.http.url) }}
+{{- if and (include "azs-csp-operator.httpResolverEnabled" .) (not .Values.http.url) }}
 {{- fail "http.url is required when resolver.type is http" }}
 {{- end }}
 {{- if and .Values.http.caConfigMap.name .Values.http.caSecret.name }}
@@ -98,7 +159,8 @@ Exactly the verbs the code uses:
 - registrations: watched (list, watch; get by kube-runtime's await/tools), finalizer added
   and removed by server-side apply (patch);
 - registrations/status and customersubscriptions/status: server-side apply (patch);
-- customersubscriptions: watched only;
+- customersubscriptions: watched; in azure mode also patched, for the finalizer
+  csp.azurestack.io/azure-detach (server-side apply of metadata.finalizers);
 - events.k8s.io events: kube-runtime's Recorder creates an Event, then patches its series. */}}
 {{- define "azs-csp-operator.operatorRules" -}}
 - apiGroups: ["csp.azurestack.io"]
@@ -109,7 +171,11 @@ Exactly the verbs the code uses:
   verbs: ["patch"]
 - apiGroups: ["csp.azurestack.io"]
   resources: ["customersubscriptions"]
+  {{- if include "azs-csp-operator.azureMode" . }}
+  verbs: ["get", "list", "watch", "patch"]
+  {{- else }}
   verbs: ["get", "list", "watch"]
+  {{- end }}
 - apiGroups: ["csp.azurestack.io"]
   resources: ["customersubscriptions/status"]
   verbs: ["patch"]

@@ -1,8 +1,9 @@
 //! The catalog's optional Azure-side lists, read by the emulator (DESIGN.md §10): the
-//! `registrations` ARM knows and the `servicePrincipals` Entra ID issues tokens to. The operator
-//! itself ignores them; `catalog check` validates them with the rest of the document.
+//! `registrations` ARM knows and the `servicePrincipals` Entra ID issues tokens to, with the
+//! registrations each principal holds a role on. The operator itself ignores them; `catalog
+//! check` validates them with the rest of the document.
 
-use std::{collections::HashMap, fmt};
+use std::{collections::HashMap, fmt, path::PathBuf};
 
 use serde::Deserialize;
 
@@ -50,14 +51,80 @@ pub(super) struct ServicePrincipalEntry {
     client_secret: Option<String>,
     #[serde(default)]
     federated_credentials: Vec<FederatedCredential>,
+    /// Absent: a role on every registration. Present (even empty): only on these scopes.
+    #[serde(default)]
+    registrations: Option<Vec<ScopeEntry>>,
 }
 
-/// A client assertion is accepted when its `iss` and `sub` are exactly these.
+/// A client assertion is accepted when its `iss` and `sub` are exactly these and, when
+/// `jwksFile` is given, its signature verifies against one of that file's keys.
 #[derive(Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct FederatedCredential {
     pub issuer: String,
     pub subject: String,
+    /// The issuer's public keys: a JWKS document (e.g. a cluster's `/openid/v1/jwks`) or a
+    /// PEM RSA public key (e.g. the API server's `--service-account-key-file`). A relative path is
+    /// relative to the catalog file's directory. Absent: the signature is not checked.
+    #[serde(default, rename = "jwksFile")]
+    pub jwks_file: Option<PathBuf>,
+}
+
+/// One `servicePrincipals[].registrations[]` entry as written: an ARM resource ID (of a
+/// subscription, a resource group or a registration) or its parts.
+#[derive(Deserialize, Debug)]
+#[serde(untagged)]
+pub(super) enum ScopeEntry {
+    ResourceId(String),
+    Parts(ScopeParts),
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(super) struct ScopeParts {
+    subscription_id: String,
+    #[serde(default)]
+    resource_group: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+}
+
+/// Where a principal's role on registrations applies, as an Azure role assignment's scope: a
+/// subscription, a resource group or one registration. Stored lower-case (ARM names are
+/// case-insensitive).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegistrationScope {
+    pub subscription_id: String,
+    pub resource_group: Option<String>,
+    pub name: Option<String>,
+}
+
+impl RegistrationScope {
+    /// Whether a role at this scope reaches the registration `key`.
+    pub fn covers(&self, key: &RegistrationKey) -> bool {
+        self.subscription_id == key.subscription_id
+            && self
+                .resource_group
+                .as_ref()
+                .is_none_or(|group| *group == key.resource_group)
+            && self
+                .name
+                .as_ref()
+                .is_none_or(|name| *name == key.registration_name)
+    }
+}
+
+impl fmt::Display for RegistrationScope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "/subscriptions/{}", self.subscription_id)?;
+        if let Some(group) = &self.resource_group {
+            write!(f, "/resourceGroups/{group}")?;
+            if let Some(name) = &self.name {
+                write!(f, "/providers/Microsoft.AzureStack/registrations/{name}")?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A principal Entra ID issues tokens to.
@@ -69,6 +136,17 @@ pub struct ServicePrincipal {
     pub client_id: String,
     pub client_secret: Option<String>,
     pub federated_credentials: Vec<FederatedCredential>,
+    /// The scopes of its role on registrations; `None`: every registration.
+    pub registrations: Option<Vec<RegistrationScope>>,
+}
+
+impl ServicePrincipal {
+    /// Whether its role reaches the registration `key` (ARM answers 403 otherwise).
+    pub fn may_manage(&self, key: &RegistrationKey) -> bool {
+        self.registrations
+            .as_ref()
+            .is_none_or(|scopes| scopes.iter().any(|scope| scope.covers(key)))
+    }
 }
 
 // Secrets never reach a log line, not even a debug one.
@@ -82,6 +160,7 @@ impl fmt::Debug for ServicePrincipal {
                 &self.client_secret.as_ref().map(|_| "(redacted)"),
             )
             .field("federated_credentials", &self.federated_credentials)
+            .field("registrations", &self.registrations)
             .finish()
     }
 }
@@ -181,7 +260,25 @@ pub(super) fn validate_service_principals(
             let at = format!("{at}.federatedCredentials[{i}]");
             not_empty(&at, "issuer", &credential.issuer, problems);
             not_empty(&at, "subject", &credential.subject, problems);
+            if credential
+                .jwks_file
+                .as_ref()
+                .is_some_and(|path| path.as_os_str().is_empty())
+            {
+                problems.push(format!(
+                    "{at}.jwksFile: must not be empty (leave the field out to skip signature checks)"
+                ));
+            }
         }
+        let registrations = entry.registrations.map(|scopes| {
+            scopes
+                .iter()
+                .enumerate()
+                .filter_map(|(i, scope)| {
+                    validate_scope(&format!("{at}.registrations[{i}]"), scope, problems)
+                })
+                .collect::<Vec<_>>()
+        });
         let (Some(tenant_id), Some(client_id)) = (tenant_id, client_id) else {
             continue;
         };
@@ -201,15 +298,86 @@ pub(super) fn validate_service_principals(
             client_id,
             client_secret: entry.client_secret,
             federated_credentials: entry.federated_credentials,
+            registrations,
         });
     }
     valid
 }
 
+/// A scope entry in canonical form, or a problem naming it.
+fn validate_scope(
+    at: &str,
+    entry: &ScopeEntry,
+    problems: &mut Vec<String>,
+) -> Option<RegistrationScope> {
+    let (subscription_id, resource_group, name) = match entry {
+        ScopeEntry::ResourceId(id) => {
+            let Some(parts) = parse_scope_id(id) else {
+                problems.push(format!(
+                    "{at}: {id:?} is not the resource ID of a subscription, a resource group or a Microsoft.AzureStack registration"
+                ));
+                return None;
+            };
+            parts
+        }
+        ScopeEntry::Parts(parts) => {
+            if parts.resource_group.is_none() && parts.name.is_some() {
+                problems.push(format!("{at}.name: needs a resourceGroup"));
+                return None;
+            }
+            (
+                parts.subscription_id.as_str(),
+                parts.resource_group.as_deref(),
+                parts.name.as_deref(),
+            )
+        }
+    };
+    let before = problems.len();
+    let subscription_id = guid_field(at, "subscriptionId", subscription_id, problems);
+    if let Some(group) = resource_group {
+        not_empty(at, "resourceGroup", group, problems);
+    }
+    if let Some(name) = name {
+        not_empty(at, "name", name, problems);
+    }
+    if problems.len() > before {
+        return None;
+    }
+    Some(RegistrationScope {
+        subscription_id: subscription_id?,
+        resource_group: resource_group.map(str::to_ascii_lowercase),
+        name: name.map(str::to_ascii_lowercase),
+    })
+}
+
+/// `/subscriptions/{s}`, `/subscriptions/{s}/resourceGroups/{g}` or
+/// `/subscriptions/{s}/resourceGroups/{g}/providers/Microsoft.AzureStack/registrations/{n}`
+/// (segment names case-insensitive, as in ARM).
+fn parse_scope_id(id: &str) -> Option<(&str, Option<&str>, Option<&str>)> {
+    let segments: Vec<&str> = id.trim_end_matches('/').split('/').collect();
+    let is = |segment: &str, word: &str| segment.eq_ignore_ascii_case(word);
+    match segments.as_slice() {
+        ["", s, sub] if is(s, "subscriptions") => Some((sub, None, None)),
+        ["", s, sub, g, group] if is(s, "subscriptions") && is(g, "resourceGroups") => {
+            Some((sub, Some(group), None))
+        }
+        ["", s, sub, g, group, p, ns, r, name]
+            if is(s, "subscriptions")
+                && is(g, "resourceGroups")
+                && is(p, "providers")
+                && is(ns, "Microsoft.AzureStack")
+                && is(r, "registrations") =>
+        {
+            Some((sub, Some(group), Some(name)))
+        }
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use crate::api::BillingModel;
-    use crate::resolver::{Catalog, CatalogError};
+    use crate::resolver::{Catalog, CatalogError, RegistrationKey};
 
     const SUB: &str = "6d3c4b9e-1f3a-4c6e-9b7a-2d1e0f9a8b7c";
     const CLOUD: &str = "5f1c2d3e-4b5a-4c6d-8e7f-9a0b1c2d3e4f";
@@ -331,6 +499,107 @@ servicePrincipals:
                 "{want:?} not in {found:?}"
             );
         }
+    }
+
+    #[test]
+    fn registration_scopes_limit_a_principal() {
+        let other_sub = "7e4d5c0f-2a4b-4d7f-8c8b-3e2f1a0b9c8d";
+        let text = format!(
+            r#"
+servicePrincipals:
+- {{tenantId: {TENANT}, clientId: {CLIENT}, clientSecret: s}}
+- tenantId: {TENANT}
+  clientId: {SUB}
+  clientSecret: s
+  registrations:
+  - /Subscriptions/{sub_upper}/resourceGroups/AzureStack/providers/microsoft.azurestack/registrations/Reg-A
+  - {{subscriptionId: {other_sub}, resourceGroup: Other}}
+- tenantId: {TENANT}
+  clientId: {CLOUD}
+  clientSecret: s
+  registrations:
+  - /subscriptions/{other_sub}/
+- tenantId: {TENANT}
+  clientId: {TENANT}
+  clientSecret: s
+  registrations: []
+"#,
+            sub_upper = SUB.to_uppercase(),
+        );
+        let catalog = Catalog::parse(&text).expect("valid");
+        let [everything, two, subscription, nothing] = catalog.service_principals() else {
+            panic!("four principals")
+        };
+        let key = |sub: &str, group: &str, name: &str| RegistrationKey::new(sub, group, name);
+        let cases = [
+            (key(SUB, "azurestack", "reg-a"), [true, true, false, false]),
+            (key(SUB, "AZURESTACK", "REG-A"), [true, true, false, false]),
+            (key(SUB, "azurestack", "reg-b"), [true, false, false, false]),
+            (key(other_sub, "other", "any"), [true, true, true, false]),
+            (key(other_sub, "else", "any"), [true, false, true, false]),
+        ];
+        for (key, want) in cases {
+            let got = [everything, two, subscription, nothing].map(|p| p.may_manage(&key));
+            assert_eq!(got, want, "{key}");
+        }
+        assert_eq!(
+            two.registrations.as_ref().map(|s| s[0].to_string()),
+            Some(format!(
+                "/subscriptions/{SUB}/resourceGroups/azurestack/providers/Microsoft.AzureStack/registrations/reg-a"
+            ))
+        );
+    }
+
+    #[test]
+    fn bad_registration_scopes_are_named() {
+        let principal = |scopes: &str| {
+            format!(
+                "servicePrincipals:\n- {{tenantId: {TENANT}, clientId: {CLIENT}, clientSecret: s, registrations: [{scopes}]}}"
+            )
+        };
+        let cases = [
+            (
+                principal("/subscriptions/nope"),
+                "servicePrincipals[0].registrations[0].subscriptionId: \"nope\" is not a GUID",
+            ),
+            (
+                principal(&format!(
+                    "/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/v"
+                )),
+                "servicePrincipals[0].registrations[0]: \"/subscriptions/",
+            ),
+            (
+                principal(&format!("'{SUB}'")),
+                "servicePrincipals[0].registrations[0]: \"6d3c",
+            ),
+            (
+                principal(&format!("{{subscriptionId: {SUB}, name: reg}}")),
+                "servicePrincipals[0].registrations[0].name: needs a resourceGroup",
+            ),
+            (
+                principal(&format!("{{subscriptionId: {SUB}, resourceGroup: ''}}")),
+                "servicePrincipals[0].registrations[0].resourceGroup: must not be empty",
+            ),
+            (
+                format!(
+                    "servicePrincipals:\n- {{tenantId: {TENANT}, clientId: {CLIENT}, federatedCredentials: [{{issuer: i, subject: s, jwksFile: ''}}]}}"
+                ),
+                "servicePrincipals[0].federatedCredentials[0].jwksFile: must not be empty",
+            ),
+        ];
+        for (text, want) in cases {
+            let found = problems(&text);
+            assert!(
+                found.iter().any(|p| p.starts_with(want)),
+                "{want:?} not in {found:?}"
+            );
+        }
+        // A scope mapping with a misspelt field is no scope at all.
+        let misspelt = principal(&format!("{{subscriptionID: {SUB}}}"));
+        assert!(matches!(
+            Catalog::parse(&misspelt),
+            Err(CatalogError::Syntax { .. })
+        ));
     }
 
     #[test]

@@ -61,12 +61,31 @@ struct Log {
 }
 
 struct Seen {
+    method: String,
     path: String,
     authorization: Option<String>,
+    at: tokio::time::Instant,
+    /// The answer's status and `Retry-After`, once answered.
+    status: Option<u16>,
+    retry_after: Option<String>,
+}
+
+/// One request the layer saw, and what it answered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Exchange {
+    pub method: String,
+    pub path: String,
+    /// When the request arrived.
+    pub at: tokio::time::Instant,
+    /// `None` while unanswered (or when the connection was dropped or hangs).
+    pub status: Option<u16>,
+    pub retry_after: Option<String>,
 }
 
 struct Shared {
     mode: Mutex<Mode>,
+    /// Only requests whose path contains this get the mode; the others are answered healthy.
+    scope: Mutex<Option<String>>,
     log: Log,
     handler: Router,
 }
@@ -110,12 +129,24 @@ impl Upstream {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind upstream");
+        Self::serve_on(listener, handler, catalog, tls)
+    }
+
+    /// [`Upstream::serve`] on a listener bound beforehand: for a handler that must know its
+    /// own address (the emulator names itself in tokens and `nextLink`s).
+    pub fn serve_on(
+        listener: TcpListener,
+        handler: Router,
+        catalog: Catalog,
+        tls: Option<TlsAcceptor>,
+    ) -> Self {
         let addr = listener.local_addr().expect("upstream addr");
         let upstream = Self {
             addr,
             tls,
             shared: Arc::new(Shared {
                 mode: Mutex::new(Mode::Healthy),
+                scope: Mutex::new(None),
                 log: Log::default(),
                 handler,
             }),
@@ -164,7 +195,29 @@ impl Upstream {
     }
 
     pub fn set_mode(&self, mode: Mode) {
+        *lock(&self.shared.scope) = None;
         *lock(&self.shared.mode) = mode;
+    }
+
+    /// `mode` for the requests whose path contains `path_part` only (e.g. ARM's
+    /// `/providers/` or Entra ID's `/oauth2/`); the others are answered healthy.
+    pub fn set_mode_for(&self, path_part: &str, mode: Mode) {
+        *lock(&self.shared.scope) = Some(path_part.to_string());
+        *lock(&self.shared.mode) = mode;
+    }
+
+    /// Every request so far with what it was answered, in the order they arrived.
+    pub fn exchanges(&self) -> Vec<Exchange> {
+        lock(&self.shared.log.seen)
+            .iter()
+            .map(|s| Exchange {
+                method: s.method.clone(),
+                path: s.path.clone(),
+                at: s.at,
+                status: s.status,
+                retry_after: s.retry_after.clone(),
+            })
+            .collect()
     }
 
     /// Requests the layer saw, whatever it answered.
@@ -289,16 +342,52 @@ impl Drop for InFlight<'_> {
 async fn answer(request: Request<Incoming>, shared: &Shared) -> Result<Response<Body>, Dropped> {
     let log = &shared.log;
     log.requests.fetch_add(1, Ordering::SeqCst);
-    lock(&log.seen).push(Seen {
-        path: request.uri().path().to_owned(),
-        authorization: request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned),
-    });
+    let path = request.uri().path().to_owned();
+    let index = {
+        let mut seen = lock(&log.seen);
+        seen.push(Seen {
+            method: request.method().to_string(),
+            path: path.clone(),
+            authorization: request
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+            at: tokio::time::Instant::now(),
+            status: None,
+            retry_after: None,
+        });
+        seen.len() - 1
+    };
     let _in_flight = InFlight::enter(log);
-    let mode = lock(&shared.mode).clone();
+    let result = answer_in_mode(request, &path, shared).await;
+    if let Ok(response) = &result
+        && let Some(seen) = lock(&log.seen).get_mut(index)
+    {
+        seen.status = Some(response.status().as_u16());
+        seen.retry_after = response
+            .headers()
+            .get(header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+    }
+    result
+}
+
+async fn answer_in_mode(
+    request: Request<Incoming>,
+    path: &str,
+    shared: &Shared,
+) -> Result<Response<Body>, Dropped> {
+    let log = &shared.log;
+    let in_scope = lock(&shared.scope)
+        .as_deref()
+        .is_none_or(|part| path.contains(part));
+    let mode = if in_scope {
+        lock(&shared.mode).clone()
+    } else {
+        Mode::Healthy
+    };
     let failure = |code: u16| canned(code, r#"{"error":"upstream failure"}"#.to_owned());
     match mode {
         Mode::Healthy => Ok(handle(request, shared).await),

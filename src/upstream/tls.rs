@@ -1,4 +1,5 @@
-//! TLS client configuration for the http backend.
+//! TLS client configuration for the clients of services outside the cluster (the http
+//! metadata resolver, ARM and Entra ID).
 //!
 //! Built by hand rather than through reqwest's own TLS options so that the only crypto
 //! provider is `ring`, the one kube is built with: reqwest's built-in path would otherwise
@@ -16,15 +17,15 @@ use rustls::{
 
 #[derive(thiserror::Error, Debug)]
 pub enum TlsConfigError {
-    #[error("cannot read the resolver CA file {path}: {source}")]
+    #[error("cannot read the CA file {path}: {source}")]
     ReadCaFile {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("the resolver CA file {path} contains no PEM certificate")]
+    #[error("the CA file {path} contains no PEM certificate")]
     NoCertificates { path: PathBuf },
-    #[error("the resolver CA file {path} has an unusable certificate: {reason}")]
+    #[error("the CA file {path} has an unusable certificate: {reason}")]
     InvalidCertificate { path: PathBuf, reason: String },
     #[error("cannot build the TLS configuration: {0}")]
     Rustls(#[from] rustls::Error),
@@ -53,7 +54,7 @@ pub fn client_config(ca_file: Option<&Path>) -> Result<ClientConfig, TlsConfigEr
         }
     }
     if roots.is_empty() {
-        tracing::warn!("no trusted root certificates: https requests to the resolver will fail");
+        tracing::warn!("no trusted root certificates: https requests will fail");
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     Ok(ClientConfig::builder_with_provider(provider)

@@ -2,7 +2,10 @@
 //! subscription, the key of a multitenancy approval, and why a lookup failed.
 //!
 //! At the bottom of the dependency graph (DESIGN.md §6): `policy` decides over these types and
-//! `resolver` produces them, so neither has to import the other.
+//! `resolver` produces them, so neither has to import the other. [`arm`] is the same for
+//! azure mode: what ARM answered, produced by the ARM client and decided over by `policy`.
+
+pub mod arm;
 
 use std::fmt;
 
