@@ -1329,7 +1329,7 @@ const RECOVERY_MAX: Duration = Duration::from_secs(60);
 /// within [`RECOVERY_TARGET`], recovery may take at most this many times as long as the same
 /// number of status writes from the test alone (the floor, measured around the recovery).
 /// Generous: the operator also looks up each object and the load of the shared machine
-/// changes between the measurements (measured ratios 1.2–2.5, see the README).
+/// changes between the measurements (measured ratios 1.3–1.7, see the README).
 const RECOVERY_FLOOR_RATIO_MAX: f64 = 3.0;
 /// Registrations the CustomerSubscriptions are spread over.
 const OUTAGE_REGISTRATIONS: usize = 10;
