@@ -32,8 +32,8 @@ cluster-status: ## Show whether the local cluster is running and healthy (exit 1
 # ---- The two commands: make run, make test ----
 
 .PHONY: run
-run: ## Cluster up, CRDs, the operator on examples/catalog.yaml, the example manifests; Ctrl-C stops
-	$(HACK)/run.sh
+run: ## Cluster up, CRDs, the operator on examples/catalog.yaml, the example manifests; MODE=azure: against the emulator; Ctrl-C stops
+	MODE=$(MODE) $(HACK)/run.sh
 
 .PHONY: test
 test: ## Unit tests + integration tests against a real kube-apiserver (starts/stops the local cluster); NODE=1: with the node up

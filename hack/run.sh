@@ -1,19 +1,30 @@
 #!/usr/bin/env bash
 # make run: the operator on the local cluster with the example catalog and manifests.
-# Ctrl-C stops the operator, and the cluster if this script started it.
+# MODE=azure: the emulator plays Azure (DESIGN.md section 10) and the operator runs in azure mode
+# against it; the tenants the emulator then holds are printed too.
+# Ctrl-C stops the operator (and the emulator), and the cluster if this script started it.
 set -euo pipefail
 # shellcheck source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$REPO_ROOT"
 
+MODE="${MODE:-local}"
+case "$MODE" in
+  local | azure) ;;
+  *) die "MODE must be local or azure, not '$MODE'" ;;
+esac
+
 started=""
 operator_pid=""
+emulator_pid=""
 cleanup() {
   trap - EXIT INT TERM
-  if [ -n "$operator_pid" ]; then
-    kill "$operator_pid" 2>/dev/null || true
-    wait "$operator_pid" 2>/dev/null || true
-  fi
+  for pid in "$operator_pid" "$emulator_pid"; do
+    if [ -n "$pid" ]; then
+      kill "$pid" 2>/dev/null || true
+      wait "$pid" 2>/dev/null || true
+    fi
+  done
   if [ -n "$started" ]; then
     log "stopping the cluster this run started"
     "$HACK_DIR/cluster-down.sh"
@@ -36,7 +47,35 @@ k wait --for condition=Established crd/registrations.csp.azurestack.io crd/custo
 
 operator_log="$CLUSTER_DIR/logs/operator.log"
 mkdir -p "$(dirname "$operator_log")"
-target/debug/azs-csp-operator run --catalog-file examples/catalog.yaml --metrics-addr 127.0.0.1:8080 >"$operator_log" 2>&1 &
+# The example catalog's service principal (examples/catalog.yaml) in the emulator's Entra ID.
+TENANT_ID=0b1c2d3e-4f5a-4b6c-8d7e-9f0a1b2c3d4e
+CLIENT_ID=9d8c7b6a-5f4e-4d3c-8b2a-1f0e9d8c7b6a
+if [ "$MODE" = azure ]; then
+  emulator_dir="$CLUSTER_DIR/emulator"
+  mkdir -p "$emulator_dir"
+  emulator_log="$CLUSTER_DIR/logs/emulator.log"
+  mkdir -p "$(dirname "$emulator_log")"
+  target/debug/azs-csp-operator emulate --catalog examples/catalog.yaml --listen 127.0.0.1:0 \
+    --tls-dir "$emulator_dir/tls" >"$emulator_dir/stdout" 2>"$emulator_log" &
+  emulator_pid=$!
+  emulator_url=""
+  for _ in $(seq 1 300); do
+    emulator_url="$(sed -n 's/^emulator listening on //p' "$emulator_dir/stdout")"
+    [ -n "$emulator_url" ] && break
+    kill -0 "$emulator_pid" 2>/dev/null || die "the emulator stopped; see $emulator_log"
+    sleep 0.1
+  done
+  [ -n "$emulator_url" ] || die "the emulator did not start; see $emulator_log"
+  log "emulator listening on $emulator_url (log $emulator_log)"
+  secret_file="$emulator_dir/client-secret"
+  (umask 077 && printf '%s' emulator-demo-secret >"$secret_file")
+  AZURE_TENANT_ID="$TENANT_ID" AZURE_CLIENT_ID="$CLIENT_ID" AZURE_AUTHORITY_HOST="$emulator_url" \
+    target/debug/azs-csp-operator run --mode azure --arm-endpoint "$emulator_url" \
+    --azure-ca-file "$emulator_dir/tls/ca.crt" --azure-credential client-secret \
+    --azure-client-secret-file "$secret_file" --metrics-addr 127.0.0.1:8080 >"$operator_log" 2>&1 &
+else
+  target/debug/azs-csp-operator run --catalog-file examples/catalog.yaml --metrics-addr 127.0.0.1:8080 >"$operator_log" 2>&1 &
+fi
 operator_pid=$!
 log "operator started (pid $operator_pid, log $operator_log)"
 
@@ -50,6 +89,17 @@ k wait -n partner-contoso azsreg,custsub --all --for=jsonpath='{.status.observed
 sleep 1 # let the Registrations count the last attachments
 k get azs-csp -A
 echo
+if [ "$MODE" = azure ]; then
+  token="$(curl -sS --cacert "$emulator_dir/tls/ca.crt" "$emulator_url/$TENANT_ID/oauth2/v2.0/token" \
+    --data-urlencode grant_type=client_credentials --data-urlencode "client_id=$CLIENT_ID" \
+    --data-urlencode client_secret@"$secret_file" --data-urlencode "scope=$emulator_url/.default" | jq -r .access_token)"
+  registration=/subscriptions/6d3c4b9e-1f3a-4c6e-9b7a-2d1e0f9a8b7c/resourceGroups/azurestack/providers/Microsoft.AzureStack/registrations/azurestack-5f1c2d3e
+  log "tenants the emulator holds for $registration:"
+  curl -sS --cacert "$emulator_dir/tls/ca.crt" -H "Authorization: Bearer $token" \
+    "$emulator_url$registration/customerSubscriptions?api-version=2022-06-01" \
+    | jq -r '.value[] | "  \(.name)  tenant \(.properties.tenantId // "-")"'
+  echo
+fi
 log "the operator keeps running (log: $operator_log); try: kubectl --kubeconfig $KUBECONFIG -n partner-contoso describe custsub northwind"
 log "press Ctrl-C to stop"
 wait "$operator_pid"

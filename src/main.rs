@@ -1,6 +1,7 @@
 use std::process::ExitCode;
 
 use azs_csp_operator::{
+    azure,
     cli::{CatalogCommand, Cli, Command, LogFormat},
     crd, emulator, operator, resolver, verify,
 };
@@ -109,26 +110,55 @@ fn main() -> ExitCode {
                         return ExitCode::from(2);
                     }
                 };
-                match verify::run(client, &args.namespace, &args.registration, &args.subscription_id).await {
-                    Ok(Ok(mapping)) => {
-                        println!(
-                            "Attached: CustomerSubscription {}/{} maps subscription {} (tenant {}) to registration {}",
-                            args.namespace,
-                            mapping.customer_subscription,
-                            mapping.subscription_id,
-                            mapping.tenant_id.as_deref().unwrap_or("unknown"),
-                            mapping.arm_resource_id.as_deref().unwrap_or(&args.registration),
-                        );
-                        ExitCode::SUCCESS
-                    }
-                    Ok(Err(failure)) => {
-                        println!("{}: {}", failure.reason, failure.message);
-                        ExitCode::from(1)
-                    }
+                let cluster = match verify::run(client.clone(), &args.namespace, &args.registration, &args.subscription_id).await {
+                    Ok(answer) => answer,
                     Err(error) => {
                         eprintln!("error: {error}");
-                        ExitCode::from(2)
+                        return ExitCode::from(2);
                     }
+                };
+                let mut agree = true;
+                match &cluster {
+                    Ok(mapping) => println!(
+                        "Attached: CustomerSubscription {}/{} maps subscription {} (tenant {}) to registration {}",
+                        args.namespace,
+                        mapping.customer_subscription,
+                        mapping.subscription_id,
+                        mapping.tenant_id.as_deref().unwrap_or("unknown"),
+                        mapping.arm_resource_id.as_deref().unwrap_or(&args.registration),
+                    ),
+                    Err(failure) => println!("{}: {}", failure.reason, failure.message),
+                }
+                if args.in_azure {
+                    let writes = azure::WriteRate { per_second: 1.0, burst: 1 };
+                    let metrics = std::sync::Arc::new(azs_csp_operator::runtime::Metrics::new());
+                    let arm = match operator::arm_client(&args.arm, writes, metrics) {
+                        Ok(arm) => arm,
+                        Err(error) => {
+                            eprintln!("error: {error}");
+                            return ExitCode::from(2);
+                        }
+                    };
+                    match verify::ask_azure(client, &arm, &args.namespace, &args.registration, &args.subscription_id).await {
+                        Ok(Some((arm_id, answer))) => {
+                            let (same, text) = verify::compare(&cluster, &answer, &arm_id);
+                            println!("{text}");
+                            agree = same;
+                            if answer.is_err() {
+                                return ExitCode::from(2);
+                            }
+                        }
+                        Ok(None) => {}
+                        Err(error) => {
+                            eprintln!("error: {error}");
+                            return ExitCode::from(2);
+                        }
+                    }
+                }
+                if cluster.is_ok() && agree {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
                 }
             }
         }

@@ -71,8 +71,11 @@ pub fn arm_client(
     let credential = azure::credential::build(CredentialSettings {
         kind: args.azure_credential,
         client_secret_file: args.azure_client_secret_file.clone(),
+        // No SDK retry for tokens either: a refused or unreachable Entra ID is the reconcile's
+        // to retry with backoff, not a minute of retries inside one call.
         client_options: azure_core::http::ClientOptions {
             transport: Some(transport.clone()),
+            retry: azure_core::http::RetryOptions::none(),
             ..Default::default()
         },
     })?;

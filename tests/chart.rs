@@ -2113,6 +2113,13 @@ async fn the_operator_attaches_tenants_in_azure_with_the_chart_service_account_f
     ])))
     .expect("the cluster's OpenID configuration");
     let issuer = issuer["issuer"].as_str().expect("an issuer").to_string();
+    // The issuer's keys, as Entra ID fetches them: the emulator checks the signature with them.
+    let jwks = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        jwks.path(),
+        run(kubectl().args(["get", "--raw", "/openid/v1/jwks"])),
+    )
+    .unwrap();
 
     // Azure as the emulator plays it: the registration, its subscriptions, and the chart's
     // ServiceAccount federated to the application CLIENT_ID.
@@ -2131,8 +2138,9 @@ registrations:
 servicePrincipals:
 - tenantId: {TENANT_ID}
   clientId: {CLIENT_ID}
-  federatedCredentials: [{{issuer: "{issuer}", subject: "{subject}"}}]
-"#
+  federatedCredentials: [{{issuer: "{issuer}", subject: "{subject}", jwksFile: "{}"}}]
+"#,
+        jwks.path().display()
     ));
     let ca = std::fs::read_to_string(&emulator.ca_file).expect("the emulator's CA");
     let _: ConfigMap = release_ns

@@ -15,8 +15,8 @@ use azure_core::{
 };
 use azure_identity::{
     ClientAssertionCredentialOptions, ClientSecretCredential, ClientSecretCredentialOptions,
-    ManagedIdentityCredential, ManagedIdentityCredentialOptions, WorkloadIdentityCredential,
-    WorkloadIdentityCredentialOptions,
+    ManagedIdentityCredential, ManagedIdentityCredentialOptions, UserAssignedId,
+    WorkloadIdentityCredential, WorkloadIdentityCredentialOptions,
 };
 
 /// Which credential `--azure-credential` names.
@@ -114,9 +114,14 @@ pub fn build(settings: CredentialSettings) -> Result<Arc<dyn TokenCredential>, C
             }))
         }
         CredentialKind::ManagedIdentity => {
+            // The SDK reads no variable for a user-assigned identity: AZURE_CLIENT_ID names it,
+            // as the chart sets it; without it the system-assigned identity signs in.
             let options = ManagedIdentityCredentialOptions {
                 client_options: settings.client_options,
-                ..Default::default()
+                user_assigned_id: std::env::var("AZURE_CLIENT_ID")
+                    .ok()
+                    .filter(|id| !id.is_empty())
+                    .map(UserAssignedId::ClientId),
             };
             let credential = ManagedIdentityCredential::new(Some(options)).map_err(|e| {
                 CredentialError::Build {

@@ -53,6 +53,8 @@ pub enum Error {
     Api(#[source] kube::Error),
     #[error("a watch ended before its cache was filled")]
     CacheNeverReady,
+    #[error("cannot build a patch: {0}")]
+    InvalidPatch(String),
 }
 
 impl Error {
@@ -61,7 +63,7 @@ impl Error {
         match self {
             Error::Write { source, .. } | Error::Api(source) => api_error_category(source),
             Error::CrdMissing { .. } => ErrorCategory::NotFound,
-            Error::CacheNeverReady => ErrorCategory::Other,
+            Error::CacheNeverReady | Error::InvalidPatch(_) => ErrorCategory::Other,
         }
     }
 }

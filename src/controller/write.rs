@@ -143,6 +143,47 @@ pub async fn apply_finalizers<K: StatusOwner>(
     Ok(())
 }
 
+/// Removes `finalizer` from `obj` with a JSON patch that tests it is still where it was: unlike
+/// an apply, it cannot recreate an object that is already gone (its answer is then 404, or a
+/// failed test when the list changed: both leave nothing to do).
+pub async fn remove_finalizer<K: StatusOwner>(
+    ctx: &Context,
+    obj: &K,
+    finalizer: &str,
+) -> Result<(), Error> {
+    let Some(index) = obj.finalizers().iter().position(|f| f == finalizer) else {
+        return Ok(());
+    };
+    let namespace = obj.namespace().unwrap_or_default();
+    let name = obj.name_any();
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &namespace);
+    let path = format!("/metadata/finalizers/{index}");
+    let patch: json_patch::Patch = serde_json::from_value(json!([
+        {"op": "test", "path": path, "value": finalizer},
+        {"op": "remove", "path": path},
+    ]))
+    .map_err(|e| Error::InvalidPatch(e.to_string()))?;
+    match api
+        .patch(&name, &PatchParams::default(), &Patch::Json::<()>(patch))
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(status)) if status.code == 404 || status.code == 422 => {
+            debug!(%namespace, %name, code = status.code, "finalizer already gone");
+            return Ok(());
+        }
+        Err(source) => {
+            return Err(Error::Write {
+                namespace,
+                name,
+                source,
+            });
+        }
+    }
+    ctx.metrics.finalizer_written();
+    Ok(())
+}
+
 /// A status whose conditions include the Ready condition of a decision.
 pub trait WithConditions {
     fn conditions(&self) -> &[Condition];

@@ -17,10 +17,7 @@ use kube::{
     Api, Client, Config, Resource, ResourceExt,
     api::{ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams},
     config::{KubeConfigOptions, Kubeconfig},
-    runtime::{
-        conditions::{is_crd_established, is_deleted},
-        wait::await_condition,
-    },
+    runtime::{conditions::is_crd_established, wait::await_condition},
 };
 use serde::{Serialize, de::DeserializeOwned};
 
@@ -255,8 +252,12 @@ where
     K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone,
 {
-    let waited =
-        tokio::time::timeout(TIMEOUT, await_condition(api.clone(), name, is_deleted(""))).await;
+    // Not kube's `is_deleted(uid)`: with an empty uid it holds for any object still there.
+    let waited = tokio::time::timeout(
+        TIMEOUT,
+        await_condition(api.clone(), name, |obj: Option<&K>| obj.is_none()),
+    )
+    .await;
     if waited.is_err() {
         let last = api.get_opt(name).await;
         panic!(

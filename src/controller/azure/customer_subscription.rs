@@ -228,7 +228,7 @@ pub async fn reconcile(
         return record_local(ctx, &customer, &key, &decision).await;
     }
     let reattach = azure.reattach_requested(&key);
-    if settled(&customer) && !reattach {
+    if !reattach && (settled(&customer) || azure.is_decided(&key, customer.metadata.generation)) {
         return Ok(Action::await_change());
     }
 
@@ -305,6 +305,7 @@ pub async fn reconcile(
     if answer.is_err() {
         azure.reattach_done(&key);
     }
+    azure.decided(&key, customer.metadata.generation);
     ctx.backoff.reset(Kind::CustomerSubscription, &key);
     ctx.waiting.leave(&(Kind::CustomerSubscription, key));
     Ok(Action::await_change())
@@ -446,8 +447,8 @@ async fn detach(
             }
         }
     }
-    write::apply_finalizers(ctx, customer, FINALIZER_MANAGER, &[]).await?;
-    azure.reattach_done(key);
+    write::remove_finalizer(ctx, customer, DETACH_FINALIZER).await?;
+    azure.forget_customer(key);
     ctx.backoff.reset(Kind::CustomerSubscription, key);
     ctx.waiting
         .leave(&(Kind::CustomerSubscription, key.clone()));

@@ -37,6 +37,10 @@ pub struct AzureMode {
     reattach: Mutex<HashSet<ObjKey>>,
     /// When each Registration's tenants were last listed.
     listed: Mutex<HashMap<ObjKey, Instant>>,
+    /// The generation ARM last decided for each CustomerSubscription. The cache may not have
+    /// the status written for it yet when the next reconcile runs (the finalizer's own watch
+    /// event comes first): this keeps that reconcile from sending the PUT again.
+    decided: Mutex<HashMap<ObjKey, Option<i64>>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -51,7 +55,24 @@ impl AzureMode {
             approvals: Mutex::default(),
             reattach: Mutex::default(),
             listed: Mutex::default(),
+            decided: Mutex::default(),
         }
+    }
+
+    /// Records that ARM decided `generation` of `customer` for good.
+    pub fn decided(&self, customer: &ObjKey, generation: Option<i64>) {
+        lock(&self.decided).insert(customer.clone(), generation);
+    }
+
+    /// Whether ARM decided `generation` of `customer` for good.
+    pub fn is_decided(&self, customer: &ObjKey, generation: Option<i64>) -> bool {
+        lock(&self.decided).get(customer) == Some(&generation)
+    }
+
+    /// Forgets what is kept for a CustomerSubscription that is gone.
+    pub fn forget_customer(&self, customer: &ObjKey) {
+        lock(&self.decided).remove(customer);
+        lock(&self.reattach).remove(customer);
     }
 
     /// Records what a PUT taught about `registration`'s approval; true when it changed.
@@ -64,6 +85,7 @@ impl AzureMode {
     }
 
     pub fn request_reattach(&self, customer: &ObjKey) {
+        lock(&self.decided).remove(customer);
         lock(&self.reattach).insert(customer.clone());
     }
 
