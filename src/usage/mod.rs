@@ -9,13 +9,15 @@
 //! - [`period`]: the UTC month a record counts in (current, previous, late);
 //! - [`window`]: the hourly windows of reported time due after `--usage-delay`;
 //! - [`totals`]: month-to-date totals guarded by `through` (a window is added at most once);
-//! - [`cloudevents`]: the CloudEvents 1.0 batch the sink receives.
+//! - [`cloudevents`]: the CloudEvents 1.0 batch the sink receives;
+//! - [`ingest`]: one window decided record by record: events out, per-party sums kept.
 //!
 //! It sits above `policy` and `conditions` in the layer table: it reads the Ready condition
 //! (and its `Attached` reason) of a CustomerSubscription to learn since when a tenant is attached.
 
 pub mod attribution;
 pub mod cloudevents;
+pub mod ingest;
 pub mod meter;
 pub mod period;
 pub mod rate_card;

@@ -5,7 +5,7 @@
 //! currency: EUR                   # ISO 4217 code
 //! rates:
 //! - meterId: FAB6EB84-500B-4A09-A8CA-7358F8BBAEA5   # the stamp's local meter id
-//!   pricePerUnit: "0.0085"        # quoted or plain; quoted keeps every digit
+//!   pricePerUnit: 0.0085          # read digit for digit, quoted or plain
 //!   commerceMeterId: ...          # optional: Azure's commerce meter, a GUID
 //! ```
 
@@ -65,7 +65,8 @@ struct RateEntry {
     commerce_meter_id: Option<String>,
 }
 
-/// A price as written, read without passing through a float where the parser allows.
+/// A price as written: the YAML parser hands a plain scalar's text to a string visitor, so
+/// no digit passes through a float.
 struct PriceText(String);
 
 impl<'de> Deserialize<'de> for PriceText {

@@ -61,15 +61,26 @@ fn a_rate_card_parses_and_prices_exactly() {
 }
 
 #[test]
-fn a_quoted_price_keeps_every_digit() {
-    let card = RateCard::parse(
-        "currency: USD\nrates:\n- meterId: FAB6EB84-500B-4A09-A8CA-7358F8BBAEA5\n  pricePerUnit: \"0.12345678901234567890123\"\n",
-    )
-    .unwrap();
-    assert_eq!(
-        card.rate(id(BASE_VM_SIZE_HOURS)).unwrap().price_per_unit,
-        dec("0.12345678901234567890123")
-    );
+fn a_price_is_read_digit_for_digit_quoted_or_plain() {
+    let cases = [
+        ("\"0.12345678901234567890123\"", "0.12345678901234567890123"),
+        ("0.12345678901234567890123", "0.12345678901234567890123"),
+        ("'0.10'", "0.1"),
+        ("1e-3", "0.001"),
+        ("7", "7"),
+        ("0", "0"),
+    ];
+    for (written, exact) in cases {
+        let card = RateCard::parse(&format!(
+            "currency: USD\nrates:\n- meterId: {BASE_VM_SIZE_HOURS}\n  pricePerUnit: {written}\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            card.rate(id(BASE_VM_SIZE_HOURS)).unwrap().price_per_unit,
+            dec(exact),
+            "{written}"
+        );
+    }
 }
 
 #[test]
