@@ -767,6 +767,8 @@ impl WriteFloor {
     /// Creates the `objects` (not timed).
     pub async fn prepare(objects: usize) -> Self {
         let ns = TestNamespace::new("fault-write-floor").await;
+        // On a fresh cluster nothing may have installed the CRDs yet.
+        crate::common::ensure_crds(&ns.client).await;
         let names: Vec<String> = (0..objects).map(|i| format!("floor-{i:04}")).collect();
         let manifests: Vec<Value> = names
             .iter()
