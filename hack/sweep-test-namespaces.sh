@@ -2,10 +2,11 @@
 # Cleans up the namespaces that killed integration test runs (Ctrl-C, timeouts) leave behind.
 # Test namespaces carry the label azs-csp-operator.test=true (tests/common/mod.rs,
 # TestNamespace). When a run dies, the operator process that would remove the finalizer
-# csp.azurestack.io/registration-protection from their Registrations dies with it, so a
+# csp.azurestack.io/registration-protection from their Registrations (and, in azure mode,
+# csp.azurestack.io/azure-detach from their CustomerSubscriptions) dies with it, so a
 # deleted test namespace stays Terminating forever (and keeps kube-controller-manager and
 # the API server busy retrying it). This script, run by hack/test.sh before the tests:
-#   - removes that finalizer (and only it) from the Registrations of every Terminating test
+#   - removes those finalizers (and only them) from the objects of every Terminating test
 #     namespace, so that the namespace deletion can finish;
 #   - deletes test namespaces that are not Terminating but older than
 #     $SWEEP_STALE_AFTER_SECONDS (default 3600), and removes the finalizer in them too.
@@ -24,7 +25,11 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 LABEL="azs-csp-operator.test=true"
-FINALIZER="csp.azurestack.io/registration-protection"
+# The operator's finalizers, each on its kind.
+FINALIZERS=(
+  "registrations.csp.azurestack.io csp.azurestack.io/registration-protection"
+  "customersubscriptions.csp.azurestack.io csp.azurestack.io/azure-detach"
+)
 STALE_AFTER="${SWEEP_STALE_AFTER_SECONDS:-3600}"
 [[ "$STALE_AFTER" =~ ^[0-9]+$ ]] || die "SWEEP_STALE_AFTER_SECONDS must be a number of seconds"
 
@@ -79,39 +84,42 @@ while read -r kind name; do
   sweep_ns["$name"]=1
 done <<<"$to_sweep"
 
-# The Registrations that carry the finalizer, in the namespaces being swept, as
-# "NAMESPACE NAME INDEX" (INDEX: the finalizer's position in metadata.finalizers).
-# No CRD installed means no Registrations: nothing to remove.
+# The objects that carry an operator finalizer, in the namespaces being swept, as
+# "RESOURCE NAMESPACE NAME INDEX FINALIZER" (INDEX: its position in metadata.finalizers).
+# No CRD installed means no such objects: nothing to remove.
 remove=""
 for ns in "${!sweep_ns[@]}"; do
-  if ! registrations_json="$(k get registrations.csp.azurestack.io -n "$ns" -o json 2>/dev/null)"; then
-    continue
-  fi
-  # shellcheck disable=SC2016 # a jq program, not a shell expansion
-  remove+="$(jq -r --arg finalizer "$FINALIZER" '
-    .items[].metadata
-    | ((.finalizers // []) | index($finalizer)) as $index
-    | select($index != null)
-    | "\(.namespace) \(.name) \($index)"
-  ' <<<"$registrations_json")"$'\n' || warn "cannot parse the Registrations of $ns"
+  for entry in "${FINALIZERS[@]}"; do
+    read -r resource finalizer <<<"$entry"
+    if ! objects_json="$(k get "$resource" -n "$ns" -o json 2>/dev/null)"; then
+      continue
+    fi
+    # shellcheck disable=SC2016 # a jq program, not a shell expansion
+    remove+="$(jq -r --arg finalizer "$finalizer" --arg resource "$resource" '
+      .items[].metadata
+      | ((.finalizers // []) | index($finalizer)) as $index
+      | select($index != null)
+      | "\($resource) \(.namespace) \(.name) \($index) \($finalizer)"
+    ' <<<"$objects_json")"$'\n' || warn "cannot parse the $resource of $ns"
+  done
 done
 
-while read -r ns name index; do
+while read -r resource ns name index finalizer; do
   [ -n "$ns" ] || continue
   # JSON patch: "test" makes it a no-op failure, not a wrong removal, if the list changed
   # since the read (e.g. a live operator removed the finalizer meanwhile). Other
   # finalizers are kept.
-  patch="[{\"op\":\"test\",\"path\":\"/metadata/finalizers/$index\",\"value\":\"$FINALIZER\"},{\"op\":\"remove\",\"path\":\"/metadata/finalizers/$index\"}]"
-  if k patch registrations.csp.azurestack.io "$name" -n "$ns" --type=json -p "$patch" >/dev/null 2>&1; then
+  patch="[{\"op\":\"test\",\"path\":\"/metadata/finalizers/$index\",\"value\":\"$finalizer\"},{\"op\":\"remove\",\"path\":\"/metadata/finalizers/$index\"}]"
+  if k patch "$resource" "$name" -n "$ns" --type=json -p "$patch" >/dev/null 2>&1; then
     finalizers=$((finalizers + 1))
-  elif current="$(k get registrations.csp.azurestack.io "$name" -n "$ns" -o jsonpath='{.metadata.finalizers}' 2>/dev/null)" &&
-    [[ "$current" == *"\"$FINALIZER\""* ]]; then
-    warn "cannot remove the finalizer from Registration $ns/$name"
+  elif current="$(k get "$resource" "$name" -n "$ns" -o jsonpath='{.metadata.finalizers}' 2>/dev/null)" &&
+    [[ "$current" == *"\"$finalizer\""* ]]; then
+    warn "cannot remove the finalizer $finalizer from $resource $ns/$name"
     failures=$((failures + 1))
   fi # else: gone or finalizer already removed by someone else
 done <<<"$remove"
 
-summary="swept $((terminating + deleted)) leftover test namespaces ($terminating Terminating, $deleted deleted as older than ${STALE_AFTER}s): removed $finalizers Registration finalizers"
+summary="swept $((terminating + deleted)) leftover test namespaces ($terminating Terminating, $deleted deleted as older than ${STALE_AFTER}s): removed $finalizers finalizers"
 [ "$failures" -eq 0 ] || summary+="; $failures failures (see the warnings above)"
 log "$summary"
 exit 0

@@ -35,6 +35,18 @@ pub enum Command {
     /// Serve Entra ID, ARM's Microsoft.AzureStack and the http resolver from a catalog, over
     /// HTTPS on loopback, for rehearsals and tests (DESIGN.md section 10).
     Emulate(EmulateArgs),
+    /// Print the built-in table of the stamp's usage meters: id, name, unit (DESIGN.md §9).
+    Meters {
+        #[arg(long, short = 'o', value_enum, default_value = "table")]
+        output: MetersOutput,
+    },
+}
+
+/// How `meters` prints the table.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MetersOutput {
+    Table,
+    Json,
 }
 
 #[derive(Args, Debug)]
@@ -244,6 +256,27 @@ mod tests {
     fn cli_is_well_formed() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn meters_prints_a_table_or_json() {
+        let cases: [(&[&str], Option<MetersOutput>); 5] = [
+            (&["meters"], Some(MetersOutput::Table)),
+            (&["meters", "-o", "json"], Some(MetersOutput::Json)),
+            (&["meters", "--output", "table"], Some(MetersOutput::Table)),
+            (&["meters", "--output=json"], Some(MetersOutput::Json)),
+            (&["meters", "-o", "yaml"], None),
+        ];
+        for (args, expected) in cases {
+            let parsed = Cli::try_parse_from(
+                std::iter::once("azs-csp-operator").chain(args.iter().copied()),
+            );
+            let output = parsed.ok().map(|cli| match cli.command {
+                Command::Meters { output } => output,
+                other => panic!("{args:?} parsed as {other:?}"),
+            });
+            assert_eq!(output, expected, "{args:?}");
+        }
     }
 
     #[test]

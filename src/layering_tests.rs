@@ -29,6 +29,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("cli", 3),
     // What runs around the controllers, then the controllers.
     ("runtime", 4),
+    ("usage", 4), // pure usage decisions (§9), reading policy's reasons and `conditions`
     ("controller", 5),
     // Wiring: the commands.
     ("operator", 6),

@@ -14,6 +14,7 @@ pub mod policy;
 pub mod resolver;
 pub mod runtime;
 pub mod upstream;
+pub mod usage;
 pub mod verify;
 
 #[cfg(test)]

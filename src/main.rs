@@ -2,8 +2,8 @@ use std::process::ExitCode;
 
 use azs_csp_operator::{
     azure,
-    cli::{CatalogCommand, Cli, Command, LogFormat},
-    crd, emulator, operator, resolver, verify,
+    cli::{CatalogCommand, Cli, Command, LogFormat, MetersOutput},
+    crd, emulator, operator, resolver, usage, verify,
 };
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
@@ -102,6 +102,20 @@ fn main() -> ExitCode {
                     }
                 }
             }
+            Command::Meters { output: MetersOutput::Table } => {
+                print!("{}", usage::meter::render_table());
+                ExitCode::SUCCESS
+            }
+            Command::Meters { output: MetersOutput::Json } => match usage::meter::render_json() {
+                Ok(json) => {
+                    print!("{json}");
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("error: cannot render the meter table: {error}");
+                    ExitCode::from(2)
+                }
+            },
             Command::Verify(args) => {
                 let client = match kube::Client::try_default().await {
                     Ok(client) => client,

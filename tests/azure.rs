@@ -635,6 +635,56 @@ async fn deleting_removes_the_tenant_in_azure_unless_orphaned_and_waits_while_az
 }
 
 #[tokio::test]
+async fn a_delete_that_azure_does_not_answer_is_detaching_until_it_does() {
+    let world = AzureWorld::start(&catalog(4), 200, 10.0).await;
+    let s = Scenario::with_world("azure-detach-faults", world, &[]).await;
+    s.create_registration(registration("reg", REG_NAME, CLOUD, "PayAsYouUse"))
+        .await;
+    let api = s.ns.api::<CustomerSubscription>();
+    let faults: [(&str, Option<Mode>); 4] = [
+        ("timeout", Some(Mode::Hang)),
+        ("malformed", Some(Mode::Malformed)),
+        ("dropped", Some(Mode::Drop)),
+        ("refused", None),
+    ];
+    for (i, (name, mode)) in faults.iter().enumerate() {
+        let subscription = extra_subscription(i);
+        s.create_customers(&[customer(name, "reg", &subscription)])
+            .await;
+        s.wait_customer(name, "Attached").await;
+        match mode {
+            Some(mode) => s
+                .world
+                .upstream
+                .set_mode_for("/customerSubscriptions/", mode.clone()),
+            None => s.world.upstream.stop().await,
+        }
+        api.delete(name, &DeleteParams::default())
+            .await
+            .expect("delete");
+        let detaching = s.wait_customer(name, "Detaching").await;
+        assert_eq!(
+            ready_status(&detaching),
+            Some(ConditionStatus::Unknown),
+            "{name}"
+        );
+        assert!(
+            s.world.tenants(REG_NAME).contains(&subscription),
+            "{name}: still in Azure"
+        );
+        match mode {
+            Some(_) => s.world.upstream.set_mode(Mode::Healthy),
+            None => s.world.upstream.accept_connections().await,
+        }
+        wait_gone(&api, name).await;
+        assert!(
+            !s.world.tenants(REG_NAME).contains(&subscription),
+            "{name}: removed in Azure"
+        );
+    }
+}
+
+#[tokio::test]
 async fn drift_is_repaired_reported_and_pruned_only_when_asked() {
     let s = Scenario::start("azure-drift", &["--azure-resync", "2s"]).await;
     s.create_registration(registration("reg", REG_NAME, CLOUD, "PayAsYouUse"))

@@ -26,8 +26,8 @@ use common::{
     wait_customer_reason, wait_registration_reason,
 };
 use fault_kit::{
-    ApiServer, PARTNER, Population, assert_operator_healthy, create_all, guid,
-    release_registrations, sample_rate, survey, wait_converged,
+    ApiServer, OutcomeWatch, PARTNER, Population, WriteFloor, assert_operator_healthy, create_all,
+    guid, release_registrations, sample_rate, survey, wait_converged,
 };
 use kube::{
     ResourceExt,
@@ -1317,17 +1317,47 @@ const OUTAGE_FIRST_5S_MAX: u64 = 50;
 /// ...and at most this many per second on average after them.
 const OUTAGE_LATER_RATE_MAX: f64 = 1.0;
 /// Issue 13 asks that every object has its correct reason again within 3 s of the first
-/// successful probe. This debug-build operator on a 2-core machine does not reach that at
-/// N = 1,000 yet (measured 16.4 s for 502, 37-39 s after refused or hung connections: the
-/// re-evaluation of every waiting object and its status write, not the requests to the
-/// upstream), so the figure is printed next to this target and the test asserts only that
-/// recovery is complete and bounded; issue 13 stays open on this point.
+/// successful probe. That takes one status write per object, and at N = 1,000 the API server
+/// of this 2-core machine takes longer than that for 1,000 status writes even from the test
+/// alone (the floor, measured in the same run): there the test asserts a ratio to the floor
+/// instead ([`RECOVERY_FLOOR_RATIO_MAX`]) and prints the figure next to this target.
 const RECOVERY_TARGET: Duration = Duration::from_secs(3);
 /// Every object has its correct reason again this soon after the first successful probe:
 /// nothing is left waiting for a timer of its own.
 const RECOVERY_MAX: Duration = Duration::from_secs(60);
+/// Recovery needs one status write per object, and where the API server cannot take them
+/// within [`RECOVERY_TARGET`], recovery may take at most this many times as long as the same
+/// number of status writes from the test alone (the floor, measured around the recovery).
+/// Generous: the operator also looks up each object and the load of the shared machine
+/// changes between the measurements (measured ratios 1.3–1.7, see the README).
+const RECOVERY_FLOOR_RATIO_MAX: f64 = 3.0;
 /// Registrations the CustomerSubscriptions are spread over.
 const OUTAGE_REGISTRATIONS: usize = 10;
+/// Status writes in flight when the floor is measured: as many as the CustomerSubscription
+/// controller reconciles at once.
+const WRITE_CONCURRENCY: usize =
+    azs_csp_operator::controller::Tuning::CUSTOMER_SUBSCRIPTIONS.concurrency as usize;
+
+/// Waits until the operator has written no CustomerSubscription status for a second.
+async fn wait_status_writes_quiet(metrics: std::net::SocketAddr) {
+    let written = || {
+        let (_, body) = azs_csp_testkit::process::http_get(metrics, "/metrics").expect("metrics");
+        azs_csp_testkit::metrics::sample(
+            &body,
+            r#"azs_csp_status_writes_total{controller="customersubscription"}"#,
+        )
+        .unwrap_or_default()
+    };
+    let mut last = written();
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = written();
+        if now == last {
+            return;
+        }
+        last = now;
+    }
+}
 
 /// How the metadata server fails.
 #[derive(Clone, Copy, Debug)]
@@ -1349,6 +1379,8 @@ struct OutageScenario {
     upstream: Upstream,
     operator: Operator,
     population: Population,
+    /// As many objects as the population has CustomerSubscriptions, for the floor.
+    floor: WriteFloor,
 }
 
 /// What one outage looked like from the metadata server's side.
@@ -1362,6 +1394,11 @@ struct OutageFigures {
     /// From that answer until every object had its correct reason again (`None`: not within
     /// a minute).
     recovered_in: Option<Duration>,
+    /// How long the API server took for one status write to each of as many objects from
+    /// this test (see [`WriteFloor`]): during the outage before the heal, and right after
+    /// the recovery. About the least any recovery can take at that moment; the machine is
+    /// shared, so the two can differ a lot and the recovery is compared with their mean.
+    write_floors: [Duration; 2],
     /// Objects not in their correct reason once the operator settled.
     wrong_at_end: usize,
 }
@@ -1376,9 +1413,19 @@ impl OutageFigures {
         later.iter().sum::<u64>() as f64 / later.len().max(1) as f64
     }
 
+    /// The mean of the two floors.
+    fn write_floor(&self) -> Duration {
+        (self.write_floors[0] + self.write_floors[1]) / 2
+    }
+
+    /// Recovery over the floor: how far from what the API server allows.
+    fn floor_ratio(&self) -> Option<f64> {
+        Some(self.recovered_in?.as_secs_f64() / self.write_floor().as_secs_f64())
+    }
+
     fn summary(&self) -> String {
         format!(
-            "{:?}, {} CustomerSubscriptions, {} s outage: {} requests in the first 5 s, {:.2}/s after; first good answer {:.1?} after the heal, every object correct {} after it (target {RECOVERY_TARGET:?}); {} wrong at the end",
+            "{:?}, {} CustomerSubscriptions, {} s outage: {} requests in the first 5 s, {:.2}/s after; first good answer {:.1?} after the heal, every object correct {} after it (target {RECOVERY_TARGET:?}); {} status writes took {:.1?} before the heal and {:.1?} after the recovery (floor), recovery/floor {}; {} wrong at the end",
             self.failure,
             self.customers,
             self.per_second.len(),
@@ -1387,6 +1434,11 @@ impl OutageFigures {
             self.first_answer_after,
             self.recovered_in
                 .map_or_else(|| "not within 60 s".to_string(), |d| format!("{d:.1?}")),
+            self.customers,
+            self.write_floors[0],
+            self.write_floors[1],
+            self.floor_ratio()
+                .map_or_else(|| "-".to_string(), |r| format!("{r:.2}")),
             self.wrong_at_end,
         )
     }
@@ -1405,6 +1457,11 @@ impl OutageFigures {
         assert!(
             self.recovered_in.is_some_and(|d| d <= RECOVERY_MAX),
             "not every object correct within {RECOVERY_MAX:?} of the first good answer: {summary}"
+        );
+        let bound = RECOVERY_TARGET.max(self.write_floor().mul_f64(RECOVERY_FLOOR_RATIO_MAX));
+        assert!(
+            self.recovered_in.is_some_and(|d| d <= bound),
+            "recovery took longer than {RECOVERY_TARGET:?} and than {RECOVERY_FLOOR_RATIO_MAX} times the floor: {summary}"
         );
         assert_eq!(self.wrong_at_end, 0, "{summary}");
     }
@@ -1435,6 +1492,7 @@ impl OutageScenario {
         let mut manifests = Vec::new();
         let mut expected_customers = BTreeMap::new();
         let mut expected_counts: BTreeMap<String, i64> = BTreeMap::new();
+        let floor = WriteFloor::prepare(customers).await;
         for i in 0..customers {
             let sub = guid(0xb5, i);
             let name = format!("cs-{i:04}");
@@ -1493,6 +1551,7 @@ impl OutageScenario {
             upstream,
             operator,
             population,
+            floor,
         }
     }
 
@@ -1521,12 +1580,20 @@ impl OutageScenario {
             Failure::Refused => self.upstream.refuse_connections(),
             Failure::Hang => self.upstream.set_mode(Mode::Hang),
         }
-        let per_second = sample_rate(
-            || self.requests(failure, metrics),
-            outage,
-            Duration::from_secs(1),
-        )
-        .await;
+        // The floor is measured while the operator is idle (every object decided as waiting),
+        // and before the heal, so that the two never compete.
+        let (per_second, write_floor) = tokio::join!(
+            sample_rate(
+                || self.requests(failure, metrics),
+                outage,
+                Duration::from_secs(1),
+            ),
+            async {
+                wait_status_writes_quiet(metrics).await;
+                self.floor.measure(WRITE_CONCURRENCY).await
+            }
+        );
+        let mut outcomes = OutcomeWatch::start(&self.ns, &self.population.reasons_only()).await;
         let answered_before = self.upstream.requests();
         match failure {
             Failure::BadGateway | Failure::Hang => self.upstream.set_mode(Mode::Healthy),
@@ -1542,26 +1609,12 @@ impl OutageScenario {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let first_answer = Instant::now();
-        let reasons_only = Population {
-            expected_counts: BTreeMap::new(),
-            catalog: String::new(),
-            registrations: Vec::new(),
-            customers: Vec::new(),
-            duplicates: Vec::new(),
-            expected_customers: self.population.expected_customers.clone(),
-            expected_registrations: self.population.expected_registrations.clone(),
-        };
-        let mut recovered_in = None;
-        while first_answer.elapsed() < Duration::from_secs(60) {
-            if survey(&self.ns, &reasons_only)
-                .await
-                .is_ok_and(|s| s.done())
-            {
-                recovered_in = Some(first_answer.elapsed());
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let recovered_in = outcomes
+            .all_matching_after(first_answer, Duration::from_secs(60))
+            .await
+            .map(|at| at - first_answer);
+        drop(outcomes);
+        let write_floors = [write_floor, self.floor.measure(WRITE_CONCURRENCY).await];
         // Then everything, counts included, must settle.
         let deadline = Instant::now() + Duration::from_secs(60);
         let wrong_at_end = loop {
@@ -1577,6 +1630,7 @@ impl OutageScenario {
             per_second,
             first_answer_after: first_answer - healed,
             recovered_in,
+            write_floors,
             wrong_at_end,
         };
         eprintln!("{}", figures.summary());

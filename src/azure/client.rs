@@ -358,6 +358,18 @@ impl ArmClient {
             )
             .await
         {
+            // ARM answers 200 with an empty body (or 204); a body that is not JSON is not ARM's
+            // answer (a proxy's page, say), and the tenant may still be there.
+            Ok(answer)
+                if !answer.body.iter().all(u8::is_ascii_whitespace)
+                    && serde_json::from_slice::<serde_json::Value>(&answer.body).is_err() =>
+            {
+                Err(ArmError::Malformed {
+                    status: answer.status,
+                    reason: "the DELETE answer's body is not JSON".to_string(),
+                    request_id: answer.request_id,
+                })
+            }
             Ok(answer) => Ok(ArmDeleted {
                 existed: true,
                 request_id: answer.request_id,

@@ -197,8 +197,12 @@ pub(super) fn next_action(ctx: &Context, kind: Kind, key: &ObjKey, transient: bo
     }
     ctx.waiting.leave(&waiter);
     ctx.backoff.reset(kind, key);
-    ctx.refresh_after()
-        .map_or_else(Action::await_change, Action::requeue)
+    match ctx.refresh_after() {
+        // Refreshed when the re-evaluation after an outage is over (see `Waiting`).
+        Some(_) if ctx.waiting.defer_refresh(&waiter) => Action::await_change(),
+        Some(after) => Action::requeue(after),
+        None => Action::await_change(),
+    }
 }
 
 pub fn error_policy(

@@ -19,7 +19,8 @@ use kube::{Api, Client, api::PostParams};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
-use crate::runtime::Metrics;
+use super::{context::Kind, index::ObjKey};
+use crate::{runtime::Metrics, upstream::Waiting};
 
 /// Events waiting to be published; beyond this they are dropped.
 pub const QUEUE_CAPACITY: usize = 1024;
@@ -92,18 +93,22 @@ fn event_object(event: PendingEvent, reporter: &Reporter, now: Timestamp) -> Eve
 }
 
 /// Publishes queued Events, [`IN_FLIGHT`] at a time, until every [`EventQueue`] is dropped
-/// and the queue is empty.
+/// and the queue is empty. While the objects waiting on an upstream that answers again are
+/// re-evaluated (see [`Waiting`]), Events wait: their status writes go first.
 pub async fn publish_queued(
     mut rx: mpsc::Receiver<PendingEvent>,
     client: Client,
     reporter: Reporter,
     metrics: Arc<Metrics>,
+    waiting: Arc<Waiting<(Kind, ObjKey)>>,
 ) {
     let queued = futures::stream::poll_fn(|cx| rx.poll_recv(cx));
     queued
         .for_each_concurrent(IN_FLIGHT, |event| {
             let (client, reporter, metrics) = (client.clone(), &reporter, &metrics);
+            let waiting = waiting.clone();
             async move {
+                waiting.drained().await;
                 let namespace = event.regarding.namespace.clone().unwrap_or_default();
                 let reason = event.reason.clone();
                 let body = event_object(event, reporter, Timestamp::now());

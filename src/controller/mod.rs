@@ -205,6 +205,7 @@ pub async fn run_controllers(
         client.clone(),
         settings.reporter.clone(),
         settings.metrics.clone(),
+        caches.kept.waiting.clone(),
     ));
     caches.invalid.report_to(event_queue.clone());
     let ctx = Arc::new(Context {
@@ -284,6 +285,8 @@ pub async fn run_controllers(
         _ = caches.watches_ended() => { error!("watch tasks ended unexpectedly"); }
     }
     metadata_changes.abort();
+    // No drain outlives the controllers: the Events it holds back are flushed below.
+    caches.kept.waiting.end_drain();
     if let Some(task) = arm_recoveries {
         task.abort();
     }

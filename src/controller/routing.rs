@@ -5,7 +5,10 @@
 //! standby: when it becomes the leader). Until then requests are dropped: the controllers
 //! reconcile every cached object when they start, which covers whatever was dropped.
 
-use std::sync::{Arc, PoisonError, RwLock};
+use std::{
+    sync::{Arc, PoisonError, RwLock},
+    time::Duration,
+};
 
 use futures::channel::mpsc;
 use kube::runtime::reflector::ObjectRef;
@@ -19,6 +22,7 @@ use crate::{
     api::{Condition, CustomerSubscription, Registration},
     policy::Reason,
     resolver::{MetadataChange, MetadataResolver},
+    upstream::Waiting,
 };
 
 /// A watched scope: one namespace, or the whole cluster (`None`).
@@ -102,20 +106,29 @@ impl Router {
 /// Requeues what each upstream change affects, until the resolver stops announcing changes.
 pub async fn route_metadata_changes(
     resolver: Arc<dyn MetadataResolver>,
-    waiting: Arc<crate::upstream::Waiting<(Kind, ObjKey)>>,
+    waiting: Arc<Waiting<(Kind, ObjKey)>>,
     index: Arc<Index>,
     router: Router,
     registrations: Stores<Registration>,
     customers: Stores<CustomerSubscription>,
 ) {
     let mut changes = resolver.changes();
+    // Dropped (and so aborted) with this task.
+    let mut drains = tokio::task::JoinSet::new();
     loop {
         match changes.recv().await {
             Ok(change) => {
                 let mut affected = index.affected_by(&change);
                 if change.upstream_recovered {
-                    affected.extend(waiting_on_upstream(&registrations, &customers));
-                    affected.extend(parked(&waiting));
+                    let taken = waiters(&waiting, &registrations, &customers);
+                    waiting.start_drain(waiter_keys(&taken));
+                    affected.extend(taken);
+                    while drains.try_join_next().is_some() {}
+                    drains.spawn(refresh_after_drain(
+                        waiting.clone(),
+                        router.clone(),
+                        resolver.refresh_interval(),
+                    ));
                 }
                 router.send(affected);
             }
@@ -131,26 +144,86 @@ pub async fn route_metadata_changes(
     }
 }
 
+/// A drain ends this long after its start at the latest, so that objects that never get
+/// decided (their writes keep failing) do not hold up the refreshes of the others for good;
+/// at least one refresh interval.
+const DRAIN_MAX: Duration = Duration::from_secs(60);
+
+/// Waits for the drain to end (every waiter decided, or [`DRAIN_MAX`] or one refresh
+/// interval, whichever is longer), then refreshes the objects it deferred (see
+/// [`Waiting`]): spread over a tenth of the interval, from one interval after the end, as
+/// each would have been refreshed after its own decision.
+async fn refresh_after_drain(
+    waiting: Arc<Waiting<(Kind, ObjKey)>>,
+    router: Router,
+    interval: Option<Duration>,
+) {
+    let bound = interval.unwrap_or_default().max(DRAIN_MAX);
+    let _ = tokio::time::timeout(bound, waiting.drained()).await;
+    let deferred = waiting.end_drain();
+    let Some(interval) = interval else {
+        return;
+    };
+    let ended = tokio::time::Instant::now();
+    for (at, (kind, key)) in refresh_offsets(deferred.len(), interval).zip(deferred) {
+        tokio::time::sleep_until(ended + at).await;
+        let mut refresh = index::Affected::default();
+        match kind {
+            Kind::Registration => refresh.registrations.insert(key),
+            Kind::CustomerSubscription => refresh.customers.insert(key),
+        };
+        router.send(refresh);
+    }
+}
+
+/// When each of `n` deferred refreshes is due after the drain: evenly over
+/// `[interval, 1.1 interval)`, the jitter each object's own refresh has.
+fn refresh_offsets(n: usize, interval: Duration) -> impl Iterator<Item = Duration> {
+    (0..n).map(move |i| interval + interval.mul_f64(0.1 * i as f64 / n as f64))
+}
+
+/// The keys of objects taken for re-evaluation, as [`Waiting`] knows them.
+fn waiter_keys(affected: &index::Affected) -> impl Iterator<Item = (Kind, ObjKey)> + '_ {
+    let registrations = affected
+        .registrations
+        .iter()
+        .map(|key| (Kind::Registration, key.clone()));
+    let customers = affected
+        .customers
+        .iter()
+        .map(|key| (Kind::CustomerSubscription, key.clone()));
+    registrations.chain(customers)
+}
+
 /// Requeues, each time ARM answers again (azure mode), every object waiting on it: the same
 /// re-evaluation a resolver's recovery triggers.
 pub async fn route_arm_recoveries(
     mut recoveries: tokio::sync::broadcast::Receiver<()>,
-    waiting: Arc<crate::upstream::Waiting<(Kind, ObjKey)>>,
+    waiting: Arc<Waiting<(Kind, ObjKey)>>,
     router: Router,
     registrations: Stores<Registration>,
     customers: Stores<CustomerSubscription>,
 ) {
     use tokio::sync::broadcast::error::RecvError;
     while let Ok(()) | Err(RecvError::Lagged(_)) = recoveries.recv().await {
-        let mut affected = waiting_on_upstream(&registrations, &customers);
-        affected.extend(parked(&waiting));
-        router.send(affected);
+        router.send(waiters(&waiting, &registrations, &customers));
     }
+}
+
+/// Every object waiting on an upstream that answers again, taken for re-evaluation.
+fn waiters(
+    waiting: &Waiting<(Kind, ObjKey)>,
+    registrations: &Stores<Registration>,
+    customers: &Stores<CustomerSubscription>,
+) -> index::Affected {
+    let mut affected = waiting_on_upstream(registrations, customers);
+    affected.extend(parked(waiting));
+    affected
 }
 
 /// The objects parked while the upstream was treated as down (they have no timer of their
 /// own), taken for re-evaluation: it answers again.
-fn parked(waiting: &crate::upstream::Waiting<(Kind, ObjKey)>) -> index::Affected {
+fn parked(waiting: &Waiting<(Kind, ObjKey)>) -> index::Affected {
     let mut affected = index::Affected::default();
     for (kind, key) in waiting.take_all() {
         match kind {
@@ -281,6 +354,57 @@ mod tests {
             affected.customers.into_iter().collect::<Vec<_>>(),
             [ObjKey::new("ns", "cust-waiting")]
         );
+    }
+
+    #[test]
+    fn deferred_refreshes_spread_over_a_tenth_of_the_interval_after_it() {
+        let interval = Duration::from_secs(10);
+        let offsets: Vec<Duration> = refresh_offsets(4, interval).collect();
+        assert_eq!(
+            offsets,
+            [10_000, 10_250, 10_500, 10_750].map(Duration::from_millis)
+        );
+        assert_eq!(refresh_offsets(0, interval).count(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_a_drain_its_deferred_refreshes_reach_the_controller_one_interval_later() {
+        let waiting = Arc::new(Waiting::default());
+        let router = Router::default();
+        let (route, mut requeues) = Route::new(None);
+        router.connect(vec![route]);
+        let waiter = (Kind::CustomerSubscription, ObjKey::new("ns", "waiter"));
+        let settled = (Kind::CustomerSubscription, ObjKey::new("ns", "settled"));
+        waiting.start_drain([waiter.clone()]);
+        let drain = tokio::spawn(refresh_after_drain(
+            waiting.clone(),
+            router.clone(),
+            Some(Duration::from_secs(5)),
+        ));
+        assert!(waiting.defer_refresh(&settled), "decided while draining");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        waiting.leave(&waiter);
+        let drained_at = tokio::time::Instant::now();
+        tokio::time::sleep(Duration::from_millis(4_990)).await;
+        assert_eq!(requeues.customers.try_recv(), Err(TryRecvError::Empty));
+        drain.await.expect("drain task");
+        assert_eq!(
+            requeues.customers.try_recv(),
+            Ok(ObjectRef::new("settled").within("ns"))
+        );
+        assert_eq!(drained_at.elapsed(), Duration::from_secs(5));
+        assert_eq!(requeues.customers.try_recv(), Err(TryRecvError::Empty));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_drain_that_never_completes_ends_after_its_bound() {
+        let waiting = Arc::new(Waiting::default());
+        let never = (Kind::CustomerSubscription, ObjKey::new("ns", "never"));
+        waiting.start_drain([never]);
+        let started = tokio::time::Instant::now();
+        refresh_after_drain(waiting.clone(), Router::default(), None).await;
+        assert_eq!(started.elapsed(), DRAIN_MAX);
+        assert_eq!(waiting.draining(), 0);
     }
 
     #[test]

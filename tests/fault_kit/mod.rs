@@ -348,6 +348,20 @@ impl Population {
     pub fn total(&self) -> usize {
         self.expected_customers.len() + self.expected_registrations.len()
     }
+
+    /// The expected reasons only, without the attached-customer counts (a count is written
+    /// up to a few seconds after the reasons it counts).
+    pub fn reasons_only(&self) -> Population {
+        Population {
+            catalog: String::new(),
+            registrations: Vec::new(),
+            customers: Vec::new(),
+            duplicates: Vec::new(),
+            expected_customers: self.expected_customers.clone(),
+            expected_registrations: self.expected_registrations.clone(),
+            expected_counts: BTreeMap::new(),
+        }
+    }
 }
 
 /// Creates typed objects from JSON manifests, `concurrency` at a time.
@@ -397,6 +411,50 @@ fn condition_status_fits(reason: &str, status: &ConditionStatus) -> bool {
     *status == expected
 }
 
+/// Whether `cs` has its `expected` Ready reason for its current generation (and a condition
+/// status that fits it); else what it has instead.
+fn customer_outcome(cs: &CustomerSubscription, expected: &str) -> Result<(), String> {
+    let reason = customer_reason(cs);
+    let status = cs.status.as_ref();
+    let ready = status.and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"));
+    let generation_current = status.and_then(|s| s.observed_generation) == cs.metadata.generation;
+    let fits = ready.is_some_and(|c| condition_status_fits(&c.reason, &c.status));
+    if reason.as_deref() == Some(expected) && generation_current && fits {
+        return Ok(());
+    }
+    Err(format!(
+        "CustomerSubscription {}: expected {expected}, has {:?} (generation {:?}, status.observedGeneration {:?}, condition {:?})",
+        cs.name_any(),
+        reason,
+        cs.metadata.generation,
+        status.and_then(|s| s.observed_generation),
+        ready.map(|c| (&c.status, &c.reason, c.observed_generation)),
+    ))
+}
+
+/// Whether `reg` has its `expected` Ready reason for its current generation and, when one is
+/// given, the expected count of attached customers; else what it has instead.
+fn registration_outcome(
+    reg: &Registration,
+    expected: &str,
+    expected_count: Option<&i64>,
+) -> Result<(), String> {
+    let reason = registration_reason(reg);
+    let status = reg.status.as_ref();
+    let count = status.and_then(|s| s.customer_subscription_count);
+    let count_ok = expected_count.is_none_or(|want| count == Some(*want));
+    let generation_current = status.and_then(|s| s.observed_generation) == reg.metadata.generation;
+    if reason.as_deref() == Some(expected) && generation_current && count_ok {
+        return Ok(());
+    }
+    Err(format!(
+        "Registration {}: expected {expected} (customers {expected_count:?}), has {reason:?} (customers {count:?}, generation {:?}, status.observedGeneration {:?})",
+        reg.name_any(),
+        reg.metadata.generation,
+        status.and_then(|s| s.observed_generation),
+    ))
+}
+
 /// Lists both kinds once and compares each object with its expected outcome: Ready reason
 /// for the current generation, `status.observedGeneration` current, the condition's status
 /// fitting its reason, and the attached-customer counts.
@@ -414,29 +472,16 @@ pub async fn survey(ns: &TestNamespace, population: &Population) -> Result<Surve
         let Some(expected) = population.expected_customers.get(&name) else {
             continue;
         };
-        let reason = customer_reason(cs);
-        let status = cs.status.as_ref();
-        let ready = status.and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"));
-        if let Some(reason) = &reason {
+        if let Some(reason) = customer_reason(cs) {
             survey.decided += 1;
-            *survey.by_reason.entry(reason.clone()).or_default() += 1;
             if reason == "Reconciling" {
                 survey.reconciling += 1;
             }
+            *survey.by_reason.entry(reason).or_default() += 1;
         }
-        let generation_current =
-            status.and_then(|s| s.observed_generation) == cs.metadata.generation;
-        let fits = ready.is_some_and(|c| condition_status_fits(&c.reason, &c.status));
-        if reason.as_ref() == Some(expected) && generation_current && fits {
-            survey.matching += 1;
-        } else {
-            survey.mismatches.push(format!(
-                "CustomerSubscription {name}: expected {expected}, has {:?} (generation {:?}, status.observedGeneration {:?}, condition {:?})",
-                reason,
-                cs.metadata.generation,
-                status.and_then(|s| s.observed_generation),
-                ready.map(|c| (&c.status, &c.reason, c.observed_generation)),
-            ));
+        match customer_outcome(cs, expected) {
+            Ok(()) => survey.matching += 1,
+            Err(mismatch) => survey.mismatches.push(mismatch),
         }
     }
     let registrations = ns
@@ -448,27 +493,12 @@ pub async fn survey(ns: &TestNamespace, population: &Population) -> Result<Surve
         let Some(expected) = population.expected_registrations.get(&name) else {
             continue;
         };
-        let reason = registration_reason(reg);
-        let status = reg.status.as_ref();
-        if reason.is_some() {
+        if registration_reason(reg).is_some() {
             survey.decided += 1;
         }
-        let count = status.and_then(|s| s.customer_subscription_count);
-        let count_ok = population
-            .expected_counts
-            .get(&name)
-            .is_none_or(|want| count == Some(*want));
-        let generation_current =
-            status.and_then(|s| s.observed_generation) == reg.metadata.generation;
-        if reason.as_ref() == Some(expected) && generation_current && count_ok {
-            survey.matching += 1;
-        } else {
-            survey.mismatches.push(format!(
-                "Registration {name}: expected {expected} (customers {:?}), has {reason:?} (customers {count:?}, generation {:?}, status.observedGeneration {:?})",
-                population.expected_counts.get(&name),
-                reg.metadata.generation,
-                status.and_then(|s| s.observed_generation),
-            ));
+        match registration_outcome(reg, expected, population.expected_counts.get(&name)) {
+            Ok(()) => survey.matching += 1,
+            Err(mismatch) => survey.mismatches.push(mismatch),
         }
     }
     // Objects expected but not listed.
@@ -513,6 +543,158 @@ pub async fn wait_converged(
             .collect::<Vec<_>>()
             .join("\n")
     );
+}
+
+/// Watches a population's objects and tells when every one has its expected outcome. A
+/// measurement polling [`survey`] would list every object several times a second, and that
+/// load on the API server would become part of what it measures; a watch costs one event per
+/// change.
+pub struct OutcomeWatch {
+    /// When the last mismatching object came to match; `None` while some do not.
+    all_matching_since: tokio::sync::watch::Receiver<Option<Instant>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// An object of a population, by kind and name.
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum Member {
+    Customer(String),
+    Registration(String),
+}
+
+impl OutcomeWatch {
+    /// Starts watching both kinds in `ns`; returns once both watches have listed.
+    pub async fn start(ns: &TestNamespace, population: &Population) -> Self {
+        use futures::StreamExt;
+        use kube::runtime::{WatchStreamExt, watcher};
+        let customers = watcher(ns.api::<CustomerSubscription>(), watcher::Config::default())
+            .default_backoff()
+            .map(|event| event.map(|e| wrap(e, Watched::Customer)));
+        let registrations = watcher(ns.api::<Registration>(), watcher::Config::default())
+            .default_backoff()
+            .map(|event| event.map(|e| wrap(e, Watched::Registration)));
+        let mut events = Box::pin(futures::stream::select(customers, registrations));
+        let expected_customers = population.expected_customers.clone();
+        let expected_registrations = population.expected_registrations.clone();
+        let expected_counts = population.expected_counts.clone();
+        let mut mismatching: std::collections::HashSet<Member> = expected_customers
+            .keys()
+            .cloned()
+            .map(Member::Customer)
+            .chain(
+                expected_registrations
+                    .keys()
+                    .cloned()
+                    .map(Member::Registration),
+            )
+            .collect();
+        let (tx, all_matching_since) = tokio::sync::watch::channel(None);
+        let (listed_tx, listed) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(async move {
+            let mut listed_tx = Some(listed_tx);
+            let mut lists_done = 0;
+            while let Some(event) = events.next().await {
+                let (member, matches) = match event {
+                    Ok(watcher::Event::Apply(obj) | watcher::Event::InitApply(obj)) => match obj {
+                        Watched::Customer(cs) => {
+                            let name = cs.name_any();
+                            let Some(expected) = expected_customers.get(&name) else {
+                                continue;
+                            };
+                            let ok = customer_outcome(&cs, expected).is_ok();
+                            (Member::Customer(name), ok)
+                        }
+                        Watched::Registration(reg) => {
+                            let name = reg.name_any();
+                            let Some(expected) = expected_registrations.get(&name) else {
+                                continue;
+                            };
+                            let count = expected_counts.get(&name);
+                            let ok = registration_outcome(&reg, expected, count).is_ok();
+                            (Member::Registration(name), ok)
+                        }
+                    },
+                    Ok(watcher::Event::Delete(Watched::Customer(cs))) => {
+                        (Member::Customer(cs.name_any()), false)
+                    }
+                    Ok(watcher::Event::Delete(Watched::Registration(reg))) => {
+                        (Member::Registration(reg.name_any()), false)
+                    }
+                    Ok(watcher::Event::InitDone) => {
+                        lists_done += 1;
+                        if lists_done == 2
+                            && let Some(listed_tx) = listed_tx.take()
+                        {
+                            let _ = listed_tx.send(());
+                        }
+                        continue;
+                    }
+                    Ok(watcher::Event::Init) | Err(_) => continue,
+                };
+                let was_done = mismatching.is_empty();
+                if matches {
+                    mismatching.remove(&member);
+                } else {
+                    mismatching.insert(member);
+                }
+                match (was_done, mismatching.is_empty()) {
+                    (false, true) => tx.send_replace(Some(Instant::now())),
+                    (true, false) => tx.send_replace(None),
+                    _ => None,
+                };
+            }
+        });
+        tokio::time::timeout(Duration::from_secs(60), listed)
+            .await
+            .expect("the outcome watches did not list within 60 s")
+            .expect("the outcome watch task ended");
+        Self {
+            all_matching_since,
+            task,
+        }
+    }
+
+    /// The first moment from `since` on at which every object has its expected outcome;
+    /// `None` if that is not so within `timeout` of `since`.
+    pub async fn all_matching_after(
+        &mut self,
+        since: Instant,
+        timeout: Duration,
+    ) -> Option<Instant> {
+        let deadline = tokio::time::Instant::from_std(since + timeout);
+        let done = self.all_matching_since.wait_for(Option::is_some);
+        match tokio::time::timeout_at(deadline, done).await {
+            Ok(Ok(at)) => at.map(|at| at.max(since)),
+            _ => None,
+        }
+    }
+}
+
+impl Drop for OutcomeWatch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// What [`OutcomeWatch`] receives from its two watches.
+#[derive(Clone)]
+enum Watched {
+    Customer(CustomerSubscription),
+    Registration(Registration),
+}
+
+fn wrap<K>(
+    event: kube::runtime::watcher::Event<K>,
+    kind: fn(K) -> Watched,
+) -> kube::runtime::watcher::Event<Watched> {
+    use kube::runtime::watcher::Event;
+    match event {
+        Event::Apply(obj) => Event::Apply(kind(obj)),
+        Event::InitApply(obj) => Event::InitApply(kind(obj)),
+        Event::Delete(obj) => Event::Delete(kind(obj)),
+        Event::Init => Event::Init,
+        Event::InitDone => Event::InitDone,
+    }
 }
 
 // ---- the operator and cleanup ----
@@ -566,4 +748,81 @@ pub async fn sample_rate(
         next += window;
     }
     samples
+}
+
+// ---- how fast the API server takes status writes here ----
+
+/// CustomerSubscriptions in a namespace of their own that no operator watches, whose status
+/// the test writes itself, shaped as the operator writes it (a server-side apply of the
+/// status with one Ready condition). How long [`WriteFloor::measure`] takes for all of them
+/// is the floor under any figure that needs one status write per object: what the API server
+/// on this machine allows, at that moment, to a client of this build.
+pub struct WriteFloor {
+    ns: TestNamespace,
+    names: Vec<String>,
+    rounds: std::sync::atomic::AtomicU32,
+}
+
+impl WriteFloor {
+    /// Creates the `objects` (not timed).
+    pub async fn prepare(objects: usize) -> Self {
+        let ns = TestNamespace::new("fault-write-floor").await;
+        // On a fresh cluster nothing may have installed the CRDs yet.
+        crate::common::ensure_crds(&ns.client).await;
+        let names: Vec<String> = (0..objects).map(|i| format!("floor-{i:04}")).collect();
+        let manifests: Vec<Value> = names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                json!({"metadata": {"name": name},
+                       "spec": {"registrationRef": {"name": "floor"}, "subscriptionId": guid(0xf1, i)}})
+            })
+            .collect();
+        create_all::<CustomerSubscription>(&ns, &manifests, 16).await;
+        Self {
+            ns,
+            names,
+            rounds: 0.into(),
+        }
+    }
+
+    /// Writes a new status to every object, `concurrency` writes in flight; returns how long
+    /// that took. Each round changes the message, so that no write is a no-op.
+    pub async fn measure(&self, concurrency: usize) -> Duration {
+        use futures::StreamExt;
+        let round = self
+            .rounds
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let api = self.ns.api::<CustomerSubscription>();
+        let params = PatchParams::apply("azs-csp-write-floor").force();
+        let started = Instant::now();
+        let writes = self.names.iter().map(|name| {
+            let (api, params) = (&api, &params);
+            let body = json!({
+                "apiVersion": CustomerSubscription::api_version(&()),
+                "kind": CustomerSubscription::kind(&()),
+                "status": {
+                    "observedGeneration": 1,
+                    "tenantId": guid(0xf2, 0),
+                    "billingPartnerId": PARTNER,
+                    "conditions": [{
+                        "type": "Ready", "status": "True", "reason": "Attached",
+                        "message": format!("floor round {round}: the status write of {name}"),
+                        "lastTransitionTime": "2026-01-01T00:00:00Z",
+                        "observedGeneration": 1,
+                    }],
+                },
+            });
+            async move {
+                api.patch_status(name, params, &Patch::Apply(body))
+                    .await
+                    .unwrap_or_else(|e| panic!("status write of {name}: {e}"));
+            }
+        });
+        futures::stream::iter(writes)
+            .buffer_unordered(concurrency)
+            .collect::<Vec<()>>()
+            .await;
+        started.elapsed()
+    }
 }

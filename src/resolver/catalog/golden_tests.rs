@@ -107,7 +107,7 @@ fn documents_of_the_documented_shape_read_as_documented() {
         ),
         (
             include_str!("../../../examples/catalog.yaml").into(),
-            "catalog is valid: 7 subscriptions (4 CSP, 4 Enabled, 1 Warned, 2 Disabled), 1 multitenancy approvals; e09a4e93-29a7-4eba-a7f2-3b2c1d0e9f8a: Enabled \"CSP\" tenant=Some(\"2b7e0c1d-3a4b-4c5d-8e6f-7a8b9c0d1e2f\") billing=Some(\"4412345\") reseller=None".into(),
+            "catalog is valid: 7 subscriptions (4 CSP, 4 Enabled, 1 Warned, 2 Disabled), 1 multitenancy approvals, 3 registrations, 1 service principals; e09a4e93-29a7-4eba-a7f2-3b2c1d0e9f8a: Enabled \"CSP\" tenant=Some(\"2b7e0c1d-3a4b-4c5d-8e6f-7a8b9c0d1e2f\") billing=Some(\"4412345\") reseller=None".into(),
         ),
     ];
     for (text, want) in &cases {
