@@ -281,6 +281,22 @@ pub async fn reconcile(
     if let Some(written) = written {
         ctx.own_writes.record(&key, written.resource_version);
     }
+    if verdict.status == ConditionStatus::False {
+        // Younger siblings refused as duplicates of this one are decided again: Azure has
+        // refused it, so it maps nothing there and no longer holds the subscription or tenant.
+        let mut affected = index::Affected::default();
+        affected.customers.extend(
+            ctx.index
+                .duplicate_candidates(
+                    &registration_key,
+                    &mine.subscription_id,
+                    mine.tenant_id.as_deref(),
+                )
+                .into_iter()
+                .filter(|sibling| *sibling != key),
+        );
+        ctx.router.send(affected);
+    }
     if answer.is_ok() && reattach {
         azure.reattach_done(&key);
         info!(
