@@ -34,7 +34,7 @@ use crate::{
             ArmRegistration,
         },
     },
-    upstream::{Breaker, BreakerSettings, breaker::Change},
+    upstream::{Breaker, BreakerSettings, breaker::Change, error_chain},
 };
 
 /// The `upstream` label of ARM's breaker.
@@ -546,22 +546,6 @@ fn transport_error(error: azure_core::Error) -> ArmError {
     }
 }
 
-/// An error with its sources, as one line: the SDK's top-level text alone ("failed to execute
-/// `reqwest` request") hides whether the connection was refused or the TLS handshake failed.
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
-}
-
 fn retry_after(response: &RawResponse) -> Option<Duration> {
     let headers = response.headers();
     if let Some(ms) = headers
@@ -700,17 +684,5 @@ mod tests {
                 other => panic!("{other:?}"),
             }
         }
-    }
-
-    #[test]
-    fn an_error_names_its_causes() {
-        #[derive(Debug, thiserror::Error)]
-        #[error("outer")]
-        struct Outer(#[source] std::io::Error);
-        let error = Outer(std::io::Error::new(
-            std::io::ErrorKind::ConnectionRefused,
-            "connection refused",
-        ));
-        assert_eq!(error_chain(&error), "outer: connection refused");
     }
 }

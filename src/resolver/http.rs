@@ -29,6 +29,7 @@ use crate::{
     upstream::{
         Breaker, BreakerSettings, RecentFailures,
         breaker::Change,
+        error_chain,
         tls::{self, TlsConfigError},
     },
 };
@@ -481,22 +482,6 @@ impl Upstream {
             reason: error_chain(&error),
         }
     }
-}
-
-/// reqwest's own message is only "error sending request"; the cause (refused, TLS, ...) is
-/// further down the chain.
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 fn read_token(path: &Path) -> Result<String, String> {

@@ -12,3 +12,37 @@ pub mod waiting;
 pub use breaker::{Breaker, BreakerSettings, Down, State};
 pub use recent_failures::RecentFailures;
 pub use waiting::Waiting;
+
+/// An error with its sources, as one line: HTTP clients' own messages ("error sending
+/// request", "failed to execute `reqwest` request") hide whether the connection was refused
+/// or the TLS handshake failed, which is further down the chain.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_names_its_causes() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("outer")]
+        struct Outer(#[source] std::io::Error);
+        let error = Outer(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "connection refused",
+        ));
+        assert_eq!(error_chain(&error), "outer: connection refused");
+    }
+}
