@@ -68,17 +68,17 @@ pub fn arm_client(
     let endpoint = azure_core::http::Url::parse(&args.arm_endpoint)
         .map_err(|_| OperatorError::ArmEndpoint(args.arm_endpoint.clone()))?;
     let transport = azure::transport(args.azure_ca_file.as_deref(), args.arm_timeout)?;
-    let credential = azure::credential::build(CredentialSettings {
-        kind: args.azure_credential,
-        client_secret_file: args.azure_client_secret_file.clone(),
+    let credential = azure::credential::build(CredentialSettings::azure(
+        args.azure_credential,
+        args.azure_client_secret_file.clone(),
         // No SDK retry for tokens either: a refused or unreachable Entra ID is the reconcile's
         // to retry with backoff, not a minute of retries inside one call.
-        client_options: azure_core::http::ClientOptions {
+        azure_core::http::ClientOptions {
             transport: Some(transport.clone()),
             retry: azure_core::http::RetryOptions::none(),
             ..Default::default()
         },
-    })?;
+    ))?;
     Ok(ArmClient::new(
         ArmSettings {
             endpoint,
