@@ -73,7 +73,7 @@ servicePrincipals:
 
 /// Every VM runs the five whole hours from -6h to -1h (reported one hour later, so every
 /// window up to the start hour is complete); the fleet runs only the hour -2h.
-fn stamp_yaml() -> String {
+fn stamp_yaml(plan: &Plan) -> String {
     let mut text =
         format!("providerSubscriptionId: {PROVIDER}\nreportingDelay: 1h\nsubscriptions:\n");
     for (l, t) in L.iter().zip(T) {
@@ -90,10 +90,11 @@ fn stamp_yaml() -> String {
     ];
     for (i, (l, vcores, os)) in vms.iter().enumerate() {
         text.push_str(&format!(
-            "- {{name: vm{i}, subscriptionId: {l}, size: S{vcores}, vcores: {vcores}, os: {os}, running: [{{from: -6h, to: -1h}}]}}\n"
+            "- {{name: vm{i}, subscriptionId: {l}, size: S{vcores}, vcores: {vcores}, os: {os}, running: [{{from: -{}h, to: -1h}}]}}\n",
+            plan.hours + 1
         ));
     }
-    for i in 0..FLEET {
+    for i in 0..plan.fleet {
         text.push_str(&format!(
             "- {{name: fleet{i}, subscriptionId: {}, size: A1, vcores: 1, os: Linux, running: [{{from: -2h, to: -1h}}]}}\n",
             L[2]
@@ -103,6 +104,25 @@ fn stamp_yaml() -> String {
     text
 }
 
+/// How much usage the stamp has and since when the customers are attached.
+struct Plan {
+    /// Whole hours every VM runs, ending at -1h.
+    hours: i64,
+    fleet: usize,
+    /// Windows to ingest, ending at the start hour.
+    windows: i64,
+    from_start_attached: TimeDelta,
+    mid_period_attached: TimeDelta,
+}
+
+const SHORT: Plan = Plan {
+    hours: 5,
+    fleet: FLEET,
+    windows: 8,
+    from_start_attached: TimeDelta::hours(7),
+    mid_period_attached: TimeDelta::minutes(210),
+};
+
 struct Scenario {
     ns: TestNamespace,
     world: AzureWorld,
@@ -110,6 +130,7 @@ struct Scenario {
     /// The hour the emulator started in: the stamp's relative times count from it.
     origin: DateTime<Utc>,
     catalog_file: PathBuf,
+    plan: Plan,
     _dir: tempfile::TempDir,
 }
 
@@ -119,8 +140,12 @@ fn hour(time: DateTime<Utc>) -> DateTime<Utc> {
 
 impl Scenario {
     async fn start(prefix: &str) -> Self {
+        Self::with_plan(prefix, SHORT).await
+    }
+
+    async fn with_plan(prefix: &str, plan: Plan) -> Self {
         let started = Utc::now();
-        let stamp = Stamp::parse(&stamp_yaml(), started).expect("stamp");
+        let stamp = Stamp::parse(&stamp_yaml(&plan), started).expect("stamp");
         let world = AzureWorld::start_with_stamp(&catalog(), 200, 10.0, Some(stamp)).await;
         let ns = TestNamespace::new(prefix).await;
         ensure_crds(&ns.client).await;
@@ -133,6 +158,7 @@ impl Scenario {
             operator: None,
             origin: hour(started),
             catalog_file,
+            plan,
             _dir: dir,
         }
     }
@@ -178,7 +204,7 @@ impl Scenario {
     }
 
     async fn create(&self) {
-        let start = self.origin - TimeDelta::hours(8);
+        let start = self.origin - TimeDelta::hours(self.plan.windows);
         let registration: Registration = serde_json::from_value(json!({
             "apiVersion": "csp.azurestack.io/v1alpha1",
             "kind": "Registration",
@@ -222,8 +248,16 @@ impl Scenario {
         // Attached in the past, as an operator that ran then would have written it: the decision
         // controller keeps the transition time while Ready stays True.
         for (name, tenant, since) in [
-            ("from-start", T[0], self.origin - TimeDelta::hours(7)),
-            ("mid-period", T[1], self.origin - TimeDelta::minutes(210)),
+            (
+                "from-start",
+                T[0],
+                self.origin - self.plan.from_start_attached,
+            ),
+            (
+                "mid-period",
+                T[1],
+                self.origin - self.plan.mid_period_attached,
+            ),
         ] {
             let body = json!({
                 "apiVersion": "csp.azurestack.io/v1alpha1",
@@ -473,5 +507,139 @@ async fn a_failing_source_says_so_and_recovers() {
     assert_eq!(
         usage_condition(&registration),
         Some(("True".to_string(), "Current".to_string()))
+    );
+}
+
+/// Base VM Size Hours per billed subscription and UTC month, from the stamp alone: each VM's
+/// hours, the customer's once its attach time is not after the hour's start.
+fn expected_by_month(
+    plan: &Plan,
+    origin: DateTime<Utc>,
+) -> BTreeMap<(&'static str, String), Decimal> {
+    let mut expected = BTreeMap::new();
+    let vms = [
+        (C1, Some(plan.from_start_attached), 2),
+        (C2, Some(plan.mid_period_attached), 4),
+        (REG_SUB, None, 1),
+        (REG_SUB, None, 2),
+    ];
+    for h in 2..=plan.hours + 1 {
+        let start = origin - TimeDelta::hours(h);
+        let month = start.format("%Y-%m").to_string();
+        for (customer, attached, vcores) in vms {
+            let billed = match attached {
+                Some(since) if origin - since <= start => customer,
+                _ => REG_SUB,
+            };
+            *expected
+                .entry((billed, month.clone()))
+                .or_insert(Decimal::ZERO) += Decimal::from(vcores);
+        }
+    }
+    expected
+}
+
+fn month_totals(usage: &azs_csp_operator::api::UsageTotals) -> BTreeMap<String, Decimal> {
+    let mut months = BTreeMap::from([(usage.period.clone(), dec(&usage.vcore_hours))]);
+    if let Some(previous) = &usage.previous {
+        months.insert(previous.period.clone(), dec(&previous.vcore_hours));
+    }
+    months.retain(|_, v| !v.is_zero());
+    months
+}
+
+#[tokio::test]
+async fn killed_at_random_moments_48_windows_are_totalled_exactly_once() {
+    let plan = Plan {
+        hours: 47,
+        fleet: 0,
+        windows: 48,
+        from_start_attached: TimeDelta::hours(50),
+        mid_period_attached: TimeDelta::minutes(20 * 60 + 30),
+    };
+    let mut s = Scenario::with_plan("usage-kill", plan).await;
+    // Slow pages spread the 48 windows over seconds, so that the kills land inside them.
+    s.world.upstream.set_mode_for(
+        "subscriberUsageAggregates",
+        Mode::Delay(Duration::from_millis(120)),
+    );
+    s.create().await;
+    let api = s.ns.api::<Registration>();
+    let through = |r: &Registration| {
+        r.status
+            .as_ref()
+            .and_then(|st| st.usage.as_ref())
+            .and_then(|u| u.ingested_through.clone())
+    };
+    let mut kills = 0;
+    let mut seen = None;
+    while kills < 5 {
+        s.start_operator();
+        // Once this operator has moved the checkpoint (it is ingesting), a random moment later.
+        let before = seen.clone();
+        let moved = wait_for(&api, "stack", "the checkpoint moved", move |r| {
+            through(r) != before
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(rand::random_range(0..700))).await;
+        if let Some(mut operator) = s.operator.take() {
+            operator.kill();
+        }
+        seen = through(&api.get("stack").await.expect("registration")).or(through(&moved));
+        let caught_up = seen
+            .as_deref()
+            .and_then(|t| t.parse::<DateTime<Utc>>().ok())
+            .is_some_and(|t| t >= s.origin);
+        assert!(
+            !caught_up,
+            "ingestion finished before kill {}: slow the pages down",
+            kills + 1
+        );
+        kills += 1;
+    }
+    s.start_operator();
+    let registration = s.wait_caught_up().await;
+    let expected = expected_by_month(&s.plan, s.origin);
+    let want = |subject: &str| -> BTreeMap<String, Decimal> {
+        expected
+            .iter()
+            .filter(|((b, _), _)| *b == subject)
+            .map(|((_, m), v)| (m.clone(), *v))
+            .collect()
+    };
+    for (name, subject) in [("from-start", C1), ("mid-period", C2)] {
+        let usage = s
+            .customer(name)
+            .await
+            .status
+            .and_then(|st| st.usage)
+            .expect("usage");
+        assert_eq!(month_totals(&usage), want(subject), "{name}");
+    }
+    let own = registration
+        .status
+        .and_then(|st| st.usage)
+        .and_then(|u| u.registration_subscription)
+        .expect("share");
+    assert_eq!(month_totals(&own), want(REG_SUB), "registration share");
+    let totals = s.world.emulator.sink.totals();
+    for subject in [C1, C2, REG_SUB] {
+        let got: Decimal = totals
+            .totals
+            .iter()
+            .filter(|t| {
+                t.subject.eq_ignore_ascii_case(subject) && t.meter_id.eq_ignore_ascii_case(BASE_VM)
+            })
+            .map(|t| dec(&t.quantity))
+            .sum();
+        assert_eq!(
+            got,
+            want(subject).values().copied().sum::<Decimal>(),
+            "sink total of {subject}"
+        );
+    }
+    eprintln!(
+        "after {kills} kills: {} events received, {} duplicates",
+        totals.received, totals.duplicates
     );
 }
