@@ -71,6 +71,9 @@ printf '%s\n' "$NODE_DIR" >"$NODE_OWNER"
 mkdir -p "$NODE_DIR"
 
 # --- network: a namespace with one veth pair to the host and no default route ---
+# On a host that never had a named network namespace, `ip netns add` first makes /run/netns,
+# a directory mounted on itself: node-down takes both away again when this mark says so.
+[ -e /run/netns ] || : >"$NODE_DIR/made-run-netns"
 ip netns add "$NODE_NETNS"
 ip link add "$NODE_HOST_LINK" type veth peer name "$NODE_LINK" netns "$NODE_NETNS"
 ip addr add "$NODE_HOST_IP/30" dev "$NODE_HOST_LINK"
