@@ -45,7 +45,9 @@ if netns_exists; then
   log "found a partial node; stopping it and starting afresh"
 fi
 "$HACK_DIR/node-down.sh" --locked
-NODE=1 "$HACK_DIR/cluster-up.sh" >/dev/null
+# Without the node lock (fd 8): the cluster's daemons would inherit it and hold it until
+# cluster-down, and node-down would wait for them forever.
+NODE=1 "$HACK_DIR/cluster-up.sh" >/dev/null 8>&-
 load_cluster_env
 [ "${CLUSTER_NODE:-0}" = 1 ] || die "the cluster runs without NODE=1"
 
