@@ -88,6 +88,13 @@ example_reasons() {
 suite_started=$SECONDS
 
 # --- 1. install ---
+# The chart installs the CRDs; Helm refuses ones it does not own (make test's, say).
+for crd in registrations.csp.azurestack.io customersubscriptions.csp.azurestack.io; do
+  if k get crd "$crd" >/dev/null 2>&1 &&
+    [ "$(k get crd "$crd" -o jsonpath='{.metadata.labels.app\.kubernetes\.io/managed-by}')" != Helm ]; then
+    die "the cluster already has the CRD $crd, not installed by Helm (make test installs it): the suite installs the CRDs with the chart, so it needs a cluster without them (make cluster-down first; make e2e then starts a fresh one)"
+  fi
+done
 k create namespace "$NS" --dry-run=client -o yaml | k apply -f - >/dev/null
 k label namespace "$NS" --overwrite pod-security.kubernetes.io/enforce=restricted \
   pod-security.kubernetes.io/enforce-version=latest >/dev/null
