@@ -32,7 +32,8 @@ pub enum Command {
     /// Work with catalog files.
     #[command(subcommand)]
     Catalog(CatalogCommand),
-    /// Serve Entra ID, ARM's Microsoft.AzureStack and the http resolver from a catalog, over
+    /// Serve Entra ID, ARM's Microsoft.AzureStack and the http resolver from a catalog, with
+    /// --stamp the stamp's usage and subscription admin APIs, and a CloudEvents sink, over
     /// HTTPS on loopback, for rehearsals and tests (DESIGN.md section 10).
     Emulate(EmulateArgs),
     /// Print the built-in table of the stamp's usage meters: id, name, unit (DESIGN.md §9).
@@ -71,6 +72,12 @@ pub struct EmulateArgs {
     /// ARM writes per second refilled into that bucket.
     #[arg(long, env = "AZS_CSP_EMULATOR_ARM_WRITE_REFILL", value_parser = parse_refill, default_value = "10")]
     pub arm_write_refill: f64,
+    /// Stamp YAML file: local subscriptions, VMs, storage; serves the admin usage APIs.
+    #[arg(long, env = "AZS_CSP_EMULATOR_STAMP")]
+    pub stamp: Option<PathBuf>,
+    /// File holding the bearer token the CloudEvents sink requires (none: any POST is taken).
+    #[arg(long, env = "AZS_CSP_EMULATOR_SINK_TOKEN_FILE")]
+    pub sink_token_file: Option<PathBuf>,
     /// Log line format.
     #[arg(long, env = "AZS_CSP_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,

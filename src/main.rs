@@ -89,6 +89,8 @@ fn main() -> ExitCode {
                     tls_dir: args.tls_dir,
                     write_burst: args.arm_write_burst,
                     write_refill_per_second: args.arm_write_refill,
+                    stamp_file: args.stamp,
+                    sink_token_file: args.sink_token_file,
                 };
                 let shutdown = async {
                     let _ = tokio::signal::ctrl_c().await;

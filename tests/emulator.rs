@@ -78,6 +78,11 @@ impl RunningEmulator {
 
     /// An emulator of this catalog, with these files next to it.
     fn start_with(catalog: &str, files: &[(&str, &str)]) -> Self {
+        Self::start_with_args(catalog, files, &[])
+    }
+
+    /// The same with more arguments; a relative path in them names one of `files`.
+    fn start_with_args(catalog: &str, files: &[(&str, &str)], args: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let catalog_file = dir.path().join("catalog.yaml");
         std::fs::write(&catalog_file, catalog).expect("catalog");
@@ -91,6 +96,8 @@ impl RunningEmulator {
             .arg(&catalog_file)
             .args(["--listen", "127.0.0.1:0", "--tls-dir"])
             .arg(&tls_dir)
+            .args(args)
+            .current_dir(dir.path())
             // Its request log would drown the test output; warnings still show.
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
@@ -684,4 +691,154 @@ fn emulator_signing_key() -> jsonwebtoken::EncodingKey {
     use rsa::pkcs1::EncodeRsaPrivateKey;
     let key = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).expect("key");
     jsonwebtoken::EncodingKey::from_rsa_der(key.to_pkcs1_der().expect("der").as_bytes())
+}
+
+/// The stamp's admin APIs and the CloudEvents sink, through the real binary over HTTPS
+/// (DESIGN.md §9, §10): bearer checks as ARM's, pages of 1,000 followed by `nextLink`, an
+/// extra record as written, ARM errors for bad parameters, the subscription list; the sink
+/// de-duplicating by (source, id), with its token required.
+#[tokio::test]
+async fn the_stamps_usage_pages_and_the_sink_answer_over_https() {
+    const PROVIDER: &str = "1f2e3d4c-5b6a-4978-8a9b-0c1d2e3f4a5b";
+    const LOCAL: &str = "5a100000-0000-4000-8000-00000000000f";
+    let mut stamp = format!(
+        "providerSubscriptionId: {PROVIDER}\nreportingDelay: 1h\nsubscriptions:\n- {{subscriptionId: {LOCAL}, tenantId: {CUSTOMER_TENANT}}}\nvirtualMachines:\n"
+    );
+    // 600 Linux VMs for one hour: 1,200 records, reported at 11:00, and one extra record.
+    for i in 0..600 {
+        stamp.push_str(&format!(
+            "- {{name: vm{i}, subscriptionId: {LOCAL}, size: A1, vcores: 2, os: Linux, running: [{{from: '2026-01-01T10:00:00Z', to: '2026-01-01T11:00:00Z'}}]}}\n"
+        ));
+    }
+    stamp.push_str("extraRecords:\n- {id: negative, reportedTime: '2026-01-01T11:30:00Z', properties: {quantity: -1}}\n");
+    let emulator = RunningEmulator::start_with_args(
+        &catalog(),
+        &[("stamp.yaml", &stamp), ("sink-token", "sink-secret\n")],
+        &["--stamp", "stamp.yaml", "--sink-token-file", "sink-token"],
+    );
+    let client = https_client(&emulator.ca_file);
+    let url = &emulator.url;
+    let (status, token) = request_token(&client, url, CLIENT, &[("client_secret", SECRET)]).await;
+    assert_eq!(status, 200, "{token}");
+    let bearer = token["access_token"].as_str().expect("token").to_owned();
+
+    let first = format!(
+        "{url}/subscriptions/{PROVIDER}/providers/Microsoft.Commerce.Admin/subscriberUsageAggregates?reportedStartTime=2026-01-01T11%3A00%3A00Z&reportedEndTime=2026-01-01T12%3A00%3A00Z&aggregationGranularity=Hourly&api-version=2015-06-01-preview"
+    );
+    let unauthenticated = client.get(&first).send().await.expect("usage");
+    assert_eq!(unauthenticated.status(), 401);
+    let mut next = Some(first.clone());
+    let mut records = Vec::new();
+    let mut pages = 0;
+    while let Some(link) = next {
+        let response = client
+            .get(&link)
+            .bearer_auth(&bearer)
+            .send()
+            .await
+            .expect("usage");
+        assert_eq!(response.status(), 200);
+        assert!(response.headers().contains_key("x-ms-request-id"));
+        let page: serde_json::Value = response.json().await.expect("json");
+        records.extend(page["value"].as_array().expect("value").iter().cloned());
+        assert_eq!(
+            page["nextLink"].is_string(),
+            page["continuationToken"].is_string()
+        );
+        next = page["nextLink"].as_str().map(str::to_owned);
+        pages += 1;
+    }
+    assert_eq!((records.len(), pages), (1201, 2));
+    let record = &records[0];
+    assert_eq!(record["type"], "Microsoft.Commerce.Admin/UsageAggregate");
+    assert_eq!(record["properties"]["subscriptionId"], LOCAL);
+    assert_eq!(
+        record["properties"]["usageStartTime"],
+        "2026-01-01T10:00:00+00:00"
+    );
+    assert_eq!(
+        record["properties"]["meterId"],
+        "FAB6EB84-500B-4A09-A8CA-7358F8BBAEA5"
+    );
+    assert_eq!(record["properties"]["quantity"], 2.0);
+    let instance: serde_json::Value = serde_json::from_str(
+        record["properties"]["instanceData"]
+            .as_str()
+            .expect("a string"),
+    )
+    .expect("instanceData JSON");
+    assert_eq!(
+        instance["Microsoft.Resources"]["resourceUri"],
+        format!(
+            "/subscriptions/{LOCAL}/resourceGroups/default/providers/Microsoft.Compute/virtualMachines/vm0"
+        )
+    );
+    assert_eq!(
+        records[1200],
+        serde_json::json!({"id": "negative", "properties": {"quantity": -1}})
+    );
+
+    let daily = client
+        .get(first.replace("Hourly", "Daily"))
+        .bearer_auth(&bearer)
+        .send()
+        .await
+        .expect("usage");
+    assert_eq!(daily.status(), 400);
+    let daily: serde_json::Value = daily.json().await.expect("json");
+    assert_eq!(daily["error"]["code"], "InvalidParameter");
+
+    let subscriptions: serde_json::Value = client
+        .get(format!(
+            "{url}/subscriptions/{PROVIDER}/providers/Microsoft.Subscriptions.Admin/subscriptions?api-version=2015-11-01"
+        ))
+        .bearer_auth(&bearer)
+        .send()
+        .await
+        .expect("subscriptions")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(subscriptions["value"][0]["subscriptionId"], LOCAL);
+    assert_eq!(subscriptions["value"][0]["tenantId"], CUSTOMER_TENANT);
+
+    let event = |id: &str, quantity: f64| {
+        serde_json::json!({
+            "specversion": "1.0", "id": id, "source": "/registrations/partner/stack",
+            "type": "csp.azurestack.io.usage.v1", "subject": CUSTOMER,
+            "data": {"meterId": "FAB6EB84-500B-4A09-A8CA-7358F8BBAEA5", "quantity": quantity},
+        })
+    };
+    let batch = serde_json::to_vec(&[event("a", 0.1), event("b", 0.2)]).expect("json");
+    let post = |token: Option<&'static str>| {
+        let mut request = client
+            .post(format!("{url}/events"))
+            .header("content-type", "application/cloudevents-batch+json")
+            .body(batch.clone());
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send()
+    };
+    assert_eq!(post(None).await.expect("post").status(), 401);
+    assert_eq!(post(Some("sink-secret")).await.expect("post").status(), 200);
+    assert_eq!(post(Some("sink-secret")).await.expect("post").status(), 200);
+    let totals: serde_json::Value = client
+        .get(format!("{url}/events/totals"))
+        .send()
+        .await
+        .expect("totals")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        totals,
+        serde_json::json!({"received": 4, "duplicates": 2, "totals": [
+            {"subject": CUSTOMER, "meterId": "fab6eb84-500b-4a09-a8ca-7358f8bbaea5", "quantity": "0.3"}
+        ]})
+    );
+    assert!(
+        !emulator.logged("sink-secret"),
+        "the sink's token is never logged"
+    );
 }

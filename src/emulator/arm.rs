@@ -11,7 +11,8 @@
 //!
 //! Paths are matched case-insensitively, as ARM does. Everything under `/subscriptions/{id}`
 //! comes through [`dispatch`], which picks the resource provider; the stamp's admin providers
-//! (`Microsoft.Commerce.Admin`, `Microsoft.Subscriptions.Admin`, DESIGN.md §9) join there.
+//! (`Microsoft.Commerce.Admin`, `Microsoft.Subscriptions.Admin`, DESIGN.md §9) are answered
+//! by [`super::usage`] after the bearer check.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -391,6 +392,17 @@ fn handle(
         return Err(ArmError::not_found(format!("No route for {path}.")));
     };
     let caller = authenticate(emulator, headers)?;
+    if let Some(api) = super::usage::AdminApi::of(rest) {
+        return super::usage::answer(
+            emulator,
+            api,
+            method,
+            path,
+            subscription,
+            query,
+            chrono::Utc::now(),
+        );
+    }
     let target = parse_target(rest).ok_or_else(|| {
         ArmError::new(
             StatusCode::NOT_FOUND,

@@ -13,15 +13,22 @@
 //! file watch, and an invalid new catalog is refused with a log line while the one in force
 //! stays. What ARM holds (the customerSubscriptions) is state, not catalog: a reload keeps it.
 //!
-//! The stamp's admin APIs and the CloudEvents sink (§9, `--stamp`) are routed in [`router`]
-//! next to these when they come.
+//! - [`stamp`]: the stamp file (`--stamp`) and the usage records generated from it;
+//! - [`usage`]: the stamp's admin APIs (`Microsoft.Commerce.Admin` usage, `Microsoft.Subscriptions.Admin`);
+//! - [`sink`]: the CloudEvents sink (`/events`).
+//!
+//! The stamp is read once at start (relative times in it count from then); the sink's state
+//! is in memory like ARM's.
 
 pub mod arm;
 pub mod assertion;
 pub mod entra;
 pub mod resolver;
+pub mod sink;
+pub mod stamp;
 pub mod throttle;
 pub mod tls;
+pub mod usage;
 
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr},
@@ -31,7 +38,7 @@ use std::{
 
 use axum::{
     Router,
-    extract::Request,
+    extract::{DefaultBodyLimit, Request},
     http::{HeaderValue, StatusCode},
     middleware::{self, Next},
     response::{IntoResponse, Response},
@@ -47,6 +54,8 @@ use crate::resolver::{
 };
 
 pub const REQUEST_ID_HEADER: &str = "x-ms-request-id";
+/// The largest body the sink takes (64 MiB).
+pub const SINK_BODY_LIMIT: usize = 64 << 20;
 const CLIENT_REQUEST_ID_HEADER: &str = "x-ms-client-request-id";
 const CORRELATION_ID_HEADER: &str = "x-ms-correlation-request-id";
 
@@ -58,6 +67,10 @@ pub struct EmulatorOptions {
     pub tls_dir: PathBuf,
     pub write_burst: u32,
     pub write_refill_per_second: f64,
+    /// The stamp behind the admin usage APIs; without one they answer 404.
+    pub stamp_file: Option<PathBuf>,
+    /// The bearer token the sink requires of a POST, from this file.
+    pub sink_token_file: Option<PathBuf>,
 }
 
 #[derive(thiserror::Error, Debug)]
@@ -68,6 +81,14 @@ pub enum EmulatorError {
     Tls(#[from] tls::TlsError),
     #[error(transparent)]
     Key(#[from] entra::KeyError),
+    #[error(transparent)]
+    Stamp(#[from] stamp::StampError),
+    #[error("cannot read the sink token file {path}: {source}")]
+    SinkToken {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -89,6 +110,9 @@ pub struct Emulator {
     pub tokens: entra::TokenIssuer,
     pub arm: Mutex<arm::ArmState>,
     pub throttle: Mutex<throttle::WriteThrottle>,
+    /// The stamp of the admin usage APIs, if one was given.
+    pub stamp: Option<Arc<stamp::Stamp>>,
+    pub sink: sink::Sink,
 }
 
 pub type Shared = Arc<Emulator>;
@@ -126,7 +150,21 @@ impl Emulator {
             tokens,
             arm: Mutex::new(arm::ArmState::default()),
             throttle: Mutex::new(throttle),
+            stamp: None,
+            sink: sink::Sink::default(),
         }
+    }
+
+    /// The same emulator serving `stamp`'s admin usage APIs.
+    pub fn with_stamp(mut self, stamp: stamp::Stamp) -> Self {
+        self.stamp = Some(Arc::new(stamp));
+        self
+    }
+
+    /// The same emulator whose sink requires `token` as the bearer of every POST.
+    pub fn with_sink_token(mut self, token: Option<String>) -> Self {
+        self.sink = sink::Sink::new(token);
+        self
     }
 
     /// The catalog in force. A request reads it once, so that a reload never splits it.
@@ -192,6 +230,12 @@ pub fn router(emulator: Shared) -> Router {
         .route("/metadata/endpoints", get(arm::metadata_endpoints))
         .route("/subscriptions", get(arm::list_subscriptions))
         .route("/subscriptions/{*rest}", any(arm::dispatch))
+        // The CloudEvents sink; a batch of a window is larger than axum's default 2 MB limit.
+        .route(
+            "/events",
+            post(sink::post_events).layer(DefaultBodyLimit::max(SINK_BODY_LIMIT)),
+        )
+        .route("/events/totals", get(sink::get_totals))
         // The http resolver contract (§4)
         .route(
             "/resolver/subscriptions/{subscription_id}",
@@ -292,6 +336,22 @@ pub async fn run(
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."));
+    let stamp = match &options.stamp_file {
+        Some(file) => Some(stamp::Stamp::from_file(file, chrono::Utc::now())?),
+        None => None,
+    };
+    let sink_token = match &options.sink_token_file {
+        Some(file) => Some(
+            std::fs::read_to_string(file)
+                .map_err(|source| EmulatorError::SinkToken {
+                    path: file.display().to_string(),
+                    source,
+                })?
+                .trim()
+                .to_owned(),
+        ),
+        None => None,
+    };
     let (config, source) = tls::server_config(&options.tls_dir)?;
     let key_dir = options.tls_dir.clone();
     let (tokens, new_key) =
@@ -314,13 +374,19 @@ pub async fn run(
     let base_url = base_url(addr);
     let listener = tls::TlsListener::new(listener, config).map_err(EmulatorError::Serve)?;
     let summary = catalog.current().unwrap_or_default().summary();
-    let emulator = Arc::new(Emulator::with_catalog_source(
+    let mut emulator = Emulator::with_catalog_source(
         catalog,
         catalog_dir,
         base_url.clone(),
         tokens,
         throttle::WriteThrottle::new(options.write_burst, options.write_refill_per_second),
-    ));
+    )
+    .with_sink_token(sink_token);
+    if let Some(stamp) = stamp {
+        tracing::info!(stamp = %stamp.summary(), "serving the stamp's usage");
+        emulator = emulator.with_stamp(stamp);
+    }
+    let emulator = Arc::new(emulator);
     match &source {
         tls::CertificateSource::Given => tracing::info!(
             tls_dir = %options.tls_dir.display(),
