@@ -95,6 +95,16 @@ pub struct AzureWorld {
 impl AzureWorld {
     /// An emulator over `catalog_yaml` with ARM's write bucket (`burst`, `refill` per second).
     pub async fn start(catalog_yaml: &str, burst: u32, refill: f64) -> Self {
+        Self::start_with_stamp(catalog_yaml, burst, refill, None).await
+    }
+
+    /// [`AzureWorld::start`] with the stamp's usage APIs and the CloudEvents sink (§10).
+    pub async fn start_with_stamp(
+        catalog_yaml: &str,
+        burst: u32,
+        refill: f64,
+        stamp: Option<emulator::stamp::Stamp>,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let (config, _) = emulator::tls::server_config(&dir.path().join("tls")).expect("tls");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -106,12 +116,16 @@ impl AzureWorld {
             .expect("keys")
             .expect("keys");
         let catalog = Catalog::parse(catalog_yaml).expect("catalog");
-        let emulator = Arc::new(Emulator::new(
+        let mut emulator = Emulator::new(
             catalog,
             format!("https://{addr}"),
             tokens,
             WriteThrottle::new(burst, refill),
-        ));
+        );
+        if let Some(stamp) = stamp {
+            emulator = emulator.with_stamp(stamp);
+        }
+        let emulator = Arc::new(emulator);
         let upstream = Upstream::serve_on(
             listener,
             emulator::router(emulator.clone()),
