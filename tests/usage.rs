@@ -73,7 +73,7 @@ servicePrincipals:
 
 /// Every VM runs the five whole hours from -6h to -1h (reported one hour later, so every
 /// window up to the start hour is complete); the fleet runs only the hour -2h.
-fn stamp_yaml(plan: &Plan) -> String {
+fn stamp_yaml(plan: &Plan, extra_records: &[serde_json::Value]) -> String {
     let mut text =
         format!("providerSubscriptionId: {PROVIDER}\nreportingDelay: 1h\nsubscriptions:\n");
     for (l, t) in L.iter().zip(T) {
@@ -100,7 +100,10 @@ fn stamp_yaml(plan: &Plan) -> String {
             L[2]
         ));
     }
-    text.push_str("extraRecords: []\n");
+    text.push_str(&format!(
+        "extraRecords: {}\n",
+        serde_json::Value::from(extra_records.to_vec())
+    ));
     text
 }
 
@@ -127,6 +130,8 @@ struct Scenario {
     ns: TestNamespace,
     world: AzureWorld,
     operator: Option<Operator>,
+    /// `--usage-delay`: windows ending later than this long ago wait.
+    usage_delay: String,
     /// The hour the emulator started in: the stamp's relative times count from it.
     origin: DateTime<Utc>,
     catalog_file: PathBuf,
@@ -144,8 +149,17 @@ impl Scenario {
     }
 
     async fn with_plan(prefix: &str, plan: Plan) -> Self {
+        Self::with_stamp(prefix, plan, |plan, _| stamp_yaml(plan, &[])).await
+    }
+
+    /// `stamp` writes the stamp file, given the hour the emulator starts in.
+    async fn with_stamp(
+        prefix: &str,
+        plan: Plan,
+        stamp: impl FnOnce(&Plan, DateTime<Utc>) -> String,
+    ) -> Self {
         let started = Utc::now();
-        let stamp = Stamp::parse(&stamp_yaml(&plan), started).expect("stamp");
+        let stamp = Stamp::parse(&stamp(&plan, hour(started)), started).expect("stamp");
         let world = AzureWorld::start_with_stamp(&catalog(), 200, 10.0, Some(stamp)).await;
         let ns = TestNamespace::new(prefix).await;
         ensure_crds(&ns.client).await;
@@ -156,6 +170,7 @@ impl Scenario {
             ns,
             world,
             operator: None,
+            usage_delay: "0s".to_string(),
             origin: hour(started),
             catalog_file,
             plan,
@@ -185,7 +200,7 @@ impl Scenario {
             "--usage-interval",
             "1s",
             "--usage-delay",
-            "0s",
+            &self.usage_delay,
             "--usage-timeout",
             "2s",
             "--watch-namespace",
@@ -204,7 +219,12 @@ impl Scenario {
     }
 
     async fn create(&self) {
-        let start = self.origin - TimeDelta::hours(self.plan.windows);
+        self.create_from(self.origin - TimeDelta::hours(self.plan.windows))
+            .await;
+    }
+
+    /// Creates the Registration (usage from `start`) and its customers, two of them attached.
+    async fn create_from(&self, start: DateTime<Utc>) {
         let registration: Registration = serde_json::from_value(json!({
             "apiVersion": "csp.azurestack.io/v1alpha1",
             "kind": "Registration",
@@ -285,11 +305,14 @@ impl Scenario {
 
     /// Waits until every window up to the start hour is ingested.
     async fn wait_caught_up(&self) -> Registration {
-        let origin = self.origin;
+        self.wait_through(self.origin).await
+    }
+
+    async fn wait_through(&self, origin: DateTime<Utc>) -> Registration {
         wait_for(
             &self.ns.api::<Registration>(),
             "stack",
-            "usage ingested through the start hour",
+            "usage ingested through the hour",
             move |r| {
                 r.status
                     .as_ref()
@@ -642,4 +665,165 @@ async fn killed_at_random_moments_48_windows_are_totalled_exactly_once() {
         "after {kills} kills: {} events received, {} duplicates",
         totals.received, totals.duplicates
     );
+}
+
+fn secs(time: DateTime<Utc>) -> String {
+    time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// The sink's de-duplicated quantity of one meter billed to `subject`.
+fn sink_quantity(
+    totals: &azs_csp_operator::emulator::sink::Totals,
+    subject: &str,
+    meter_id: &str,
+) -> Decimal {
+    totals
+        .totals
+        .iter()
+        .filter(|t| {
+            t.subject.eq_ignore_ascii_case(subject) && t.meter_id.eq_ignore_ascii_case(meter_id)
+        })
+        .map(|t| dec(&t.quantity))
+        .sum()
+}
+
+/// A meter id that is a GUID but in no meter table.
+const UNKNOWN_METER: &str = "0badc0de-0000-4000-8000-00000000abcd";
+
+/// A well-formed record of vm0's subscription for the hour from `start`, as the source writes
+/// it; `spoil` changes its properties.
+fn extra_record(
+    name: &str,
+    start: DateTime<Utc>,
+    spoil: impl FnOnce(&mut serde_json::Value),
+) -> serde_json::Value {
+    let end = start + TimeDelta::hours(1);
+    let instance = json!({"Microsoft.Resources": {
+        "resourceUri": format!("/subscriptions/{}/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/{name}", L[0]),
+        "location": "local",
+    }});
+    let mut record = json!({
+        "id": format!("/subscriptions/{PROVIDER}/providers/Microsoft.Commerce.Admin/subscriberUsageAggregates/{name}"),
+        "name": name,
+        "type": "Microsoft.Commerce.Admin/UsageAggregate",
+        // Set, because some of these records have no usable times of their own.
+        "reportedTime": secs(end),
+        "properties": {
+            "subscriptionId": L[0],
+            "usageStartTime": secs(start),
+            "usageEndTime": secs(end),
+            "meterId": BASE_VM,
+            "quantity": 2,
+            "instanceData": instance.to_string(),
+        },
+    });
+    spoil(&mut record["properties"]);
+    record
+}
+
+/// Makes a good record bad.
+type Spoil = fn(&mut serde_json::Value);
+
+#[tokio::test]
+async fn bad_records_are_counted_per_cause_and_never_forwarded() {
+    // In the stamp's order: the first one is the one the Usage condition names.
+    let bad: [(&str, &str, Spoil); 7] = [
+        ("invalid_meter_id", "bad-meter", |p| {
+            p["meterId"] = json!("not-a-guid")
+        }),
+        ("negative_quantity", "negative", |p| {
+            p["quantity"] = json!(-2)
+        }),
+        ("nan_quantity", "nan", |p| p["quantity"] = json!("NaN")),
+        ("infinite_quantity", "infinite", |p| {
+            p["quantity"] = json!("Infinity")
+        }),
+        ("end_not_after_start", "no-duration", |p| {
+            p["usageEndTime"] = p["usageStartTime"].clone()
+        }),
+        ("unknown_subscription", "stranger", |p| {
+            p["subscriptionId"] = json!("5a100000-0000-4000-8000-0000000000ff")
+        }),
+        ("malformed_instance_data", "no-instance", |p| {
+            p["instanceData"] = json!("{not json")
+        }),
+    ];
+    let mut s = Scenario::with_stamp("usage-bad", SHORT, |plan, origin| {
+        let start = origin - TimeDelta::hours(4);
+        let mut extras: Vec<_> = bad
+            .iter()
+            .map(|(_, name, spoil)| extra_record(name, start, spoil))
+            .collect();
+        extras.push(extra_record("unknown-meter", start, |p| {
+            p["meterId"] = json!(UNKNOWN_METER);
+            p["quantity"] = json!(3);
+        }));
+        stamp_yaml(plan, &extras)
+    })
+    .await;
+    s.create().await;
+    s.start_operator();
+    let registration = s.wait_caught_up().await;
+
+    let rejected = registration
+        .status
+        .as_ref()
+        .and_then(|st| st.usage.as_ref())
+        .and_then(|u| u.rejected_records.clone())
+        .expect("rejectedRecords");
+    let want: BTreeMap<String, i64> = bad
+        .iter()
+        .map(|(cause, _, _)| (cause.to_string(), 1))
+        .collect();
+    assert_eq!(rejected.by_cause, want);
+    assert_eq!(rejected.total, bad.len() as i64);
+    let message = registration
+        .status
+        .as_ref()
+        .and_then(|st| st.conditions.iter().find(|c| c.type_ == "Usage"))
+        .map(|c| c.message.clone())
+        .expect("Usage condition");
+    assert!(
+        message.contains("the first: invalid_meter_id") && message.contains("bad-meter"),
+        "{message}"
+    );
+    for (cause, _, _) in &bad[1..] {
+        assert!(!message.contains(cause), "{message}");
+    }
+
+    // Not forwarded: the sink has exactly the stamp's VM usage, plus the unknown meter.
+    let totals = s.world.emulator.sink.totals();
+    for (subject, want) in expected_vcore_hours() {
+        assert_eq!(
+            sink_quantity(&totals, subject, BASE_VM),
+            want,
+            "sink total of {subject}"
+        );
+    }
+    assert_eq!(
+        sink_quantity(&totals, C1, UNKNOWN_METER),
+        Decimal::from(3),
+        "an unknown meter is forwarded, with its local id"
+    );
+    assert!(
+        totals.totals.iter().all(|t| t.meter_id != "not-a-guid"),
+        "{:?}",
+        totals.totals
+    );
+    assert_eq!(
+        s.metric(r#"azs_csp_usage_records_total{outcome="unmapped_meter"}"#),
+        1.0
+    );
+    for (cause, _, _) in &bad {
+        assert_eq!(
+            s.metric(&format!(
+                r#"azs_csp_usage_records_total{{outcome="{cause}"}}"#
+            )),
+            1.0,
+            "{cause}"
+        );
+    }
+    let from_start = s.customer("from-start").await;
+    let usage = from_start.status.and_then(|st| st.usage).expect("usage");
+    assert_eq!(dec(&usage.vcore_hours), expected_vcore_hours()[C1]);
 }
