@@ -3,6 +3,7 @@
 //! Each test has its own namespace and its own operator process watching only that namespace.
 
 mod common;
+mod emulated;
 
 use std::{collections::BTreeMap, time::Duration};
 
@@ -11,6 +12,7 @@ use azs_csp_testkit::{
     cluster::{create_untyped, from_yaml, wait_gone, yaml_documents},
     upstream::{Mode, Upstream},
 };
+use emulated::Metadata;
 use common::{
     REGISTRATION_SUB, Scenario, TestNamespace, customer_reason, customer_yaml, registration_yaml,
     start_operator, start_operator_with_env, wait_customer_reason, wait_for,
@@ -625,7 +627,7 @@ async fn verify_reports_attached_customer_subscription_not_found_and_registratio
 
 #[tokio::test]
 async fn http_resolver_failures_are_bad_gateway_and_heal() {
-    let upstream = Upstream::start().await;
+    let upstream = Metadata::start().await;
     upstream.add_subscription(
         REGISTRATION_SUB,
         json!({"id": REGISTRATION_SUB, "tenantId": FABRIKAM_TENANT, "state": "Enabled", "offer": "APSS", "billingPartnerId": "4412345"}),

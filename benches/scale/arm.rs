@@ -6,15 +6,14 @@
 use std::{
     ffi::OsString,
     path::{Path, PathBuf},
-    sync::Arc,
     time::Instant,
 };
 
-use azs_csp_operator::{
-    emulator::{self, Emulator, entra::TokenIssuer, throttle::WriteThrottle},
-    resolver::Catalog,
+use azs_csp_operator::emulator::{
+    self,
+    in_process::{InProcess, InProcessOptions},
 };
-use azs_csp_testkit::upstream::{Catalog as ResolverCatalog, Exchange, Upstream};
+use azs_csp_testkit::upstream::{Exchange, Upstream};
 use serde_json::{Value, json};
 
 use crate::{Result, measure::round2, run::secs};
@@ -50,29 +49,26 @@ impl ArmWorld {
             std::fs::remove_dir_all(dir)?;
         }
         std::fs::create_dir_all(dir)?;
-        let tls_dir = dir.join("tls");
-        let (config, _) = emulator::tls::server_config(&tls_dir)?;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        let tokens = tokio::task::spawn_blocking(TokenIssuer::generate).await??;
-        let catalog = Catalog::parse(catalog_yaml)?;
-        let emulator = Arc::new(Emulator::new(
-            catalog,
-            format!("https://{addr}"),
-            tokens,
-            WriteThrottle::new(burst, refill),
-        ));
+        let started = InProcess::start(
+            catalog_yaml,
+            InProcessOptions {
+                write_burst: burst,
+                write_refill_per_second: refill,
+                tls_dir: Some(dir.join("tls")),
+            },
+        )
+        .await?;
+        let ca_file = started.ca_file.ok_or("the emulator has no CA")?;
         let upstream = Upstream::serve_on(
-            listener,
-            emulator::router(emulator),
-            ResolverCatalog::default(),
-            Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))),
+            started.listener,
+            emulator::router(started.emulator),
+            started.tls,
         );
         let secret_file = dir.join("client-secret");
         std::fs::write(&secret_file, SECRET)?;
         Ok(Self {
             upstream,
-            ca_file: tls_dir.join("ca.crt"),
+            ca_file,
             secret_file,
             burst,
             refill,
