@@ -101,7 +101,7 @@ node-safety: ## Test the node's two rules: no packet leaves the machine; node-do
 # ---- Benchmark (not part of make test) ----
 
 .PHONY: bench
-bench: ## Scale benchmark on the local control plane: make bench [N=10000] [MODE=local|azure] (docs/benchmarks.md)
+bench: ## Scale benchmark on the local control plane: make bench [N=10000] [MODE=local|azure|usage] (docs/benchmarks.md)
 	AZS_BENCH_MODE=$(MODE) $(HACK)/bench.sh $(N)
 
 # ---- Fault tests (not part of make test: they restart the local API server) ----

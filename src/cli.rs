@@ -41,6 +41,9 @@ pub enum Command {
         #[arg(long, short = 'o', value_enum, default_value = "table")]
         output: MetersOutput,
     },
+    /// Chargeback from the cluster's usage totals (DESIGN.md §9).
+    #[command(subcommand)]
+    Usage(UsageCommand),
 }
 
 /// How `meters` prints the table.
@@ -178,6 +181,8 @@ pub struct RunArgs {
     pub mode: Mode,
     #[command(flatten)]
     pub arm: ArmArgs,
+    #[command(flatten)]
+    pub usage: UsageArgs,
     /// How often each Registration's tenants in Azure are listed and compared (azure mode).
     #[arg(long, env = "AZS_CSP_AZURE_RESYNC", value_parser = parse_duration, default_value = "10m")]
     pub azure_resync: Duration,
@@ -255,6 +260,79 @@ pub struct VerifyArgs {
     pub arm: ArmArgs,
 }
 
+/// Usage ingestion and forwarding (DESIGN.md §9): where records go and as whom the stamp's
+/// usage API is read.
+#[derive(Args, Debug, Clone)]
+pub struct UsageArgs {
+    /// CloudEvents endpoint that receives the attributed records (batch mode); without it
+    /// usage is only totalled into status.
+    #[arg(long, env = "AZS_CSP_USAGE_SINK")]
+    pub usage_sink: Option<String>,
+    /// File holding the sink's bearer token, re-read on every request.
+    #[arg(long, env = "AZS_CSP_USAGE_SINK_TOKEN_FILE")]
+    pub usage_sink_token_file: Option<PathBuf>,
+    /// How often each Registration's due windows are looked for.
+    #[arg(long, env = "AZS_CSP_USAGE_INTERVAL", value_parser = parse_duration, default_value = "5m")]
+    pub usage_interval: Duration,
+    /// How old a window of reported time must be before it is ingested.
+    #[arg(long, env = "AZS_CSP_USAGE_DELAY", value_parser = parse_duration, default_value = "2h")]
+    pub usage_delay: Duration,
+    /// Timeout of one request to the usage source, its directory or the sink.
+    #[arg(long, env = "AZS_CSP_USAGE_TIMEOUT", value_parser = parse_duration, default_value = "30s")]
+    pub usage_timeout: Duration,
+    /// PEM file of CA certificates to trust for the usage source and the sink.
+    #[arg(long, env = "AZS_CSP_USAGE_CA_FILE")]
+    pub usage_ca_file: Option<PathBuf>,
+    /// Rate card YAML (currency, rates) that prices the meters; without it, quantities only.
+    #[arg(long, env = "AZS_CSP_RATE_CARD")]
+    pub rate_card: Option<PathBuf>,
+    /// How the operator signs in to the stamp's directory; default: the identity of
+    /// --azure-credential.
+    #[arg(long, env = "AZS_CSP_USAGE_CREDENTIAL", value_enum)]
+    pub usage_credential: Option<CredentialKind>,
+    /// Directory tenant of the usage credential (default AZURE_TENANT_ID).
+    #[arg(long, env = "AZS_CSP_USAGE_TENANT_ID")]
+    pub usage_tenant_id: Option<String>,
+    /// Client id of the usage credential (default AZURE_CLIENT_ID).
+    #[arg(long, env = "AZS_CSP_USAGE_CLIENT_ID")]
+    pub usage_client_id: Option<String>,
+    /// File holding the usage credential's client secret, re-read when it changes.
+    #[arg(long, env = "AZS_CSP_USAGE_CLIENT_SECRET_FILE")]
+    pub usage_client_secret_file: Option<PathBuf>,
+    /// Entra ID authority of the stamp's directory (default AZURE_AUTHORITY_HOST).
+    #[arg(long, env = "AZS_CSP_USAGE_AUTHORITY_HOST")]
+    pub usage_authority_host: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UsageCommand {
+    /// Print the chargeback table: per customer, tenant, vcore-hours, charge and through.
+    Report(UsageReportArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct UsageReportArgs {
+    /// Only this namespace (default: all).
+    #[arg(long, short = 'n', env = "AZS_CSP_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Only this Registration's customers.
+    #[arg(long, env = "AZS_CSP_REGISTRATION")]
+    pub registration: Option<String>,
+    /// The month to print, YYYY-MM: the current period or the one before (default: current).
+    #[arg(long)]
+    pub period: Option<String>,
+    #[arg(long, short = 'o', value_enum, default_value = "table")]
+    pub output: ReportOutput,
+}
+
+/// How `usage report` prints.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReportOutput {
+    Table,
+    Csv,
+    Json,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -318,6 +396,69 @@ mod tests {
             (5.0, 20)
         );
         assert_eq!(args.arm.azure_credential, CredentialKind::WorkloadIdentity);
+        assert_eq!(args.usage.usage_interval, Duration::from_secs(300));
+        assert_eq!(args.usage.usage_delay, Duration::from_secs(7200));
+        assert_eq!(args.usage.usage_credential, None);
+    }
+
+    #[test]
+    fn usage_flags() {
+        let cli = Cli::try_parse_from([
+            "azs-csp-operator",
+            "run",
+            "--usage-sink",
+            "https://meter.example/events",
+            "--usage-sink-token-file",
+            "/t",
+            "--usage-interval",
+            "1s",
+            "--usage-delay",
+            "0s",
+            "--usage-credential",
+            "client-secret",
+            "--usage-tenant-id",
+            "t",
+            "--usage-client-id",
+            "c",
+            "--usage-client-secret-file",
+            "/s",
+            "--usage-authority-host",
+            "https://login.stamp",
+            "--rate-card",
+            "r.yaml",
+        ])
+        .unwrap();
+        let Command::Run(args) = cli.command else {
+            panic!("not run")
+        };
+        let usage = args.usage;
+        assert_eq!(
+            usage.usage_sink.as_deref(),
+            Some("https://meter.example/events")
+        );
+        assert_eq!(usage.usage_interval, Duration::from_secs(1));
+        assert_eq!(usage.usage_delay, Duration::ZERO);
+        assert_eq!(usage.usage_credential, Some(CredentialKind::ClientSecret));
+        assert_eq!(usage.usage_tenant_id.as_deref(), Some("t"));
+        let cases: [(&[&str], Option<ReportOutput>); 4] = [
+            (&["usage", "report"], Some(ReportOutput::Table)),
+            (&["usage", "report", "-o", "csv"], Some(ReportOutput::Csv)),
+            (
+                &["usage", "report", "-n", "ns", "--output", "json"],
+                Some(ReportOutput::Json),
+            ),
+            (&["usage", "report", "-o", "yaml"], None),
+        ];
+        for (argv, expected) in cases {
+            let parsed = Cli::try_parse_from(
+                std::iter::once("azs-csp-operator").chain(argv.iter().copied()),
+            );
+            let output = parsed.ok().map(|cli| match cli.command {
+                Command::Usage(UsageCommand::Report(report)) => report.output,
+                other => panic!("{argv:?} parsed as {other:?}"),
+            });
+            assert_eq!(output, expected, "{argv:?}");
+        }
     }
 
     #[test]

@@ -11,6 +11,9 @@ pub const READY: &str = "Ready";
 pub const MULTITENANCY_APPROVED: &str = "MultitenancyApproved";
 /// The Registration's `InSync` condition (azure mode): Azure holds no undeclared tenants.
 pub const IN_SYNC: &str = "InSync";
+/// The Registration's `Usage` condition (DESIGN.md §9): usage ingestion is current. Written by
+/// the usage controller only.
+pub const USAGE: &str = "Usage";
 
 /// A source of "now", injected so that tests control time.
 pub trait Clock: Send + Sync {

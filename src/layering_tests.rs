@@ -27,6 +27,8 @@ const LAYERS: &[(&str, u8)] = &[
     ("crd", 2),
     ("conditions", 3),
     ("cli", 3),
+    // The usage source and sink clients (§9): over azure's transport and credentials.
+    ("usage_io", 3),
     // What runs around the controllers, then the controllers.
     ("runtime", 4),
     ("usage", 4), // pure usage decisions (§9), reading policy's reasons and `conditions`

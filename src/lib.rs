@@ -15,6 +15,7 @@ pub mod resolver;
 pub mod runtime;
 pub mod upstream;
 pub mod usage;
+pub mod usage_io;
 pub mod verify;
 
 #[cfg(test)]

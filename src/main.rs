@@ -29,6 +29,43 @@ fn write_crd_files(dir: &std::path::Path) -> Result<(), Box<dyn std::error::Erro
     Ok(())
 }
 
+/// `usage report`: lists both kinds and renders the chargeback rows.
+async fn usage_report(
+    args: &azs_csp_operator::cli::UsageReportArgs,
+) -> Result<String, Box<dyn std::error::Error>> {
+    use azs_csp_operator::{
+        api::{CustomerSubscription, Registration},
+        cli::ReportOutput,
+        usage::report,
+    };
+    use kube::{Api, api::ListParams};
+    if let Some(period) = &args.period {
+        usage::period::Month::parse(period)?;
+    }
+    let client = kube::Client::try_default().await?;
+    let (registrations, customers): (Api<Registration>, Api<CustomerSubscription>) =
+        match &args.namespace {
+            Some(ns) => (
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client, ns),
+            ),
+            None => (Api::all(client.clone()), Api::all(client)),
+        };
+    let registrations = registrations.list(&ListParams::default()).await?.items;
+    let customers = customers.list(&ListParams::default()).await?.items;
+    let rows = report::rows(
+        &registrations,
+        &customers,
+        args.registration.as_deref(),
+        args.period.as_deref(),
+    );
+    Ok(match args.output {
+        ReportOutput::Table => report::render_table(&rows),
+        ReportOutput::Csv => report::render_csv(&rows),
+        ReportOutput::Json => report::render_json(&rows)?,
+    })
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -101,6 +138,18 @@ fn main() -> ExitCode {
                         tracing::error!(%error, "emulator stopped");
                         eprintln!("error: {error}");
                         ExitCode::from(1)
+                    }
+                }
+            }
+            Command::Usage(azs_csp_operator::cli::UsageCommand::Report(args)) => {
+                match usage_report(&args).await {
+                    Ok(text) => {
+                        print!("{text}");
+                        ExitCode::SUCCESS
+                    }
+                    Err(error) => {
+                        eprintln!("error: {error}");
+                        ExitCode::from(2)
                     }
                 }
             }

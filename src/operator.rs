@@ -57,6 +57,87 @@ pub enum OperatorError {
     Transport(#[from] TransportError),
     #[error(transparent)]
     Credential(#[from] CredentialError),
+    #[error(transparent)]
+    Sink(#[from] crate::usage_io::SinkError),
+    #[error(transparent)]
+    RateCard(#[from] crate::usage::rate_card::RateCardError),
+}
+
+/// The usage controller of `args` (DESIGN.md §9). Its credential is `--usage-credential`'s,
+/// else the §8 identity's; when neither can be built (local mode without Azure variables),
+/// the controller still runs and each Registration with a usageSource says why in its
+/// `Usage` condition (SourceFailed), rather than the operator refusing to start.
+pub fn usage_mode(args: &RunArgs) -> Result<crate::controller::usage::UsageMode, OperatorError> {
+    use crate::usage_io::{SinkClient, SinkSettings, SourceClient, SourceSettings};
+    let usage = &args.usage;
+    let ca_file = usage
+        .usage_ca_file
+        .as_deref()
+        .or(args.arm.azure_ca_file.as_deref());
+    let transport = azure::transport(ca_file, usage.usage_timeout)?;
+    let mut client_options = azure_core::http::ClientOptions {
+        transport: Some(transport.clone()),
+        retry: azure_core::http::RetryOptions::none(),
+        ..Default::default()
+    };
+    let settings = match usage.usage_credential {
+        Some(kind) => {
+            if let Some(host) = &usage.usage_authority_host {
+                let mut cloud = azure_core::cloud::CustomConfiguration::default();
+                cloud.authority_host = host.clone();
+                client_options.cloud = Some(Arc::new(cloud.into()));
+            }
+            CredentialSettings {
+                kind,
+                client_secret_file: usage.usage_client_secret_file.clone(),
+                client_options,
+                flag: "--usage-credential",
+                tenant_id: usage.usage_tenant_id.clone(),
+                client_id: usage.usage_client_id.clone(),
+            }
+        }
+        None => CredentialSettings::azure(
+            args.arm.azure_credential,
+            args.arm.azure_client_secret_file.clone(),
+            client_options,
+        ),
+    };
+    let credential = azure::credential::build(settings).map_err(|e| {
+        format!("{e}; give the stamp's identity with --usage-credential (and --usage-tenant-id, --usage-client-id, --usage-client-secret-file)")
+    });
+    if let Err(reason) = &credential {
+        warn!(%reason, "no credential for the usage source: Registrations with a usageSource report Usage SourceFailed");
+    }
+    let source = SourceClient::new(SourceSettings {
+        credential,
+        transport,
+        breaker: crate::usage_io::breaker_settings(),
+    });
+    let sink = usage
+        .usage_sink
+        .as_ref()
+        .map(|url| {
+            SinkClient::new(SinkSettings {
+                url: url.clone(),
+                token_file: usage.usage_sink_token_file.clone(),
+                ca_file: usage.usage_ca_file.clone(),
+                timeout: usage.usage_timeout,
+                breaker: crate::usage_io::breaker_settings(),
+            })
+        })
+        .transpose()?;
+    let rate_card = usage
+        .rate_card
+        .as_deref()
+        .map(crate::usage::rate_card::RateCard::from_file)
+        .transpose()?;
+    Ok(crate::controller::usage::UsageMode::new(
+        Arc::new(source),
+        sink.map(Arc::new),
+        rate_card.map(Arc::new),
+        usage.usage_interval,
+        usage.usage_delay,
+    ))
 }
 
 /// The ARM client of `args`, reporting to `metrics` (azure mode, `verify --in-azure`).
@@ -68,17 +149,17 @@ pub fn arm_client(
     let endpoint = azure_core::http::Url::parse(&args.arm_endpoint)
         .map_err(|_| OperatorError::ArmEndpoint(args.arm_endpoint.clone()))?;
     let transport = azure::transport(args.azure_ca_file.as_deref(), args.arm_timeout)?;
-    let credential = azure::credential::build(CredentialSettings {
-        kind: args.azure_credential,
-        client_secret_file: args.azure_client_secret_file.clone(),
+    let credential = azure::credential::build(CredentialSettings::azure(
+        args.azure_credential,
+        args.azure_client_secret_file.clone(),
         // No SDK retry for tokens either: a refused or unreachable Entra ID is the reconcile's
         // to retry with backoff, not a minute of retries inside one call.
-        client_options: azure_core::http::ClientOptions {
+        azure_core::http::ClientOptions {
             transport: Some(transport.clone()),
             retry: azure_core::http::RetryOptions::none(),
             ..Default::default()
         },
-    })?;
+    ))?;
     Ok(ArmClient::new(
         ArmSettings {
             endpoint,
@@ -242,6 +323,11 @@ pub async fn serve(args: RunArgs) -> Result<(), OperatorError> {
         }
     };
     metrics.set_resolver(resolver.clone());
+    let usage = Arc::new(usage_mode(&args)?);
+    metrics.add_upstream(usage.source.breaker().clone());
+    if let Some(sink) = &usage.sink {
+        metrics.add_upstream(sink.breaker().clone());
+    }
     let settings = Settings {
         namespaces: args.watch_namespaces.clone(),
         reporter: Reporter {
@@ -254,6 +340,7 @@ pub async fn serve(args: RunArgs) -> Result<(), OperatorError> {
         metrics: metrics.clone(),
         health: health.clone(),
         azure,
+        usage: Some(usage),
     };
 
     if !args.leader_election {

@@ -18,10 +18,7 @@ use std::{
 };
 
 use azs_csp_operator::api::{CustomerSubscription, Registration};
-use azs_csp_testkit::{
-    cluster::create_untyped,
-    upstream::Mode,
-};
+use azs_csp_testkit::{cluster::create_untyped, upstream::Mode};
 use common::{
     Operator, Scenario, TestNamespace, customer_reason, registration_reason, start_operator,
     wait_customer_reason, wait_registration_reason,

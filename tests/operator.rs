@@ -12,12 +12,12 @@ use azs_csp_testkit::{
     cluster::{create_untyped, from_yaml, wait_gone, yaml_documents},
     upstream::{Mode, Upstream},
 };
-use emulated::Metadata;
 use common::{
     REGISTRATION_SUB, Scenario, TestNamespace, customer_reason, customer_yaml, registration_yaml,
     start_operator, start_operator_with_env, wait_customer_reason, wait_for,
     wait_registration_reason,
 };
+use emulated::Metadata;
 use k8s_openapi::api::{core::v1::ConfigMap, events::v1::Event};
 use kube::{
     Api, ResourceExt,

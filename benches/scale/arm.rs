@@ -55,6 +55,7 @@ impl ArmWorld {
                 write_burst: burst,
                 write_refill_per_second: refill,
                 tls_dir: Some(dir.join("tls")),
+                stamp: None,
             },
         )
         .await?;

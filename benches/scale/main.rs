@@ -41,6 +41,7 @@ mod run;
 mod settings;
 mod tracker;
 mod upstream;
+mod usage;
 
 use std::{
     process::ExitCode,
@@ -96,6 +97,9 @@ fn main() -> ExitCode {
             eprintln!("bench: cannot create {}: {e}", settings.out_dir.display());
             return ExitCode::from(2);
         }
+        if settings.mode == BenchMode::Usage {
+            return usage_main(&settings).await;
+        }
         let client = match local_client(&settings.kubeconfig).await {
             Ok(c) => c,
             Err(e) => {
@@ -126,7 +130,7 @@ fn main() -> ExitCode {
                 settings.registrations,
                 settings.fanout,
                 match settings.mode {
-                    BenchMode::Local => Partners::Ten,
+                    BenchMode::Local | BenchMode::Usage => Partners::Ten,
                     BenchMode::Azure => Partners::OneSubscription,
                 },
             ),
@@ -175,4 +179,35 @@ fn main() -> ExitCode {
             }
         }
     })
+}
+
+/// `MODE=usage`: its own run, results file and summary (benches/scale/usage.rs).
+async fn usage_main(settings: &Settings) -> ExitCode {
+    let stamp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let outcome = tokio::select! {
+        r = tokio::time::timeout(settings.total_timeout, usage::run(settings)) => match r {
+            Ok(r) => r,
+            Err(_) => Err(format!("the run exceeded AZS_BENCH_TIMEOUT ({} s)", settings.total_timeout.as_secs()).into()),
+        },
+        _ = tokio::signal::ctrl_c() => Err("interrupted".into()),
+    };
+    let results = match outcome {
+        Ok(results) => results,
+        Err(e) => {
+            eprintln!("bench: FAILED: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let out_file = settings.out_dir.join(format!("usage-{stamp}.json"));
+    match serde_json::to_string_pretty(&Value::Object(results.clone())) {
+        Ok(text) => match std::fs::write(&out_file, text + "\n") {
+            Ok(()) => eprintln!("bench: results in {}", out_file.display()),
+            Err(e) => eprintln!("bench: cannot write {}: {e}", out_file.display()),
+        },
+        Err(e) => eprintln!("bench: cannot serialize the results: {e}"),
+    }
+    usage::print_summary(&results);
+    ExitCode::SUCCESS
 }

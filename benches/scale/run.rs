@@ -134,7 +134,7 @@ impl Bench {
         self.record("catalog_bytes", json!(catalog.len()));
         // Azure mode: the emulator, which decides from the same catalog as ARM would.
         let world = match s.mode {
-            BenchMode::Local => None,
+            BenchMode::Local | BenchMode::Usage => None,
             BenchMode::Azure => {
                 let yaml = self.plan.azure_catalog(
                     crate::arm::TENANT,

@@ -43,6 +43,9 @@ pub enum BenchMode {
     /// PUT every subscription that passes the local rules to ARM, played by the emulator
     /// (src/emulator/) in the bench process.
     Azure,
+    /// Usage ingestion (issue 11): a month of a thousand tenants from the emulator's stamp
+    /// (benches/scale/usage.rs), not the CustomerSubscription scale run.
+    Usage,
 }
 
 impl BenchMode {
@@ -50,6 +53,7 @@ impl BenchMode {
         match self {
             Self::Local => "local",
             Self::Azure => "azure",
+            Self::Usage => "usage",
         }
     }
 }
@@ -61,7 +65,8 @@ impl std::str::FromStr for BenchMode {
         match s {
             "local" => Ok(Self::Local),
             "azure" => Ok(Self::Azure),
-            _ => Err(format!("{s:?} is neither local nor azure")),
+            "usage" => Ok(Self::Usage),
+            _ => Err(format!("{s:?} is not local, azure or usage")),
         }
     }
 }
@@ -134,7 +139,7 @@ impl Settings {
         }
         // Azure mode is paced by ARM's bucket: allow three times the ideal (N - burst) / R.
         let paced = match mode {
-            BenchMode::Local => 0,
+            BenchMode::Local | BenchMode::Usage => 0,
             BenchMode::Azure => (3.0 * n as f64 / arm_refill) as u64,
         };
         let converge_default = 300.max(n as u64 / 10).max(paced);

@@ -1,7 +1,7 @@
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-use super::Condition;
+use super::{Condition, UsageTotals};
 
 /// A customer's Azure subscription added to a Registration (a tenant for multitenant billing).
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -18,7 +18,9 @@ use super::Condition;
     printcolumn = r#"{"name":"Subscription","type":"string","jsonPath":".spec.subscriptionId"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name":"VCORE-HOURS","type":"string","jsonPath":".status.usage.vcoreHours","priority":1}"#,
+    printcolumn = r#"{"name":"CHARGE","type":"string","jsonPath":".status.usage.estimatedCharge","priority":1}"#
 )]
 #[serde(rename_all = "camelCase")]
 pub struct CustomerSubscriptionSpec {
@@ -64,6 +66,10 @@ pub struct CustomerSubscriptionStatus {
     /// Azure mode: the ARM call that decided Ready.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub azure: Option<CustomerSubscriptionAzureStatus>,
+    /// Month-to-date usage billed to this subscription: written by the usage controller under
+    /// its own field manager.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<UsageTotals>,
     #[serde(default)]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,

@@ -4,6 +4,7 @@ mod billing_model;
 mod condition;
 mod customer_subscription;
 mod registration;
+mod usage;
 
 pub use billing_model::BillingModel;
 pub use condition::{Condition, ConditionStatus};
@@ -13,6 +14,9 @@ pub use customer_subscription::{
 };
 pub use registration::{
     Registration, RegistrationAzureStatus, RegistrationSpec, RegistrationStatus,
+};
+pub use usage::{
+    MeterTotal, PreviousTotals, RegistrationUsageStatus, RejectedRecords, UsageSource, UsageTotals,
 };
 
 /// API group of both kinds.

@@ -1,7 +1,7 @@
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-use super::{BillingModel, Condition};
+use super::{BillingModel, Condition, RegistrationUsageStatus, UsageSource};
 
 /// An Azure Stack stamp registered with Azure (`Microsoft.AzureStack/registrations`).
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -71,6 +71,9 @@ pub struct RegistrationSpec {
     /// CustomerSubscription declares (default false: they are only reported).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prune_unmanaged: Option<bool>,
+    /// The stamp's usage API: when set, usage is attributed and forwarded (DESIGN.md §9).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage_source: Option<UsageSource>,
 }
 
 impl RegistrationSpec {
@@ -101,6 +104,9 @@ pub struct RegistrationStatus {
     /// Azure mode: tenants Azure holds for this registration that no CustomerSubscription declares.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unmanaged_customer_subscriptions: Option<i64>,
+    /// Usage ingestion: written by the usage controller under its own field manager.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<RegistrationUsageStatus>,
     #[serde(default)]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,

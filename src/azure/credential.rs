@@ -32,8 +32,9 @@ pub enum CredentialKind {
 
 #[derive(thiserror::Error, Debug)]
 pub enum CredentialError {
-    #[error("--azure-credential {kind} needs {variable}")]
+    #[error("{flag} {kind} needs {variable}")]
     Missing {
+        flag: &'static str,
         kind: &'static str,
         variable: &'static str,
     },
@@ -54,13 +55,54 @@ pub struct CredentialSettings {
     pub client_secret_file: Option<PathBuf>,
     /// The transport (with `--azure-ca-file` trusted) for Entra ID.
     pub client_options: ClientOptions,
+    /// The flag that chose the credential, named when something it needs is missing.
+    pub flag: &'static str,
+    /// Tenant and client instead of `AZURE_TENANT_ID` and `AZURE_CLIENT_ID` (the usage
+    /// source's own directory: `--usage-tenant-id`, `--usage-client-id`).
+    pub tenant_id: Option<String>,
+    pub client_id: Option<String>,
 }
 
-fn variable(name: &'static str, kind: &'static str) -> Result<String, CredentialError> {
+impl CredentialSettings {
+    /// `--azure-credential KIND`, everything else from the SDK's variables.
+    pub fn azure(
+        kind: CredentialKind,
+        client_secret_file: Option<PathBuf>,
+        client_options: ClientOptions,
+    ) -> Self {
+        Self {
+            kind,
+            client_secret_file,
+            client_options,
+            flag: "--azure-credential",
+            tenant_id: None,
+            client_id: None,
+        }
+    }
+
+    fn value(
+        &self,
+        given: &Option<String>,
+        name: &'static str,
+        kind: &'static str,
+    ) -> Result<String, CredentialError> {
+        match given.as_ref().filter(|v| !v.is_empty()) {
+            Some(value) => Ok(value.clone()),
+            None => variable(name, self.flag, kind),
+        }
+    }
+}
+
+fn variable(
+    name: &'static str,
+    flag: &'static str,
+    kind: &'static str,
+) -> Result<String, CredentialError> {
     std::env::var(name)
         .ok()
         .filter(|v| !v.is_empty())
         .ok_or(CredentialError::Missing {
+            flag,
             kind,
             variable: name,
         })
@@ -72,12 +114,14 @@ pub fn build(settings: CredentialSettings) -> Result<Arc<dyn TokenCredential>, C
         CredentialKind::WorkloadIdentity => {
             const KIND: &str = "workload-identity";
             let options = WorkloadIdentityCredentialOptions {
+                client_id: Some(settings.value(&settings.client_id, "AZURE_CLIENT_ID", KIND)?),
+                tenant_id: Some(settings.value(&settings.tenant_id, "AZURE_TENANT_ID", KIND)?),
+                token_file_path: Some(
+                    variable("AZURE_FEDERATED_TOKEN_FILE", settings.flag, KIND)?.into(),
+                ),
                 credential_options: ClientAssertionCredentialOptions {
                     client_options: settings.client_options,
                 },
-                client_id: Some(variable("AZURE_CLIENT_ID", KIND)?),
-                tenant_id: Some(variable("AZURE_TENANT_ID", KIND)?),
-                token_file_path: Some(variable("AZURE_FEDERATED_TOKEN_FILE", KIND)?.into()),
             };
             let credential = WorkloadIdentityCredential::new(Some(options)).map_err(|e| {
                 CredentialError::Build {
@@ -89,22 +133,23 @@ pub fn build(settings: CredentialSettings) -> Result<Arc<dyn TokenCredential>, C
         }
         CredentialKind::ClientSecret => {
             const KIND: &str = "client-secret";
-            let tenant_id = variable("AZURE_TENANT_ID", KIND)?;
-            let client_id = variable("AZURE_CLIENT_ID", KIND)?;
-            let source =
-                match settings.client_secret_file {
-                    Some(path) => {
-                        // Fail at startup on an unreadable file rather than at the first PUT.
-                        read_secret(&path)?;
-                        SecretSource::File(path)
-                    }
-                    None => SecretSource::Fixed(variable("AZURE_CLIENT_SECRET", KIND).map_err(
-                        |_| CredentialError::Missing {
-                            kind: KIND,
-                            variable: "AZURE_CLIENT_SECRET or --azure-client-secret-file",
-                        },
-                    )?),
-                };
+            let tenant_id = settings.value(&settings.tenant_id, "AZURE_TENANT_ID", KIND)?;
+            let client_id = settings.value(&settings.client_id, "AZURE_CLIENT_ID", KIND)?;
+            let flag = settings.flag;
+            let source = match settings.client_secret_file {
+                Some(path) => {
+                    // Fail at startup on an unreadable file rather than at the first PUT.
+                    read_secret(&path)?;
+                    SecretSource::File(path)
+                }
+                None => SecretSource::Fixed(variable("AZURE_CLIENT_SECRET", flag, KIND).map_err(
+                    |_| CredentialError::Missing {
+                        flag,
+                        kind: KIND,
+                        variable: "AZURE_CLIENT_SECRET or a client secret file",
+                    },
+                )?),
+            };
             Ok(Arc::new(SecretCredential {
                 tenant_id,
                 client_id,
@@ -118,8 +163,10 @@ pub fn build(settings: CredentialSettings) -> Result<Arc<dyn TokenCredential>, C
             // as the chart sets it; without it the system-assigned identity signs in.
             let options = ManagedIdentityCredentialOptions {
                 client_options: settings.client_options,
-                user_assigned_id: std::env::var("AZURE_CLIENT_ID")
-                    .ok()
+                user_assigned_id: settings
+                    .client_id
+                    .clone()
+                    .or_else(|| std::env::var("AZURE_CLIENT_ID").ok())
                     .filter(|id| !id.is_empty())
                     .map(UserAssignedId::ClientId),
             };

@@ -127,6 +127,7 @@ fn desired_status(
         billing_partner_id: decision.billing_partner_id.clone(),
         reseller_partner_id: decision.reseller_partner_id.clone(),
         azure: None,
+        usage: customer.status.as_ref().and_then(|s| s.usage.clone()),
         conditions,
     }
 }

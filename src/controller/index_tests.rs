@@ -29,6 +29,7 @@ pub(crate) fn registration(
             agreement_number: None,
             ms_asset_tag: None,
             prune_unmanaged: None,
+            usage_source: None,
         },
     );
     r.metadata.namespace = Some(ns.into());

@@ -7,6 +7,7 @@ mod events;
 mod index;
 mod registration;
 mod routing;
+pub mod usage;
 mod watch;
 mod write;
 
@@ -100,6 +101,8 @@ pub struct Settings {
     pub health: Health,
     /// Azure mode (`run --mode azure`); `None` in local mode.
     pub azure: Option<Arc<azure::AzureMode>>,
+    /// The usage controller (DESIGN.md §9); `None` runs none.
+    pub usage: Option<Arc<usage::UsageMode>>,
 }
 
 /// How one controller schedules its reconciles.
@@ -257,6 +260,9 @@ pub async fn run_controllers(
             customer_subscription::error_policy,
             ctx.clone(),
         ));
+    }
+    if let Some(mode) = settings.usage.clone() {
+        controllers.push(Box::pin(usage::run(ctx.clone(), mode, shutdown.clone())));
     }
     caches.router.connect(routes);
     let metadata_changes = tokio::spawn(routing::route_metadata_changes(

@@ -78,6 +78,7 @@ fn desired_status(
         customer_subscription_count: Some(decision.customer_subscription_count),
         azure: None,
         unmanaged_customer_subscriptions: None,
+        usage: registration.status.as_ref().and_then(|s| s.usage.clone()),
         conditions,
     }
 }

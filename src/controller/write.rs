@@ -185,19 +185,45 @@ pub async fn remove_finalizer<K: StatusOwner>(
 }
 
 /// A status whose conditions include the Ready condition of a decision.
-pub trait WithConditions {
+pub trait WithConditions: Sized {
     fn conditions(&self) -> &[Condition];
+    /// The status without what the usage controller owns (`status.usage` and the `Usage`
+    /// condition): a decision's apply neither writes nor compares them, so it never takes
+    /// them over with stale values from the cache, and they never make it write.
+    fn without_usage(&self) -> Self;
+}
+
+fn conditions_without_usage(conditions: &[Condition]) -> Vec<Condition> {
+    conditions
+        .iter()
+        .filter(|c| c.type_ != crate::conditions::USAGE)
+        .cloned()
+        .collect()
 }
 
 impl WithConditions for CustomerSubscriptionStatus {
     fn conditions(&self) -> &[Condition] {
         &self.conditions
     }
+    fn without_usage(&self) -> Self {
+        Self {
+            usage: None,
+            conditions: conditions_without_usage(&self.conditions),
+            ..self.clone()
+        }
+    }
 }
 
 impl WithConditions for RegistrationStatus {
     fn conditions(&self) -> &[Condition] {
         &self.conditions
+    }
+    fn without_usage(&self) -> Self {
+        Self {
+            usage: None,
+            conditions: conditions_without_usage(&self.conditions),
+            ..self.clone()
+        }
     }
 }
 
@@ -218,7 +244,8 @@ where
     let previous = current
         .and_then(|status| crate::conditions::find(status.conditions(), crate::conditions::READY))
         .map(|c| c.reason.clone());
-    let written = apply_status(ctx, obj, current, desired).await?;
+    let current_main = current.map(S::without_usage);
+    let written = apply_status(ctx, obj, current_main.as_ref(), &desired.without_usage()).await?;
     if written.is_some() && previous.as_deref() != Some(reason.as_str()) {
         tracing::info!(
             kind = K::kind(&()).as_ref(),

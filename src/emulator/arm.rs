@@ -933,6 +933,7 @@ fn decide(
             agreement_number: None,
             ms_asset_tag: None,
             prune_unmanaged: None,
+            usage_source: None,
         },
     );
     let customer_object = CustomerSubscription::new(

@@ -12,7 +12,7 @@ use std::{
 use serde_json::{Map, Value};
 use tokio::net::TcpListener;
 
-use super::{Emulator, EmulatorError, Shared, entra, throttle::WriteThrottle, tls};
+use super::{Emulator, EmulatorError, Shared, entra, stamp, throttle::WriteThrottle, tls};
 use crate::resolver::{Catalog, CatalogError};
 
 /// How an in-process emulator is set up.
@@ -24,6 +24,8 @@ pub struct InProcessOptions {
     pub write_refill_per_second: f64,
     /// HTTPS with the CA and certificate kept (or made) in this directory; plain HTTP without.
     pub tls_dir: Option<PathBuf>,
+    /// The stamp behind the admin usage APIs; without one they answer 404.
+    pub stamp: Option<stamp::Stamp>,
 }
 
 impl Default for InProcessOptions {
@@ -33,6 +35,7 @@ impl Default for InProcessOptions {
             write_burst: 10_000,
             write_refill_per_second: 10_000.0,
             tls_dir: None,
+            stamp: None,
         }
     }
 }
@@ -50,7 +53,10 @@ pub struct InProcess {
 impl InProcess {
     /// An emulator of `catalog_yaml` on a free port of 127.0.0.1, named by that address in its
     /// tokens and `nextLink`s.
-    pub async fn start(catalog_yaml: &str, options: InProcessOptions) -> Result<Self, EmulatorError> {
+    pub async fn start(
+        catalog_yaml: &str,
+        options: InProcessOptions,
+    ) -> Result<Self, EmulatorError> {
         let catalog = Catalog::parse(catalog_yaml)?;
         let (tls, ca_file) = match &options.tls_dir {
             Some(dir) => {
@@ -71,12 +77,16 @@ impl InProcess {
         let tokens = tokio::task::spawn_blocking(entra::TokenIssuer::generate)
             .await
             .map_err(|e| entra::KeyError::Generate(e.to_string()))??;
-        let emulator = Arc::new(Emulator::new(
+        let mut emulator = Emulator::new(
             catalog,
             format!("{scheme}://{addr}"),
             tokens,
             WriteThrottle::new(options.write_burst, options.write_refill_per_second),
-        ));
+        );
+        if let Some(stamp) = options.stamp {
+            emulator = emulator.with_stamp(stamp);
+        }
+        let emulator = Arc::new(emulator);
         Ok(Self {
             emulator,
             listener,
@@ -175,7 +185,10 @@ impl CatalogEditor {
         let mut edited = document.clone();
         change(&mut edited);
         let mut text = edited.rest.clone();
-        text.insert(SUBSCRIPTIONS.into(), Value::Array(edited.subscriptions.clone()));
+        text.insert(
+            SUBSCRIPTIONS.into(),
+            Value::Array(edited.subscriptions.clone()),
+        );
         text.insert(APPROVALS.into(), Value::Array(edited.approvals.clone()));
         // JSON is YAML: the catalog reader takes the document as it is.
         self.emulator

@@ -150,7 +150,12 @@ async fn every_other_answer_is_an_error() {
             Malformed,
             Ok,
         ),
-        (200, r#"{"multitenancyApproved":false}"#.into(), Malformed, Ok),
+        (
+            200,
+            r#"{"multitenancyApproved":false}"#.into(),
+            Malformed,
+            Ok,
+        ),
         (200, subscription_json(SUB), Ok, Malformed),
         (200, subscription_json(OTHER), Malformed, Malformed),
         (200, subscription_json("abc"), Malformed, Malformed),
@@ -486,7 +491,10 @@ async fn the_catalog_is_edited_while_it_runs_and_requests_are_counted_by_kind_an
     );
     assert_eq!(fresh().multitenancy_approved(&key).await, Ok(false));
     let replaced = fresh().subscription(SUB).await.expect("ok").expect("known");
-    assert_eq!(replaced.offer, "PayAsYouGo", "the entry of the same id is replaced");
+    assert_eq!(
+        replaced.offer, "PayAsYouGo",
+        "the entry of the same id is replaced"
+    );
     assert_eq!(fresh().subscription(OTHER).await, Ok(None));
 
     assert_eq!(
@@ -511,6 +519,12 @@ async fn an_entry_the_catalog_refuses_is_not_put_in_force() {
         server.add_subscription(OTHER, serde_json::json!({"id": OTHER, "state": "Sleeping"}))
     });
     assert!(std::panic::catch_unwind(refused).is_err());
-    assert!(resolver(&server).subscription(SUB).await.expect("ok").is_some());
+    assert!(
+        resolver(&server)
+            .subscription(SUB)
+            .await
+            .expect("ok")
+            .is_some()
+    );
     assert_eq!(resolver(&server).subscription(OTHER).await, Ok(None));
 }

@@ -320,6 +320,7 @@ fn registration(model: BillingModel) -> Registration {
             agreement_number: None,
             ms_asset_tag: None,
             prune_unmanaged: None,
+            usage_source: None,
         },
     )
 }

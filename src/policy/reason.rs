@@ -40,10 +40,19 @@ pub enum Reason {
     InSync,
     /// Registration InSync: Azure holds tenants no CustomerSubscription declares.
     UnmanagedCustomerSubscriptions,
+    // Registration Usage (DESIGN.md §9)
+    /// Every due window is ingested and acknowledged by the sink.
+    Current,
+    /// The stamp's usage API (or the credential for it) failed.
+    SourceFailed,
+    /// The sink did not acknowledge a batch.
+    SinkFailed,
+    /// No window has been ingested yet.
+    Starting,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 23] = [
+    pub const ALL: [Reason; 27] = [
         Reason::Attached,
         Reason::InvalidCustomerSubscriptionId,
         Reason::RegistrationNotFound,
@@ -67,6 +76,18 @@ impl Reason {
         Reason::NotYetKnown,
         Reason::InSync,
         Reason::UnmanagedCustomerSubscriptions,
+        Reason::Current,
+        Reason::SourceFailed,
+        Reason::SinkFailed,
+        Reason::Starting,
+    ];
+
+    /// The reasons of a Registration's `Usage` condition.
+    pub const USAGE: [Reason; 4] = [
+        Reason::Current,
+        Reason::SourceFailed,
+        Reason::SinkFailed,
+        Reason::Starting,
     ];
 
     /// The reasons of a CustomerSubscription's Ready condition.
@@ -118,6 +139,10 @@ impl Reason {
             Reason::NotYetKnown => "NotYetKnown",
             Reason::InSync => "InSync",
             Reason::UnmanagedCustomerSubscriptions => "UnmanagedCustomerSubscriptions",
+            Reason::Current => "Current",
+            Reason::SourceFailed => "SourceFailed",
+            Reason::SinkFailed => "SinkFailed",
+            Reason::Starting => "Starting",
         }
     }
 
@@ -125,13 +150,16 @@ impl Reason {
     /// (upstream failure, pending) is Unknown, every rejection is False.
     pub fn status(self) -> ConditionStatus {
         match self {
-            Reason::Attached | Reason::Registered | Reason::Approved | Reason::InSync => {
-                ConditionStatus::True
-            }
+            Reason::Attached
+            | Reason::Registered
+            | Reason::Approved
+            | Reason::InSync
+            | Reason::Current => ConditionStatus::True,
             Reason::MetadataResolverBadGatewayError
             | Reason::Reconciling
             | Reason::Detaching
-            | Reason::NotYetKnown => ConditionStatus::Unknown,
+            | Reason::NotYetKnown
+            | Reason::Starting => ConditionStatus::Unknown,
             _ => ConditionStatus::False,
         }
     }
@@ -141,7 +169,10 @@ impl Reason {
     pub fn is_transient(self) -> bool {
         matches!(
             self,
-            Reason::MetadataResolverBadGatewayError | Reason::Reconciling | Reason::Detaching
+            Reason::MetadataResolverBadGatewayError
+                | Reason::Reconciling
+                | Reason::Detaching
+                | Reason::Starting
         )
     }
 }

@@ -66,6 +66,7 @@ fn registration(namespace: &str, name: &str, created: i64) -> Registration {
             agreement_number: None,
             ms_asset_tag: None,
             prune_unmanaged: None,
+            usage_source: None,
         },
     );
     r.metadata.namespace = Some(namespace.into());
@@ -1419,10 +1420,12 @@ fn customer_subscription_count_saturates() {
 /// every rejection False (whatever other reasons are added later).
 fn expected_status(reason: Reason) -> ConditionStatus {
     match reason {
-        R::Attached | R::Registered | R::Approved | R::InSync => ConditionStatus::True,
-        R::MetadataResolverBadGatewayError | R::Reconciling | R::Detaching | R::NotYetKnown => {
-            ConditionStatus::Unknown
-        }
+        R::Attached | R::Registered | R::Approved | R::InSync | R::Current => ConditionStatus::True,
+        R::MetadataResolverBadGatewayError
+        | R::Reconciling
+        | R::Detaching
+        | R::NotYetKnown
+        | R::Starting => ConditionStatus::Unknown,
         _ => ConditionStatus::False,
     }
 }
@@ -1474,6 +1477,11 @@ fn reason_names_are_the_variant_names() {
         "NotYetKnown",
         "InSync",
         "UnmanagedCustomerSubscriptions",
+        // Usage (DESIGN.md §9)
+        "Current",
+        "SourceFailed",
+        "SinkFailed",
+        "Starting",
     ]
     .into_iter()
     .collect();
@@ -1701,6 +1709,7 @@ fn every_message_is_a_sentence_naming_its_values() {
         .into_iter()
         .filter(|r| !matches!(r.as_str(), "Reconciling" | "CustomerSubscriptionNotFound"))
         .filter(|r| !super::azure::REASONS.contains(r))
+        .filter(|r| !Reason::USAGE.contains(r))
         .collect();
     assert_eq!(covered, all);
 }

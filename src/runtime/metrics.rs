@@ -39,6 +39,8 @@ pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CON
 pub const REGISTRATION: &str = "registration";
 /// Label value of the CustomerSubscription controller.
 pub const CUSTOMER_SUBSCRIPTION: &str = "customersubscription";
+/// The `controller` label of the usage controller's status writes.
+pub const USAGE: &str = "usage";
 
 /// Upper bounds (seconds) of the reconcile duration buckets.
 const RECONCILE_BUCKETS: [f64; 13] = [
@@ -104,6 +106,27 @@ struct EventLabels {
 struct ArmRequestLabels {
     operation: &'static str,
     code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CodeLabels {
+    code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RegistrationLabels {
+    namespace: String,
+    registration: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -194,6 +217,10 @@ pub struct Metrics {
     arm_requests: Family<ArmRequestLabels, Counter>,
     arm_duration: Family<ArmOperationLabels, Histogram, fn() -> Histogram>,
     arm_throttled: Counter,
+    usage_records: Family<OutcomeLabels, Counter>,
+    usage_windows: Family<ResultLabels, Counter>,
+    usage_lag: Family<RegistrationLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    usage_sink_requests: Family<CodeLabels, Counter>,
     sources: Arc<Mutex<Sources>>,
 }
 
@@ -283,6 +310,31 @@ impl Metrics {
             "ARM answers 429 (azure mode): every write then waits for the Retry-After",
             arm_throttled.clone(),
         );
+        let usage_records = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "azs_csp_usage_records",
+            "Usage records of ingested windows by outcome: forwarded (unmapped_meter and late are also forwarded), or the cause a bad record was rejected for",
+            usage_records.clone(),
+        );
+        let usage_windows = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "azs_csp_usage_windows",
+            "Hourly usage windows by result: done (every batch acknowledged), source_failed, sink_failed",
+            usage_windows.clone(),
+        );
+        let usage_lag =
+            Family::<RegistrationLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        registry.register(
+            "azs_csp_usage_lag_seconds",
+            "How far each Registration's usage checkpoint (status.usage.ingestedThrough) is behind now",
+            usage_lag.clone(),
+        );
+        let usage_sink_requests = Family::<CodeLabels, Counter>::default();
+        registry.register(
+            "azs_csp_usage_sink_requests",
+            "Batches POSTed to the usage sink by code: the HTTP status, or unreachable",
+            usage_sink_requests.clone(),
+        );
         let sources = Arc::new(Mutex::new(Sources::default()));
         registry.register_collector(Box::new(ScrapeCollector {
             sources: sources.clone(),
@@ -314,6 +366,10 @@ impl Metrics {
             arm_requests,
             arm_duration,
             arm_throttled,
+            usage_records,
+            usage_windows,
+            usage_lag,
+            usage_sink_requests,
             sources,
         }
     }
@@ -340,6 +396,43 @@ impl Metrics {
         self.reconcile_duration
             .get_or_create(&ControllerLabels { controller })
             .observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts `n` usage records of an ingested window under `outcome`.
+    pub fn usage_records(&self, outcome: &str, n: u64) {
+        if n > 0 {
+            self.usage_records
+                .get_or_create(&OutcomeLabels {
+                    outcome: outcome.to_string(),
+                })
+                .inc_by(n);
+        }
+    }
+
+    /// Counts one usage window by result (`done`, `source_failed`, `sink_failed`).
+    pub fn usage_window(&self, result: &'static str) {
+        self.usage_windows
+            .get_or_create(&ResultLabels { result })
+            .inc();
+    }
+
+    /// Sets how far a Registration's usage checkpoint is behind now.
+    pub fn set_usage_lag(&self, namespace: &str, registration: &str, seconds: f64) {
+        self.usage_lag
+            .get_or_create(&RegistrationLabels {
+                namespace: namespace.to_string(),
+                registration: registration.to_string(),
+            })
+            .set(seconds);
+    }
+
+    /// Counts one batch sent to the usage sink by code.
+    pub fn usage_sink_request(&self, code: &str) {
+        self.usage_sink_requests
+            .get_or_create(&CodeLabels {
+                code: code.to_string(),
+            })
+            .inc();
     }
 
     /// Records one status write.

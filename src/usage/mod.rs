@@ -23,6 +23,7 @@ pub mod meter;
 pub mod period;
 pub mod rate_card;
 pub mod record;
+pub mod report;
 pub mod status;
 pub mod totals;
 pub mod window;

@@ -7,7 +7,6 @@ use std::str::FromStr;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use rust_decimal::Decimal;
-use serde::{Deserialize, Serialize};
 
 use super::{
     meter::{lookup, parse_meter_id},
@@ -15,49 +14,7 @@ use super::{
     totals::{MonthToDate, PeriodTotals},
 };
 
-/// `status.usage` of a CustomerSubscription (and the Registration's `registrationSubscription`).
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct UsageTotals {
-    pub period: Month,
-    /// The end of the last window added, RFC 3339.
-    pub through: String,
-    pub vcore_hours: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub estimated_charge: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub currency: Option<String>,
-    #[serde(default)]
-    pub meters: Vec<MeterTotal>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub previous: Option<PreviousTotals>,
-}
-
-/// The month before, same shape without `through`.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct PreviousTotals {
-    pub period: Month,
-    pub vcore_hours: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub estimated_charge: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub currency: Option<String>,
-    #[serde(default)]
-    pub meters: Vec<MeterTotal>,
-}
-
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct MeterTotal {
-    pub meter_id: String,
-    /// Empty for a meter the built-in table does not know.
-    #[serde(default)]
-    pub name: String,
-    #[serde(default)]
-    pub unit: String,
-    pub quantity: String,
-}
+pub use crate::api::{MeterTotal, PreviousTotals, UsageTotals};
 
 /// Why totals read from status cannot be trusted (edited by hand, or another writer).
 #[derive(thiserror::Error, Debug, Clone, PartialEq, Eq)]
@@ -94,13 +51,20 @@ fn meters_of(totals: &PeriodTotals) -> Vec<MeterTotal> {
         .collect()
 }
 
+fn read_month(text: &str) -> Result<Month, UnreadableTotals> {
+    Month::parse(text).map_err(|_| UnreadableTotals {
+        field: "period",
+        value: text.to_string(),
+    })
+}
+
 fn period_of(
-    period: Month,
+    period: &str,
     vcore_hours: &str,
     estimated_charge: Option<&str>,
     meters: &[MeterTotal],
 ) -> Result<PeriodTotals, UnreadableTotals> {
-    let mut totals = PeriodTotals::empty(period);
+    let mut totals = PeriodTotals::empty(read_month(period)?);
     totals.vcore_hours = read_decimal("vcoreHours", vcore_hours)?;
     totals.estimated_charge = estimated_charge
         .map(|c| read_decimal("estimatedCharge", c))
@@ -122,14 +86,14 @@ impl UsageTotals {
     pub fn new(totals: &MonthToDate, currency: Option<&str>) -> Self {
         let currency_with = |charge: &Option<Decimal>| charge.and(currency.map(str::to_string));
         Self {
-            period: totals.current.period,
+            period: totals.current.period.to_string(),
             through: totals.through.to_rfc3339_opts(SecondsFormat::AutoSi, true),
             vcore_hours: decimal(totals.current.vcore_hours),
             estimated_charge: totals.current.estimated_charge.map(decimal),
             currency: currency_with(&totals.current.estimated_charge),
             meters: meters_of(&totals.current),
             previous: totals.previous.as_ref().map(|previous| PreviousTotals {
-                period: previous.period,
+                period: previous.period.to_string(),
                 vcore_hours: decimal(previous.vcore_hours),
                 estimated_charge: previous.estimated_charge.map(decimal),
                 currency: currency_with(&previous.estimated_charge),
@@ -149,7 +113,7 @@ impl UsageTotals {
         Ok(MonthToDate {
             through,
             current: period_of(
-                self.period,
+                &self.period,
                 &self.vcore_hours,
                 self.estimated_charge.as_deref(),
                 &self.meters,
@@ -159,7 +123,7 @@ impl UsageTotals {
                 .as_ref()
                 .map(|p| {
                     period_of(
-                        p.period,
+                        &p.period,
                         &p.vcore_hours,
                         p.estimated_charge.as_deref(),
                         &p.meters,

@@ -83,8 +83,9 @@ fn totals_read_back_exactly() {
 fn totals_edited_into_nonsense_are_refused() {
     let good = serde_json::to_value(UsageTotals::new(&sample(), None)).unwrap();
     type Edit = fn(&mut serde_json::Value);
-    let cases: [(&str, Edit); 4] = [
+    let cases: [(&str, Edit); 5] = [
         ("through", |v| v["through"] = json!("yesterday")),
+        ("period", |v| v["previous"]["period"] = json!("2026-13")),
         ("vcoreHours", |v| v["vcoreHours"] = json!("lots")),
         ("meters[].meterId", |v| {
             v["meters"][0]["meterId"] = json!("vm")

@@ -95,6 +95,16 @@ pub struct AzureWorld {
 impl AzureWorld {
     /// An emulator over `catalog_yaml` with ARM's write bucket (`burst`, `refill` per second).
     pub async fn start(catalog_yaml: &str, burst: u32, refill: f64) -> Self {
+        Self::start_with_stamp(catalog_yaml, burst, refill, None).await
+    }
+
+    /// [`AzureWorld::start`] with the stamp's usage APIs and the CloudEvents sink (§10).
+    pub async fn start_with_stamp(
+        catalog_yaml: &str,
+        burst: u32,
+        refill: f64,
+        stamp: Option<emulator::stamp::Stamp>,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let started = InProcess::start(
             catalog_yaml,
@@ -102,6 +112,7 @@ impl AzureWorld {
                 write_burst: burst,
                 write_refill_per_second: refill,
                 tls_dir: Some(dir.path().join("tls")),
+                stamp,
             },
         )
         .await

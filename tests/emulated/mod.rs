@@ -81,7 +81,10 @@ impl Metadata {
     }
 
     /// [`Metadata::add_subscription`] of many, put in force at once.
-    pub fn add_subscriptions(&self, entries: impl IntoIterator<Item = (String, serde_json::Value)>) {
+    pub fn add_subscriptions(
+        &self,
+        entries: impl IntoIterator<Item = (String, serde_json::Value)>,
+    ) {
         self.editor
             .add_subscriptions(entries)
             .unwrap_or_else(|e| panic!("the emulator refused a subscription: {e}"));

@@ -569,10 +569,10 @@ impl OutcomeWatch {
         use kube::runtime::{WatchStreamExt, watcher};
         let customers = watcher(ns.api::<CustomerSubscription>(), watcher::Config::default())
             .default_backoff()
-            .map(|event| event.map(|e| wrap(e, Watched::Customer)));
+            .map(|event| event.map(|e| wrap(e, |c| Watched::Customer(Box::new(c)))));
         let registrations = watcher(ns.api::<Registration>(), watcher::Config::default())
             .default_backoff()
-            .map(|event| event.map(|e| wrap(e, Watched::Registration)));
+            .map(|event| event.map(|e| wrap(e, |r| Watched::Registration(Box::new(r)))));
         let mut events = Box::pin(futures::stream::select(customers, registrations));
         let expected_customers = population.expected_customers.clone();
         let expected_registrations = population.expected_registrations.clone();
@@ -679,8 +679,8 @@ impl Drop for OutcomeWatch {
 /// What [`OutcomeWatch`] receives from its two watches.
 #[derive(Clone)]
 enum Watched {
-    Customer(CustomerSubscription),
-    Registration(Registration),
+    Customer(Box<CustomerSubscription>),
+    Registration(Box<Registration>),
 }
 
 fn wrap<K>(

@@ -129,9 +129,15 @@ fn local_status(
         observed_generation: generation,
         arm_resource_id: decision.arm_resource_id.clone(),
         tenant_id: decision.tenant_id.clone(),
+        usage: current_usage(customer),
         conditions,
         ..CustomerSubscriptionStatus::default()
     }
+}
+
+/// The usage controller's totals, carried so that they never look like a change to write.
+fn current_usage(customer: &CustomerSubscription) -> Option<crate::api::UsageTotals> {
+    customer.status.as_ref().and_then(|s| s.usage.clone())
 }
 
 fn current_conditions(customer: &CustomerSubscription) -> Vec<crate::api::Condition> {
@@ -168,6 +174,7 @@ fn azure_status(
         azure: Some(CustomerSubscriptionAzureStatus {
             request_id: verdict.request_id.clone(),
         }),
+        usage: current_usage(customer),
         conditions,
         ..CustomerSubscriptionStatus::default()
     }

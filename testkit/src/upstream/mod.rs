@@ -110,9 +110,8 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Upstream {
     /// Plain HTTP answering 404 to every path (the modes still apply).
     pub async fn start() -> Self {
-        let nothing = Router::new().fallback(|| async {
-            canned(StatusCode::NOT_FOUND.as_u16(), NOT_FOUND.to_owned())
-        });
+        let nothing = Router::new()
+            .fallback(|| async { canned(StatusCode::NOT_FOUND.as_u16(), NOT_FOUND.to_owned()) });
         Self::serve(nothing, None).await
     }
 
@@ -126,11 +125,7 @@ impl Upstream {
 
     /// [`Upstream::serve`] on a listener bound beforehand: for a handler that must know its
     /// own address (the emulator names itself in tokens and `nextLink`s).
-    pub fn serve_on(
-        listener: TcpListener,
-        handler: Router,
-        tls: Option<TlsAcceptor>,
-    ) -> Self {
+    pub fn serve_on(listener: TcpListener, handler: Router, tls: Option<TlsAcceptor>) -> Self {
         let addr = listener.local_addr().expect("upstream addr");
         let upstream = Self {
             addr,
@@ -448,10 +443,7 @@ mod tests {
     async fn every_mode_answers_as_it_says() {
         let upstream = with_one_path().await;
         upstream.set_mode(Mode::Status(503));
-        assert_eq!(
-            status(&get(&upstream, "/a").await.expect("get")),
-            "503"
-        );
+        assert_eq!(status(&get(&upstream, "/a").await.expect("get")), "503");
         upstream.set_mode(Mode::Answer(201, "canned".into()));
         let canned = get(&upstream, "/a").await.expect("get");
         assert!(
@@ -466,15 +458,11 @@ mod tests {
                 .ends_with("not json")
         );
         upstream.set_mode(Mode::Drop);
-        assert_eq!(
-            get(&upstream, "/a").await.unwrap_or_default(),
-            ""
-        );
+        assert_eq!(get(&upstream, "/a").await.unwrap_or_default(), "");
         upstream.set_mode(Mode::Alternate);
         let mut answers = Vec::new();
         for _ in 0..4 {
-            answers
-                .push(status(&get(&upstream, "/a").await.expect("get")).to_owned());
+            answers.push(status(&get(&upstream, "/a").await.expect("get")).to_owned());
         }
         assert_eq!(answers, ["200", "502", "200", "502"]);
         upstream.set_mode(Mode::Hang);
@@ -484,10 +472,7 @@ mod tests {
         upstream.stop().await;
         assert!(TcpStream::connect(upstream.addr).await.is_err(), "refused");
         upstream.accept_connections().await;
-        assert_eq!(
-            status(&get(&upstream, "/a").await.expect("get")),
-            "200"
-        );
+        assert_eq!(status(&get(&upstream, "/a").await.expect("get")), "200");
         assert!(upstream.max_in_flight() >= 1);
         assert_eq!(upstream.paths().len() as u64, upstream.requests());
     }

@@ -1,0 +1,651 @@
+//! The usage controller (DESIGN.md §9), thin: every `--usage-interval`, per Registration with
+//! `spec.usageSource`, the due windows one at a time from `status.usage.ingestedThrough`:
+//! directory → pages streamed through `usage::ingest` → CloudEvents batches to the sink →
+//! only once every batch was acknowledged, each touched CustomerSubscription's `status.usage`
+//! (guarded by `through`), then the Registration's `status.usage` and `Usage` condition.
+//!
+//! Its status is applied under a field manager of its own and holds only `status.usage` (and,
+//! on the Registration, the `Usage` condition): the decision controllers' applies leave both
+//! alone, and this one leaves theirs alone.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use kube::{
+    Api, ResourceExt,
+    api::{Patch, PatchParams},
+    core::TypeMeta,
+};
+use serde_json::json;
+use tracing::{debug, info, instrument, warn};
+
+use super::{Context, ObjKey};
+use crate::{
+    api::{
+        Condition, CustomerSubscription, Registration, RegistrationUsageStatus, RejectedRecords,
+        UsageTotals,
+    },
+    conditions::{self, USAGE},
+    guid::Guid,
+    policy::Reason,
+    runtime::metrics::USAGE as USAGE_LABEL,
+    usage::{
+        attribution::{Attachment, Attachments, BilledTo, Directory},
+        cloudevents::{Origin, UsageEvent, batch_body},
+        ingest::{self, WindowIngest},
+        rate_card::RateCard,
+        record::UsagePage,
+        totals::{MonthToDate, WindowUsage, add_window},
+        window::{Window, due_windows, first_checkpoint},
+    },
+    usage_io::{SinkClient, SourceClient, SourceEndpoint, SourceError},
+};
+
+/// The field manager of every usage status write.
+pub const MANAGER: &str = "azs-csp-operator-usage";
+/// Events per POST to the sink.
+const BATCH: usize = 500;
+
+/// What the usage controller runs with (`run --usage-*`, `--rate-card`).
+pub struct UsageMode {
+    pub source: Arc<SourceClient>,
+    /// `--usage-sink`; without it usage is only totalled into status.
+    pub sink: Option<Arc<SinkClient>>,
+    pub rate_card: Option<Arc<RateCard>>,
+    pub interval: Duration,
+    pub delay: Duration,
+    /// What this process last wrote, which the caches may not show yet.
+    written: Mutex<Written>,
+}
+
+#[derive(Default)]
+struct Written {
+    customers: HashMap<ObjKey, UsageTotals>,
+    registrations: HashMap<ObjKey, RegistrationUsageStatus>,
+    /// Since when each Registration's ingestion fails, and the first rejected record's cause.
+    failing_since: HashMap<ObjKey, DateTime<Utc>>,
+    first_rejection: HashMap<ObjKey, String>,
+}
+
+impl UsageMode {
+    pub fn new(
+        source: Arc<SourceClient>,
+        sink: Option<Arc<SinkClient>>,
+        rate_card: Option<Arc<RateCard>>,
+        interval: Duration,
+        delay: Duration,
+    ) -> Self {
+        Self {
+            source,
+            sink,
+            rate_card,
+            interval,
+            delay,
+            written: Mutex::default(),
+        }
+    }
+
+    fn written(&self) -> std::sync::MutexGuard<'_, Written> {
+        self.written.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Why a window is not done.
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    #[error("{0}")]
+    Source(String),
+    #[error("{0}")]
+    Sink(String),
+    #[error("{0}")]
+    Write(String),
+}
+
+fn now(ctx: &Context) -> DateTime<Utc> {
+    let now = ctx.clock.now().0;
+    DateTime::from_timestamp(now.as_second(), now.subsec_nanosecond().max(0) as u32)
+        .unwrap_or_else(Utc::now)
+}
+
+fn rfc3339(time: DateTime<Utc>) -> String {
+    time.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+fn parse_time(text: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// Runs until `shutdown`: one pass over the Registrations every interval.
+pub async fn run(
+    ctx: Arc<Context>,
+    usage: Arc<UsageMode>,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) {
+    info!(
+        interval_s = usage.interval.as_secs_f64(),
+        delay_s = usage.delay.as_secs_f64(),
+        sink = usage.sink.is_some(),
+        "usage controller starting"
+    );
+    tokio::pin!(shutdown);
+    loop {
+        for registration in ctx.registrations.all() {
+            if registration.spec.usage_source.is_none()
+                || registration.metadata.deletion_timestamp.is_some()
+            {
+                continue;
+            }
+            tokio::select! {
+                _ = &mut shutdown => return,
+                _ = process(&ctx, &usage, &registration) => {}
+            }
+        }
+        tokio::select! {
+            _ = &mut shutdown => return,
+            _ = tokio::time::sleep(usage.interval) => {}
+        }
+    }
+}
+
+/// The Registration's usage status: what this process wrote last, unless the cache is newer.
+fn current_status(
+    usage: &UsageMode,
+    key: &ObjKey,
+    registration: &Registration,
+) -> RegistrationUsageStatus {
+    let cached = registration
+        .status
+        .as_ref()
+        .and_then(|s| s.usage.clone())
+        .unwrap_or_default();
+    let through = |s: &RegistrationUsageStatus| s.ingested_through.as_deref().and_then(parse_time);
+    match usage.written().registrations.get(key) {
+        Some(mine) if through(mine) > through(&cached) => mine.clone(),
+        _ => cached,
+    }
+}
+
+fn current_totals(
+    usage: &UsageMode,
+    key: &ObjKey,
+    cached: Option<&UsageTotals>,
+) -> Option<UsageTotals> {
+    let through = |t: &UsageTotals| parse_time(&t.through);
+    match (usage.written().customers.get(key), cached) {
+        (Some(mine), Some(cached)) if through(cached) >= through(mine) => Some(cached.clone()),
+        (Some(mine), _) => Some(mine.clone()),
+        (None, cached) => cached.cloned(),
+    }
+}
+
+#[instrument(skip_all, fields(namespace = registration.namespace().unwrap_or_default(), name = registration.name_any()))]
+async fn process(ctx: &Context, usage: &UsageMode, registration: &Registration) {
+    let Some(spec) = &registration.spec.usage_source else {
+        return;
+    };
+    let key = ObjKey::of(registration);
+    let namespace = registration.namespace().unwrap_or_default();
+    let name = registration.name_any();
+    let mut status = current_status(usage, &key, registration);
+    let created = registration
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .and_then(|t| DateTime::from_timestamp(t.0.as_second(), 0))
+        .unwrap_or_else(|| now(ctx));
+    let checkpoint = status
+        .ingested_through
+        .as_deref()
+        .and_then(parse_time)
+        .unwrap_or_else(|| {
+            first_checkpoint(created, spec.start_time.as_deref().and_then(parse_time))
+        });
+    let at = now(ctx);
+    ctx.metrics.set_usage_lag(
+        &namespace,
+        &name,
+        (at - checkpoint).num_milliseconds().max(0) as f64 / 1000.0,
+    );
+    let endpoint = SourceEndpoint {
+        endpoint: spec.endpoint.clone(),
+        provider_subscription_id: spec.provider_subscription_id.clone(),
+        audience: spec.audience.clone(),
+    };
+    let mut done_any = false;
+    for window in due_windows(checkpoint, at, usage.delay) {
+        match window_once(ctx, usage, registration, &endpoint, window, &mut status).await {
+            Ok(()) => {
+                done_any = true;
+                ctx.metrics.usage_window("done");
+                ctx.metrics.set_usage_lag(
+                    &namespace,
+                    &name,
+                    (now(ctx) - window.end).num_milliseconds().max(0) as f64 / 1000.0,
+                );
+            }
+            Err(failure) => {
+                let (reason, result, what) = match &failure {
+                    Failure::Source(_) => {
+                        (Reason::SourceFailed, "source_failed", "Reading usage from")
+                    }
+                    Failure::Sink(_) => {
+                        (Reason::SinkFailed, "sink_failed", "Forwarding usage from")
+                    }
+                    Failure::Write(error) => {
+                        warn!(%error, window = %rfc3339(window.start), "usage status not written; the window is retried");
+                        return;
+                    }
+                };
+                ctx.metrics.usage_window(result);
+                let since = *usage
+                    .written()
+                    .failing_since
+                    .entry(key.clone())
+                    .or_insert(at);
+                let message = format!(
+                    "{what} {} for the window starting {} fails since {}: {failure}. Windows are retried every {}s; none is skipped.",
+                    spec.endpoint,
+                    rfc3339(window.start),
+                    rfc3339(since),
+                    usage.interval.as_secs()
+                );
+                warn!(%failure, window = %rfc3339(window.start), "usage window failed");
+                if let Err(error) =
+                    apply_registration(ctx, usage, registration, &status, reason, &message).await
+                {
+                    warn!(%error, "cannot write the Usage condition");
+                }
+                return;
+            }
+        }
+    }
+    usage.written().failing_since.remove(&key);
+    if !done_any && status.ingested_through.is_none() {
+        let message = format!(
+            "No usage window is due yet: the first, from {}, is ingested once it is {}s old.",
+            rfc3339(checkpoint),
+            usage.delay.as_secs()
+        );
+        if let Err(error) = apply_registration(
+            ctx,
+            usage,
+            registration,
+            &status,
+            Reason::Starting,
+            &message,
+        )
+        .await
+        {
+            warn!(%error, "cannot write the Usage condition");
+        }
+    }
+}
+
+/// One window: every batch acknowledged, then the totals written.
+async fn window_once(
+    ctx: &Context,
+    usage: &UsageMode,
+    registration: &Registration,
+    endpoint: &SourceEndpoint,
+    window: Window,
+    status: &mut RegistrationUsageStatus,
+) -> Result<(), Failure> {
+    let key = ObjKey::of(registration);
+    let namespace = registration.namespace().unwrap_or_default();
+    let name = registration.name_any();
+    let source_failed = |e: SourceError| Failure::Source(e.to_string());
+    let local = usage
+        .source
+        .subscriptions(endpoint)
+        .await
+        .map_err(source_failed)?;
+    let directory = Directory::new(
+        local
+            .iter()
+            .filter_map(|s| Some((s.subscription_id.as_str(), s.tenant_id.as_deref()?))),
+    );
+    drop(local);
+    let customers: Vec<Arc<CustomerSubscription>> = ctx
+        .customers
+        .all()
+        .into_iter()
+        .filter(|c| {
+            c.namespace().as_deref() == Some(namespace.as_str())
+                && c.spec.registration_ref.name == name
+        })
+        .collect();
+    let attachments = Attachments::new(
+        customers
+            .iter()
+            .filter_map(|c| Attachment::of(c, &namespace, &name)),
+    );
+    let registration_subscription =
+        Guid::parse(&registration.spec.subscription_id).ok_or_else(|| {
+            Failure::Source(format!(
+                "spec.subscriptionId {:?} is not a GUID",
+                registration.spec.subscription_id
+            ))
+        })?;
+    let cloud_id = Guid::parse(&registration.spec.cloud_id).ok_or_else(|| {
+        Failure::Source(format!(
+            "spec.cloudId {:?} is not a GUID",
+            registration.spec.cloud_id
+        ))
+    })?;
+    let origin = Origin {
+        namespace: namespace.clone(),
+        name: name.clone(),
+        cloud_id,
+    };
+    let context = ingest::Context {
+        origin: &origin,
+        directory: &directory,
+        attachments: &attachments,
+        registration_subscription,
+        rate_card: usage.rate_card.as_deref(),
+    };
+    let mut decided = WindowIngest::new(window);
+    let mut batch: Vec<UsageEvent> = Vec::with_capacity(BATCH);
+    let mut continuation: Option<String> = None;
+    let mut pages = 0u64;
+    loop {
+        let body = usage
+            .source
+            .records_page(endpoint, window.start, window.end, continuation.as_deref())
+            .await
+            .map_err(source_failed)?;
+        let page: UsagePage = serde_json::from_slice(&body).map_err(|e| {
+            Failure::Source(format!(
+                "a page of {} is not the documented JSON: {e}",
+                endpoint.endpoint
+            ))
+        })?;
+        drop(body);
+        pages += 1;
+        for raw in &page.value {
+            if let Some(event) = decided.ingest(&context, raw) {
+                batch.push(event);
+                if batch.len() >= BATCH {
+                    send(ctx, usage, &mut batch).await?;
+                }
+            }
+        }
+        continuation = page.continuation_token.filter(|t| !t.is_empty());
+        if continuation.is_none() {
+            break;
+        }
+    }
+    send(ctx, usage, &mut batch).await?;
+    debug!(window = %rfc3339(window.start), pages, forwarded = decided.outcomes.forwarded, "window acknowledged");
+
+    // Every batch is acknowledged: the totals may count the window.
+    let mut registration_usage: Option<&WindowUsage> = None;
+    for (billed, window_usage) in decided.usage() {
+        match billed {
+            BilledTo::Customer { customer, .. } => {
+                let Some(object) = customers.iter().find(|c| c.name_any() == customer.name) else {
+                    continue;
+                };
+                apply_customer(ctx, usage, object, Some(window_usage), window).await?;
+            }
+            BilledTo::Registration { .. } => registration_usage = Some(window_usage),
+        }
+    }
+    // A month rolls over for every party, billed in this window or not.
+    for object in &customers {
+        let touched = decided
+            .usage()
+            .any(|(b, _)| b.customer().is_some_and(|c| c.name == object.name_any()));
+        if !touched {
+            apply_customer(ctx, usage, object, None, window).await?;
+        }
+    }
+
+    let previous_through = status.ingested_through.as_deref().and_then(parse_time);
+    let mut next = status.clone();
+    next.registration_subscription = roll(
+        next.registration_subscription.take(),
+        registration_usage,
+        window,
+        usage,
+    )?;
+    if previous_through.is_none_or(|t| t < window.end) {
+        let rejected = next
+            .rejected_records
+            .get_or_insert_with(RejectedRecords::default);
+        rejected.total += decided.rejected.total as i64;
+        for (cause, n) in &decided.rejected.by_cause {
+            *rejected.by_cause.entry(cause.clone()).or_insert(0) += *n as i64;
+        }
+        if let Some(first) = &decided.first_rejection {
+            usage
+                .written()
+                .first_rejection
+                .entry(key.clone())
+                .or_insert_with(|| format!("{}: {}", first.cause.as_str(), first.message));
+        }
+        record_outcomes(ctx, &decided);
+    }
+    next.ingested_through = Some(rfc3339(window.end));
+    let rejected_total = next.rejected_records.as_ref().map_or(0, |r| r.total);
+    let first = usage.written().first_rejection.get(&key).cloned();
+    let message = match (rejected_total, first) {
+        (0, _) => format!("Usage is ingested through {}.", rfc3339(window.end)),
+        (n, Some(first)) => format!(
+            "Usage is ingested through {}; {n} bad records were not forwarded (the first: {first}).",
+            rfc3339(window.end)
+        ),
+        (n, None) => format!(
+            "Usage is ingested through {}; {n} bad records were not forwarded (status.usage.rejectedRecords).",
+            rfc3339(window.end)
+        ),
+    };
+    apply_registration(ctx, usage, registration, &next, Reason::Current, &message).await?;
+    *status = next;
+    Ok(())
+}
+
+fn record_outcomes(ctx: &Context, decided: &WindowIngest) {
+    let outcomes = &decided.outcomes;
+    ctx.metrics.usage_records("forwarded", outcomes.forwarded);
+    ctx.metrics
+        .usage_records("unmapped_meter", outcomes.unmapped_meter);
+    ctx.metrics.usage_records("late", outcomes.late);
+    for (cause, n) in &decided.rejected.by_cause {
+        ctx.metrics.usage_records(cause, *n);
+    }
+}
+
+/// The totals once `window` is added (an empty window only rolls the month over).
+fn roll(
+    current: Option<UsageTotals>,
+    window_usage: Option<&WindowUsage>,
+    window: Window,
+    usage: &UsageMode,
+) -> Result<Option<UsageTotals>, Failure> {
+    let totals: Option<MonthToDate> = current
+        .as_ref()
+        .map(UsageTotals::totals)
+        .transpose()
+        .map_err(|e| Failure::Write(e.to_string()))?;
+    let empty;
+    let window_usage = match window_usage {
+        Some(w) => w,
+        // Nothing billed and nothing to roll: no totals to show.
+        None if totals.is_none() => return Ok(None),
+        None => {
+            empty = WindowUsage::new(window);
+            &empty
+        }
+    };
+    let currency = usage.rate_card.as_deref().map(RateCard::currency);
+    let next = add_window(totals, window_usage);
+    let mut shown = UsageTotals::new(&next, currency);
+    // An empty window advances nothing but the month: `through` only moves with usage, so
+    // that an idle customer is not rewritten every hour.
+    if window_usage_is_empty(window_usage)
+        && let Some(old) = &current
+        && old.period == shown.period
+    {
+        shown = old.clone();
+    }
+    Ok(Some(shown))
+}
+
+fn window_usage_is_empty(window_usage: &WindowUsage) -> bool {
+    *window_usage == WindowUsage::new(window_usage.window())
+}
+
+async fn apply_customer(
+    ctx: &Context,
+    usage: &UsageMode,
+    object: &CustomerSubscription,
+    window_usage: Option<&WindowUsage>,
+    window: Window,
+) -> Result<(), Failure> {
+    let key = ObjKey::of(object);
+    let cached = object.status.as_ref().and_then(|s| s.usage.as_ref());
+    let current = current_totals(usage, &key, cached);
+    let next = roll(current.clone(), window_usage, window, usage)?;
+    let Some(next) = next else {
+        return Ok(());
+    };
+    if current.as_ref() == Some(&next) {
+        return Ok(());
+    }
+    let body = json!({
+        "apiVersion": TypeMeta::resource::<CustomerSubscription>().api_version,
+        "kind": TypeMeta::resource::<CustomerSubscription>().kind,
+        "status": {"usage": next},
+    });
+    let api: Api<CustomerSubscription> = Api::namespaced(ctx.client.clone(), &key.namespace);
+    match api
+        .patch_status(
+            &object.name_any(),
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(body),
+        )
+        .await
+    {
+        Ok(_) => {}
+        // Deleted meanwhile: its usage is in the sink's events, there is no status to total.
+        Err(kube::Error::Api(status)) if status.code == 404 => return Ok(()),
+        Err(error) => {
+            return Err(Failure::Write(format!(
+                "{}/{}: {error}",
+                key.namespace, key.name
+            )));
+        }
+    }
+    ctx.metrics.status_written(USAGE_LABEL);
+    usage.written().customers.insert(key, next);
+    Ok(())
+}
+
+async fn apply_registration(
+    ctx: &Context,
+    usage: &UsageMode,
+    registration: &Registration,
+    next: &RegistrationUsageStatus,
+    reason: Reason,
+    message: &str,
+) -> Result<(), Failure> {
+    let key = ObjKey::of(registration);
+    let existing: Vec<Condition> = registration
+        .status
+        .as_ref()
+        .and_then(|s| conditions::find(&s.conditions, USAGE).cloned())
+        .into_iter()
+        .collect();
+    let mut condition = existing.clone();
+    conditions::set_condition(
+        &mut condition,
+        USAGE,
+        reason,
+        message,
+        registration.metadata.generation,
+        ctx.clock.as_ref(),
+    );
+    let cached = registration
+        .status
+        .as_ref()
+        .and_then(|s| s.usage.clone())
+        .unwrap_or_default();
+    let same_condition = existing.first().map(|c| (&c.status, &c.reason, &c.message))
+        == condition
+            .first()
+            .map(|c| (&c.status, &c.reason, &c.message));
+    let written_same = usage.written().registrations.get(&key) == Some(next);
+    if same_condition && (cached == *next || written_same) {
+        return Ok(());
+    }
+    let usage_body = if *next == RegistrationUsageStatus::default() {
+        None
+    } else {
+        Some(next)
+    };
+    let mut status = json!({"conditions": condition});
+    if let Some(usage_body) = usage_body {
+        status["usage"] = json!(usage_body);
+    }
+    let body = json!({
+        "apiVersion": TypeMeta::resource::<Registration>().api_version,
+        "kind": TypeMeta::resource::<Registration>().kind,
+        "status": status,
+    });
+    let api: Api<Registration> = Api::namespaced(ctx.client.clone(), &key.namespace);
+    match api
+        .patch_status(
+            &registration.name_any(),
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(body),
+        )
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(status)) if status.code == 404 => return Ok(()),
+        Err(error) => {
+            return Err(Failure::Write(format!(
+                "{}/{}: {error}",
+                key.namespace, key.name
+            )));
+        }
+    }
+    ctx.metrics.status_written(USAGE_LABEL);
+    usage.written().registrations.insert(key, next.clone());
+    Ok(())
+}
+
+/// Sends the batch (when a sink is configured) and empties it.
+async fn send(
+    ctx: &Context,
+    usage: &UsageMode,
+    batch: &mut Vec<UsageEvent>,
+) -> Result<(), Failure> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let Some(sink) = &usage.sink else {
+        batch.clear();
+        return Ok(());
+    };
+    let body = batch_body(batch).map_err(|e| Failure::Sink(e.to_string()))?;
+    let result = sink.send(body, batch.len()).await;
+    match &result {
+        Ok(code) => ctx.metrics.usage_sink_request(&code.to_string()),
+        Err(error) => {
+            if let Some(code) = error.code() {
+                ctx.metrics.usage_sink_request(&code);
+            }
+        }
+    }
+    result.map_err(|e| Failure::Sink(e.to_string()))?;
+    batch.clear();
+    Ok(())
+}

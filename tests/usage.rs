@@ -1,0 +1,645 @@
+//! Usage attribution and chargeback against the real API server and the emulator (DESIGN.md
+//! §9, §10): a local-mode operator reads the stamp's usage, attributes it by tenant and attach
+//! time, forwards it to the emulator's CloudEvents sink and totals it in status. Every test
+//! has its own namespace, emulator (in this process, behind the fault layer) and operator.
+
+// Only the world and its constants of azure mode's kit are used here.
+#[allow(dead_code)]
+mod azure_kit;
+mod common;
+
+use std::{collections::BTreeMap, path::PathBuf, time::Duration};
+
+use azs_csp_operator::{
+    api::{CustomerSubscription, Registration},
+    controller::CUSTOMER_SUBSCRIPTION_MANAGER,
+    emulator::stamp::Stamp,
+};
+use azs_csp_testkit::{
+    metrics,
+    process::{Operator, OperatorCommand, http_get},
+    upstream::Mode,
+};
+use azure_kit::{AzureWorld, CLIENT, SECRET, TENANT};
+use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use common::{TestNamespace, ensure_crds, wait_for};
+use kube::api::{Patch, PatchParams, PostParams};
+use rust_decimal::Decimal;
+use serde_json::json;
+
+const REG_SUB: &str = "6d3c4b9e-1f3a-4c6e-9b7a-2d1e0f9a8b7c";
+const PARTNER: &str = "4412345";
+const CLOUD: &str = "5f1c2d3e-4b5a-4c6d-8e7f-9a0b1c2d3e4f";
+const PROVIDER: &str = "1f2e3d4c-5b6a-4978-8a9b-0c1d2e3f4a5b";
+/// Customer subscriptions: attached from the start, attached mid-period, another partner's.
+const C1: &str = "e09a4e93-29a7-4eba-a7f2-3b2c1d0e9f81";
+const C2: &str = "e09a4e93-29a7-4eba-a7f2-3b2c1d0e9f82";
+const C4: &str = "e09a4e93-29a7-4eba-a7f2-3b2c1d0e9f84";
+/// Directory tenants of the stamp's local subscriptions L1..L4 (T3 has no CustomerSubscription).
+const T: [&str; 4] = [
+    "7a1b2c3d-0000-4000-8000-0000000000a1",
+    "7a1b2c3d-0000-4000-8000-0000000000a2",
+    "7a1b2c3d-0000-4000-8000-0000000000a3",
+    "7a1b2c3d-0000-4000-8000-0000000000a4",
+];
+const L: [&str; 4] = [
+    "5a100000-0000-4000-8000-000000000001",
+    "5a100000-0000-4000-8000-000000000002",
+    "5a100000-0000-4000-8000-000000000003",
+    "5a100000-0000-4000-8000-000000000004",
+];
+const BASE_VM: &str = "FAB6EB84-500B-4A09-A8CA-7358F8BBAEA5";
+const WINDOWS_VM: &str = "9CD92D4C-BAFD-4492-B278-BEDC2DE8232A";
+/// VMs of L3 running one hour only: 1,200 records in one window, so two pages.
+const FLEET: usize = 600;
+
+fn catalog() -> String {
+    format!(
+        r#"subscriptions:
+- {{id: {REG_SUB}, tenantId: {TENANT}, state: Enabled, offer: CSP, billingPartnerId: "{PARTNER}"}}
+- {{id: {C1}, tenantId: {t1}, state: Enabled, offer: CSP, billingPartnerId: "{PARTNER}"}}
+- {{id: {C2}, tenantId: {t2}, state: Enabled, offer: CSP, billingPartnerId: "{PARTNER}"}}
+- {{id: {C4}, tenantId: {t4}, state: Enabled, offer: CSP, billingPartnerId: "5590000"}}
+multitenancyApprovals:
+- {{subscriptionId: {REG_SUB}, resourceGroup: azurestack, registrationName: stack}}
+servicePrincipals:
+- {{tenantId: {TENANT}, clientId: {CLIENT}, clientSecret: {SECRET}}}
+"#,
+        t1 = T[0],
+        t2 = T[1],
+        t4 = T[3],
+    )
+}
+
+/// Every VM runs the five whole hours from -6h to -1h (reported one hour later, so every
+/// window up to the start hour is complete); the fleet runs only the hour -2h.
+fn stamp_yaml(plan: &Plan) -> String {
+    let mut text =
+        format!("providerSubscriptionId: {PROVIDER}\nreportingDelay: 1h\nsubscriptions:\n");
+    for (l, t) in L.iter().zip(T) {
+        text.push_str(&format!(
+            "- {{subscriptionId: {l}, tenantId: {t}, owner: o@x.example, displayName: {l}}}\n"
+        ));
+    }
+    text.push_str("virtualMachines:\n");
+    let vms = [
+        (L[0], 2, "Linux"),
+        (L[1], 4, "Windows"),
+        (L[2], 1, "Linux"),
+        (L[3], 2, "Linux"),
+    ];
+    for (i, (l, vcores, os)) in vms.iter().enumerate() {
+        text.push_str(&format!(
+            "- {{name: vm{i}, subscriptionId: {l}, size: S{vcores}, vcores: {vcores}, os: {os}, running: [{{from: -{}h, to: -1h}}]}}\n",
+            plan.hours + 1
+        ));
+    }
+    for i in 0..plan.fleet {
+        text.push_str(&format!(
+            "- {{name: fleet{i}, subscriptionId: {}, size: A1, vcores: 1, os: Linux, running: [{{from: -2h, to: -1h}}]}}\n",
+            L[2]
+        ));
+    }
+    text.push_str("extraRecords: []\n");
+    text
+}
+
+/// How much usage the stamp has and since when the customers are attached.
+struct Plan {
+    /// Whole hours every VM runs, ending at -1h.
+    hours: i64,
+    fleet: usize,
+    /// Windows to ingest, ending at the start hour.
+    windows: i64,
+    from_start_attached: TimeDelta,
+    mid_period_attached: TimeDelta,
+}
+
+const SHORT: Plan = Plan {
+    hours: 5,
+    fleet: FLEET,
+    windows: 8,
+    from_start_attached: TimeDelta::hours(7),
+    mid_period_attached: TimeDelta::minutes(210),
+};
+
+struct Scenario {
+    ns: TestNamespace,
+    world: AzureWorld,
+    operator: Option<Operator>,
+    /// The hour the emulator started in: the stamp's relative times count from it.
+    origin: DateTime<Utc>,
+    catalog_file: PathBuf,
+    plan: Plan,
+    _dir: tempfile::TempDir,
+}
+
+fn hour(time: DateTime<Utc>) -> DateTime<Utc> {
+    time.duration_trunc(TimeDelta::hours(1)).expect("hour")
+}
+
+impl Scenario {
+    async fn start(prefix: &str) -> Self {
+        Self::with_plan(prefix, SHORT).await
+    }
+
+    async fn with_plan(prefix: &str, plan: Plan) -> Self {
+        let started = Utc::now();
+        let stamp = Stamp::parse(&stamp_yaml(&plan), started).expect("stamp");
+        let world = AzureWorld::start_with_stamp(&catalog(), 200, 10.0, Some(stamp)).await;
+        let ns = TestNamespace::new(prefix).await;
+        ensure_crds(&ns.client).await;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let catalog_file = dir.path().join("catalog.yaml");
+        std::fs::write(&catalog_file, catalog()).expect("catalog");
+        Self {
+            ns,
+            world,
+            operator: None,
+            origin: hour(started),
+            catalog_file,
+            plan,
+            _dir: dir,
+        }
+    }
+
+    fn command(&self) -> OperatorCommand {
+        let url = self.world.url();
+        OperatorCommand::new(env!("CARGO_BIN_EXE_azs-csp-operator")).args([
+            "--catalog-file",
+            self.catalog_file.to_str().expect("utf-8"),
+            "--usage-credential",
+            "client-secret",
+            "--usage-tenant-id",
+            TENANT,
+            "--usage-client-id",
+            CLIENT,
+            "--usage-client-secret-file",
+            self.world.secret_file.to_str().expect("utf-8"),
+            "--usage-authority-host",
+            &url,
+            "--usage-ca-file",
+            self.world.ca_file.to_str().expect("utf-8"),
+            "--usage-sink",
+            &format!("{url}/events"),
+            "--usage-interval",
+            "1s",
+            "--usage-delay",
+            "0s",
+            "--usage-timeout",
+            "2s",
+            "--watch-namespace",
+            &self.ns.name,
+        ])
+    }
+
+    fn start_operator(&mut self) {
+        self.operator = Some(Operator::spawn(self.command()).expect("operator"));
+    }
+
+    fn metric(&self, series: &str) -> f64 {
+        let operator = self.operator.as_ref().expect("operator runs");
+        let (_, text) = http_get(operator.metrics_addr(), "/metrics").expect("metrics");
+        metrics::sample(&text, series).unwrap_or(0.0)
+    }
+
+    async fn create(&self) {
+        let start = self.origin - TimeDelta::hours(self.plan.windows);
+        let registration: Registration = serde_json::from_value(json!({
+            "apiVersion": "csp.azurestack.io/v1alpha1",
+            "kind": "Registration",
+            "metadata": {"name": "stack"},
+            "spec": {
+                "subscriptionId": REG_SUB,
+                "resourceGroup": "azurestack",
+                "cloudId": CLOUD,
+                "billingModel": "PayAsYouUse",
+                "usageSource": {
+                    "endpoint": self.world.url(),
+                    "providerSubscriptionId": PROVIDER,
+                    "startTime": start.to_rfc3339(),
+                },
+            }
+        }))
+        .expect("registration");
+        self.ns
+            .api::<Registration>()
+            .create(&PostParams::default(), &registration)
+            .await
+            .expect("create registration");
+        for (name, subscription) in [
+            ("from-start", C1),
+            ("mid-period", C2),
+            ("other-partner", C4),
+        ] {
+            let customer: CustomerSubscription = serde_json::from_value(json!({
+                "apiVersion": "csp.azurestack.io/v1alpha1",
+                "kind": "CustomerSubscription",
+                "metadata": {"name": name},
+                "spec": {"registrationRef": {"name": "stack"}, "subscriptionId": subscription}
+            }))
+            .expect("customer");
+            self.ns
+                .api::<CustomerSubscription>()
+                .create(&PostParams::default(), &customer)
+                .await
+                .expect("create customer");
+        }
+        // Attached in the past, as an operator that ran then would have written it: the decision
+        // controller keeps the transition time while Ready stays True.
+        for (name, tenant, since) in [
+            (
+                "from-start",
+                T[0],
+                self.origin - self.plan.from_start_attached,
+            ),
+            (
+                "mid-period",
+                T[1],
+                self.origin - self.plan.mid_period_attached,
+            ),
+        ] {
+            let body = json!({
+                "apiVersion": "csp.azurestack.io/v1alpha1",
+                "kind": "CustomerSubscription",
+                "status": {
+                    "tenantId": tenant,
+                    "conditions": [{
+                        "type": "Ready", "status": "True", "reason": "Attached",
+                        "message": "Attached before this test's operator started.",
+                        "lastTransitionTime": since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    }],
+                },
+            });
+            self.ns
+                .api::<CustomerSubscription>()
+                .patch_status(
+                    name,
+                    &PatchParams::apply(CUSTOMER_SUBSCRIPTION_MANAGER).force(),
+                    &Patch::Apply(body),
+                )
+                .await
+                .expect("seed the attach time");
+        }
+    }
+
+    /// Waits until every window up to the start hour is ingested.
+    async fn wait_caught_up(&self) -> Registration {
+        let origin = self.origin;
+        wait_for(
+            &self.ns.api::<Registration>(),
+            "stack",
+            "usage ingested through the start hour",
+            move |r| {
+                r.status
+                    .as_ref()
+                    .and_then(|s| s.usage.as_ref())
+                    .and_then(|u| u.ingested_through.as_deref())
+                    .and_then(|t| t.parse::<DateTime<Utc>>().ok())
+                    .is_some_and(|t| t >= origin)
+            },
+        )
+        .await
+    }
+
+    async fn customer(&self, name: &str) -> CustomerSubscription {
+        self.ns
+            .api::<CustomerSubscription>()
+            .get(name)
+            .await
+            .expect("customer")
+    }
+}
+
+fn usage_condition(r: &Registration) -> Option<(String, String)> {
+    r.status.as_ref().and_then(|s| {
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == "Usage")
+            .map(|c| (c.status.as_str().to_string(), c.reason.clone()))
+    })
+}
+
+fn dec(text: &str) -> Decimal {
+    Decimal::from_str_exact(text).expect("decimal")
+}
+
+/// Expected Base VM Size Hours per billed subscription, computed from the stamp alone.
+fn expected_vcore_hours() -> BTreeMap<&'static str, Decimal> {
+    BTreeMap::from([
+        // vm0: 2 vcores × 5 hours, all after its attach time.
+        (C1, Decimal::from(10)),
+        // vm1: 4 vcores × the 2 hours starting after -3h30m.
+        (C2, Decimal::from(8)),
+        // vm1's first 3 hours (12), vm2 (5: no CustomerSubscription), vm3 (10: not Attached),
+        // the fleet (600).
+        (REG_SUB, Decimal::from(12 + 5 + 10 + FLEET as i64)),
+    ])
+}
+
+fn meter(usage: &azs_csp_operator::api::UsageTotals, id: &str) -> Decimal {
+    usage
+        .meters
+        .iter()
+        .find(|m| m.meter_id.eq_ignore_ascii_case(id))
+        .map_or(Decimal::ZERO, |m| dec(&m.quantity))
+}
+
+#[tokio::test]
+async fn usage_is_billed_where_azure_bills_it_and_totalled_exactly() {
+    let mut s = Scenario::start("usage-attr").await;
+    s.create().await;
+    s.start_operator();
+    let registration = s.wait_caught_up().await;
+    let expected = expected_vcore_hours();
+
+    let from_start = s.customer("from-start").await;
+    let usage = from_start
+        .status
+        .as_ref()
+        .and_then(|st| st.usage.clone())
+        .expect("usage of from-start");
+    assert_eq!(dec(&usage.vcore_hours), expected[C1]);
+    assert_eq!(
+        meter(&usage, WINDOWS_VM),
+        Decimal::ZERO,
+        "a Linux VM has no licence meter"
+    );
+    let mid = s.customer("mid-period").await;
+    let usage = mid
+        .status
+        .as_ref()
+        .and_then(|st| st.usage.clone())
+        .expect("usage of mid-period");
+    assert_eq!(dec(&usage.vcore_hours), expected[C2]);
+    assert_eq!(
+        meter(&usage, WINDOWS_VM),
+        expected[C2],
+        "Windows cores are listed again, not added"
+    );
+    let other = s.customer("other-partner").await;
+    assert!(
+        other
+            .status
+            .as_ref()
+            .and_then(|st| st.usage.as_ref())
+            .is_none(),
+        "not Attached: nothing billed to it"
+    );
+    // The decision controller's applies leave status.usage alone, and the usage controller's
+    // leave the decision's conditions alone.
+    assert!(
+        other.status.as_ref().is_some_and(|st| st
+            .conditions
+            .iter()
+            .any(|c| c.reason == "BadCustomerSubscriptionId"))
+            || other.status.is_none()
+    );
+    assert!(from_start.status.as_ref().is_some_and(|st| {
+        st.conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.reason == "Attached")
+    }));
+
+    let status = registration.status.clone().expect("status");
+    let own = status
+        .usage
+        .as_ref()
+        .and_then(|u| u.registration_subscription.clone())
+        .expect("registration share");
+    assert_eq!(dec(&own.vcore_hours), expected[REG_SUB]);
+    assert_eq!(
+        usage_condition(&registration),
+        Some(("True".to_string(), "Current".to_string()))
+    );
+    assert!(
+        status.conditions.iter().any(|c| c.type_ == "Ready"),
+        "{:?}",
+        status.conditions
+    );
+
+    // The sink's de-duplicated totals are the same numbers.
+    let totals = s.world.emulator.sink.totals();
+    for (subject, want) in &expected {
+        let got: Decimal = totals
+            .totals
+            .iter()
+            .filter(|t| {
+                t.subject.eq_ignore_ascii_case(subject) && t.meter_id.eq_ignore_ascii_case(BASE_VM)
+            })
+            .map(|t| dec(&t.quantity))
+            .sum();
+        assert_eq!(got, *want, "sink total of {subject}");
+    }
+    // Several pages were read for the fleet's window.
+    let pages = s
+        .world
+        .upstream
+        .exchanges()
+        .iter()
+        .filter(|e| e.path.contains("subscriberUsageAggregates"))
+        .count();
+    assert!(
+        pages > 8,
+        "one request per window and more for the fleet's: {pages}"
+    );
+
+    // Idle once caught up: no usage status write until the next window is due (unless the
+    // wall clock reaches the next hour meanwhile, which makes one due).
+    let writes = s.metric(r#"azs_csp_status_writes_total{controller="usage"}"#);
+    let hour_before = hour(Utc::now());
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    if hour(Utc::now()) == hour_before && hour_before == s.origin {
+        assert_eq!(
+            s.metric(r#"azs_csp_status_writes_total{controller="usage"}"#),
+            writes
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_failing_sink_is_retried_and_nothing_is_skipped_or_doubled() {
+    let mut s = Scenario::start("usage-sink").await;
+    s.world.upstream.set_mode_for("/events", Mode::Status(502));
+    s.create().await;
+    s.start_operator();
+    wait_for(
+        &s.ns.api::<Registration>(),
+        "stack",
+        "Usage SinkFailed",
+        |r| usage_condition(r) == Some(("False".to_string(), "SinkFailed".to_string())),
+    )
+    .await;
+    s.world.upstream.set_mode(Mode::Healthy);
+    let registration = s.wait_caught_up().await;
+    assert_eq!(
+        usage_condition(&registration),
+        Some(("True".to_string(), "Current".to_string()))
+    );
+    let own = registration
+        .status
+        .and_then(|st| st.usage)
+        .and_then(|u| u.registration_subscription)
+        .expect("share");
+    assert_eq!(dec(&own.vcore_hours), expected_vcore_hours()[REG_SUB]);
+    let from_start = s.customer("from-start").await;
+    let usage = from_start.status.and_then(|st| st.usage).expect("usage");
+    assert_eq!(dec(&usage.vcore_hours), expected_vcore_hours()[C1]);
+}
+
+#[tokio::test]
+async fn a_failing_source_says_so_and_recovers() {
+    let mut s = Scenario::start("usage-source").await;
+    s.world
+        .upstream
+        .set_mode_for("subscriberUsageAggregates", Mode::Status(503));
+    s.create().await;
+    s.start_operator();
+    wait_for(
+        &s.ns.api::<Registration>(),
+        "stack",
+        "Usage SourceFailed",
+        |r| usage_condition(r) == Some(("False".to_string(), "SourceFailed".to_string())),
+    )
+    .await;
+    s.world.upstream.set_mode(Mode::Healthy);
+    let registration = s.wait_caught_up().await;
+    assert_eq!(
+        usage_condition(&registration),
+        Some(("True".to_string(), "Current".to_string()))
+    );
+}
+
+/// Base VM Size Hours per billed subscription and UTC month, from the stamp alone: each VM's
+/// hours, the customer's once its attach time is not after the hour's start.
+fn expected_by_month(
+    plan: &Plan,
+    origin: DateTime<Utc>,
+) -> BTreeMap<(&'static str, String), Decimal> {
+    let mut expected = BTreeMap::new();
+    let vms = [
+        (C1, Some(plan.from_start_attached), 2),
+        (C2, Some(plan.mid_period_attached), 4),
+        (REG_SUB, None, 1),
+        (REG_SUB, None, 2),
+    ];
+    for h in 2..=plan.hours + 1 {
+        let start = origin - TimeDelta::hours(h);
+        let month = start.format("%Y-%m").to_string();
+        for (customer, attached, vcores) in vms {
+            let billed = match attached {
+                Some(since) if origin - since <= start => customer,
+                _ => REG_SUB,
+            };
+            *expected
+                .entry((billed, month.clone()))
+                .or_insert(Decimal::ZERO) += Decimal::from(vcores);
+        }
+    }
+    expected
+}
+
+fn month_totals(usage: &azs_csp_operator::api::UsageTotals) -> BTreeMap<String, Decimal> {
+    let mut months = BTreeMap::from([(usage.period.clone(), dec(&usage.vcore_hours))]);
+    if let Some(previous) = &usage.previous {
+        months.insert(previous.period.clone(), dec(&previous.vcore_hours));
+    }
+    months.retain(|_, v| !v.is_zero());
+    months
+}
+
+#[tokio::test]
+async fn killed_at_random_moments_48_windows_are_totalled_exactly_once() {
+    let plan = Plan {
+        hours: 47,
+        fleet: 0,
+        windows: 48,
+        from_start_attached: TimeDelta::hours(50),
+        mid_period_attached: TimeDelta::minutes(20 * 60 + 30),
+    };
+    let mut s = Scenario::with_plan("usage-kill", plan).await;
+    // Slow pages spread the 48 windows over seconds, so that the kills land inside them.
+    s.world.upstream.set_mode_for(
+        "subscriberUsageAggregates",
+        Mode::Delay(Duration::from_millis(120)),
+    );
+    s.create().await;
+    let api = s.ns.api::<Registration>();
+    let through = |r: &Registration| {
+        r.status
+            .as_ref()
+            .and_then(|st| st.usage.as_ref())
+            .and_then(|u| u.ingested_through.clone())
+    };
+    let mut kills = 0;
+    let mut seen = None;
+    while kills < 5 {
+        s.start_operator();
+        // Once this operator has moved the checkpoint (it is ingesting), a random moment later.
+        let before = seen.clone();
+        let moved = wait_for(&api, "stack", "the checkpoint moved", move |r| {
+            through(r) != before
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(rand::random_range(0..700))).await;
+        if let Some(mut operator) = s.operator.take() {
+            operator.kill();
+        }
+        seen = through(&api.get("stack").await.expect("registration")).or(through(&moved));
+        let caught_up = seen
+            .as_deref()
+            .and_then(|t| t.parse::<DateTime<Utc>>().ok())
+            .is_some_and(|t| t >= s.origin);
+        assert!(
+            !caught_up,
+            "ingestion finished before kill {}: slow the pages down",
+            kills + 1
+        );
+        kills += 1;
+    }
+    s.start_operator();
+    let registration = s.wait_caught_up().await;
+    let expected = expected_by_month(&s.plan, s.origin);
+    let want = |subject: &str| -> BTreeMap<String, Decimal> {
+        expected
+            .iter()
+            .filter(|((b, _), _)| *b == subject)
+            .map(|((_, m), v)| (m.clone(), *v))
+            .collect()
+    };
+    for (name, subject) in [("from-start", C1), ("mid-period", C2)] {
+        let usage = s
+            .customer(name)
+            .await
+            .status
+            .and_then(|st| st.usage)
+            .expect("usage");
+        assert_eq!(month_totals(&usage), want(subject), "{name}");
+    }
+    let own = registration
+        .status
+        .and_then(|st| st.usage)
+        .and_then(|u| u.registration_subscription)
+        .expect("share");
+    assert_eq!(month_totals(&own), want(REG_SUB), "registration share");
+    let totals = s.world.emulator.sink.totals();
+    for subject in [C1, C2, REG_SUB] {
+        let got: Decimal = totals
+            .totals
+            .iter()
+            .filter(|t| {
+                t.subject.eq_ignore_ascii_case(subject) && t.meter_id.eq_ignore_ascii_case(BASE_VM)
+            })
+            .map(|t| dec(&t.quantity))
+            .sum();
+        assert_eq!(
+            got,
+            want(subject).values().copied().sum::<Decimal>(),
+            "sink total of {subject}"
+        );
+    }
+    eprintln!(
+        "after {kills} kills: {} events received, {} duplicates",
+        totals.received, totals.duplicates
+    );
+}
