@@ -25,13 +25,16 @@ use std::{
 
 use azs_csp_operator::{
     api::{CustomerSubscription, Registration},
-    emulator::{self, Emulator, entra::TokenIssuer, stamp::Stamp, throttle::WriteThrottle},
-    resolver::Catalog,
+    emulator::{
+        self, Emulator,
+        in_process::{InProcess, InProcessOptions},
+        stamp::Stamp,
+    },
     usage::record::UsagePage,
 };
 use azs_csp_testkit::{
     cluster::{create_all, create_namespace, ensure_crds, local_client, retryable},
-    upstream::{Catalog as ResolverCatalog, Upstream},
+    upstream::Upstream,
 };
 use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use futures::{StreamExt, stream};
@@ -202,36 +205,32 @@ impl UsageWorld {
             std::fs::remove_dir_all(dir)?;
         }
         std::fs::create_dir_all(dir)?;
-        let tls_dir = dir.join("tls");
-        let (config, _) = emulator::tls::server_config(&tls_dir)?;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        let tokens = tokio::task::spawn_blocking(TokenIssuer::generate).await??;
-        let catalog = Catalog::parse(&format!(
-            "servicePrincipals:\n- {{tenantId: {TENANT}, clientId: {CLIENT}, clientSecret: {SECRET}}}\n"
-        ))?;
         let origin = stamp.origin;
-        let emulator = Arc::new(
-            Emulator::new(
-                catalog,
-                format!("https://{addr}"),
-                tokens,
-                WriteThrottle::new(1, 1.0),
-            )
-            .with_stamp(stamp),
-        );
+        let started = InProcess::start(
+            &format!(
+                "servicePrincipals:\n- {{tenantId: {TENANT}, clientId: {CLIENT}, clientSecret: {SECRET}}}\n"
+            ),
+            InProcessOptions {
+                write_burst: 1,
+                write_refill_per_second: 1.0,
+                tls_dir: Some(dir.join("tls")),
+                stamp: Some(stamp),
+            },
+        )
+        .await?;
+        let ca_file = started.ca_file.ok_or("the emulator has no CA")?;
+        let emulator = started.emulator;
         let upstream = Upstream::serve_on(
-            listener,
+            started.listener,
             emulator::router(emulator.clone()),
-            ResolverCatalog::default(),
-            Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))),
+            started.tls,
         );
         let secret_file = dir.join("client-secret");
         std::fs::write(&secret_file, SECRET)?;
         Ok(Self {
             upstream,
             emulator,
-            ca_file: tls_dir.join("ca.crt"),
+            ca_file,
             secret_file,
             origin,
         })
