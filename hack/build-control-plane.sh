@@ -22,12 +22,32 @@ fi
 command -v go >/dev/null || die "Go is required to build the control plane (see README prerequisites)"
 mkdir -p "$BIN_DIR"
 work="$(mktemp -d)"
-trap 'rm -rf "$work" "$BIN_DIR"/*.tmp' EXIT
+trap 'rm -rf "$work"' EXIT
 export GOFLAGS="${GOFLAGS:-} -mod=mod" CGO_ENABLED=0 GOTOOLCHAIN="${GOTOOLCHAIN:-auto}"
+
+# locked NAME COMMAND...: COMMAND builds $BIN_DIR/NAME, unless it is there once the binary's
+# lock is held. Two runs at once (CI builds the node's binaries in the background while the
+# tests want the API server) then build each binary once: the second waits for the first.
+locked() {
+  local name="$1" fd
+  shift
+  exec {fd}>"$BIN_DIR/.$name.lock"
+  flock "$fd"
+  [ -x "$BIN_DIR/$name" ] || "$@"
+  exec {fd}>&-
+}
 
 k8s_minor="${KUBERNETES_VERSION#v1.}"          # 36.3
 staging_version="v0.${k8s_minor}"               # v0.36.3
 major_minor="${KUBERNETES_VERSION%.*}"          # v1.36
+
+build_kubernetes_binary() {
+  local mod="$1" ld="$2" b="$3"
+  log "building $b $KUBERNETES_VERSION (first run only; takes several minutes)"
+  # Built outside $BIN_DIR and moved in: a reader never sees half a binary.
+  (cd "$mod" && go build -ldflags "$ld" -o "$work/$b" "k8s.io/kubernetes/cmd/$b")
+  mv "$work/$b" "$BIN_DIR/$b"
+}
 
 build_kubernetes() {
   local mod="$work/kubernetes"
@@ -55,18 +75,13 @@ build_kubernetes() {
   for b in "${want[@]}"; do
     case "$b" in kube-* | kubectl | kubelet) ;; *) continue ;; esac
     [ -x "$BIN_DIR/$b" ] && continue
-    log "building $b $KUBERNETES_VERSION (first run only; takes several minutes)"
-    # Built outside $BIN_DIR and moved in: a concurrent run never sees half a binary.
-    (cd "$mod" && go build -ldflags "$ld" -o "$work/$b" "k8s.io/kubernetes/cmd/$b")
-    mv "$work/$b" "$BIN_DIR/$b"
+    locked "$b" build_kubernetes_binary "$mod" "$ld" "$b"
   done
   : "$major_minor"
 }
 
 # The sandbox ("pause") image's binary, from the source in the k8s.io/kubernetes module.
 build_pause() {
-  [[ " ${want[*]} " == *" pause "* ]] || return 0
-  [ -x "$BIN_DIR/pause" ] && return 0
   command -v gcc >/dev/null || die "gcc is required to build the pause binary of the local node"
   local src
   src="$(go mod download -json "k8s.io/kubernetes@$KUBERNETES_VERSION" | jq -r .Dir)/build/pause/linux/pause.c"
@@ -77,29 +92,27 @@ build_pause() {
 }
 
 build_etcd() {
-  [ -x "$BIN_DIR/etcd" ] && return 0
   local mod="$work/etcd"
   mkdir -p "$mod"
   # etcd's own go.mod has replace directives, so `go install` refuses it: build from a wrapper.
   printf 'module azs-csp-operator.local/etcd\n\ngo 1.26.0\n\nrequire go.etcd.io/etcd/server/v3 %s\n' "$ETCD_VERSION" >"$mod/go.mod"
   log "building etcd $ETCD_VERSION"
-  (cd "$mod" && go build -ldflags "-s -w" -o "$BIN_DIR/etcd.tmp" go.etcd.io/etcd/server/v3)
-  mv "$BIN_DIR/etcd.tmp" "$BIN_DIR/etcd"
+  (cd "$mod" && go build -ldflags "-s -w" -o "$work/etcd.bin" go.etcd.io/etcd/server/v3)
+  mv "$work/etcd.bin" "$BIN_DIR/etcd"
 }
 
 build_helm() {
-  [ -x "$BIN_DIR/helm" ] && return 0
   local mod="$work/helm"
   mkdir -p "$mod"
   printf 'module azs-csp-operator.local/helm\n\ngo 1.26.0\n\nrequire helm.sh/helm/v3 %s\n' "$HELM_VERSION" >"$mod/go.mod"
   log "building helm $HELM_VERSION"
   local ld="-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
-  (cd "$mod" && go build -ldflags "$ld" -o "$BIN_DIR/helm.tmp" helm.sh/helm/v3/cmd/helm)
-  mv "$BIN_DIR/helm.tmp" "$BIN_DIR/helm"
+  (cd "$mod" && go build -ldflags "$ld" -o "$work/helm.bin" helm.sh/helm/v3/cmd/helm)
+  mv "$work/helm.bin" "$BIN_DIR/helm"
 }
 
-build_etcd
-build_helm
+[ -x "$BIN_DIR/etcd" ] || locked etcd build_etcd
+[ -x "$BIN_DIR/helm" ] || locked helm build_helm
 build_kubernetes
-build_pause
+if [[ " ${want[*]} " == *" pause "* ]] && [ ! -x "$BIN_DIR/pause" ]; then locked pause build_pause; fi
 log "control plane binaries ready in $BIN_DIR"

@@ -28,8 +28,12 @@ trap cleanup EXIT
 t0=$SECONDS
 "$HACK_DIR/node-up.sh"
 log "node-up: $((SECONDS - t0))s"
+t0=$SECONDS
 "$HACK_DIR/image.sh" build >/dev/null
+log "image build: $((SECONDS - t0))s"
+t0=$SECONDS
 "$HACK_DIR/image.sh" load
+log "image load: $((SECONDS - t0))s"
 
 KUBECONFIG="$CLUSTER_KUBECONFIG" KUBECTL="$BIN_DIR/kubectl" HELM="$BIN_DIR/helm" \
   E2E_INSPECT="$HACK_DIR/node-inspect.sh" "$HACK_DIR/e2e-suite.sh"

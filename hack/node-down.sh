@@ -42,6 +42,12 @@ done < <(cgroup_hierarchies)
 if netns_exists; then
   ip netns delete "$NODE_NETNS"
 fi
+# What `ip netns add` made for the first named namespace on this host, unless another one
+# has appeared there since.
+if [ -f "$NODE_DIR/made-run-netns" ] && [ -d /run/netns ] && [ -z "$(ls -A /run/netns)" ]; then
+  if mountpoint -q /run/netns; then umount /run/netns; fi
+  rmdir /run/netns
+fi
 # Deleting the namespace deletes the veth pair (and the pod route with it); a half-made
 # pair may still be on the host. The kernel removes the pair asynchronously: wait for it.
 ip link delete "$NODE_HOST_LINK" 2>/dev/null || true

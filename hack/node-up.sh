@@ -45,7 +45,9 @@ if netns_exists; then
   log "found a partial node; stopping it and starting afresh"
 fi
 "$HACK_DIR/node-down.sh" --locked
-NODE=1 "$HACK_DIR/cluster-up.sh" >/dev/null
+# Without the node lock (fd 8): the cluster's daemons would inherit it and hold it until
+# cluster-down, and node-down would wait for them forever.
+NODE=1 "$HACK_DIR/cluster-up.sh" >/dev/null 8>&-
 load_cluster_env
 [ "${CLUSTER_NODE:-0}" = 1 ] || die "the cluster runs without NODE=1"
 
@@ -71,6 +73,9 @@ printf '%s\n' "$NODE_DIR" >"$NODE_OWNER"
 mkdir -p "$NODE_DIR"
 
 # --- network: a namespace with one veth pair to the host and no default route ---
+# On a host that never had a named network namespace, `ip netns add` first makes /run/netns,
+# a directory mounted on itself: node-down takes both away again when this mark says so.
+[ -e /run/netns ] || : >"$NODE_DIR/made-run-netns"
 ip netns add "$NODE_NETNS"
 ip link add "$NODE_HOST_LINK" type veth peer name "$NODE_LINK" netns "$NODE_NETNS"
 ip addr add "$NODE_HOST_IP/30" dev "$NODE_HOST_LINK"

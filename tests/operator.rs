@@ -209,7 +209,12 @@ async fn settled_objects_are_not_written_again() {
         versions,
         "an idle operator makes no writes"
     );
-    assert!(s.operator.logs().contains("controllers starting"));
+    assert!(
+        s.operator
+            .log_text(&s.ns.client)
+            .await
+            .contains("controllers starting")
+    );
 }
 
 async fn resource_versions(ns: &TestNamespace) -> BTreeMap<String, String> {
@@ -400,7 +405,7 @@ async fn revoking_the_approval_in_the_catalog_file_re_evaluates_within_seconds()
             .await;
     wait_customer_reason(&s.ns, "fabrikam", "Attached").await;
 
-    s.catalog.replace(&CATALOG.replace(APPROVAL, ""));
+    s.replace_catalog(&CATALOG.replace(APPROVAL, "")).await;
     wait_customer_reason(&s.ns, "fabrikam", "UnauthorizedCspRegistration").await;
     wait_for(
         &s.ns.api::<Registration>(),
@@ -411,8 +416,9 @@ async fn revoking_the_approval_in_the_catalog_file_re_evaluates_within_seconds()
     .await;
 
     // A catalog that does not parse is rejected whole: the last good one stays in force.
-    s.catalog.replace("subscriptions: [this is not: a catalog");
-    s.catalog.replace(CATALOG);
+    s.replace_catalog("subscriptions: [this is not: a catalog")
+        .await;
+    s.replace_catalog(CATALOG).await;
     wait_customer_reason(&s.ns, "fabrikam", "Attached").await;
 }
 

@@ -6,12 +6,14 @@
 use std::{
     ffi::OsString,
     path::{Path, PathBuf},
+    sync::Arc,
     time::Instant,
 };
 
 use azs_csp_operator::emulator::{
-    self,
+    self, Emulator,
     in_process::{InProcess, InProcessOptions},
+    stamp::Stamp,
 };
 use azs_csp_testkit::upstream::{Exchange, Upstream};
 use serde_json::{Value, json};
@@ -32,6 +34,55 @@ pub const FANOUT_SKIPPED_AZURE: &str = "skipped in azure mode: ARM decided every
 pub const LIMIT_SKIPPED_AZURE: &str = "skipped in azure mode: the floor is ARM's bucket, the \
     ideal (writes - burst) / refill, not the API server";
 
+/// An emulator served in the bench process on 127.0.0.1 over HTTPS, with a CA of its own,
+/// behind the test kit's layer, and the operator's client secret in a file.
+pub struct Served {
+    pub upstream: Upstream,
+    pub emulator: Arc<Emulator>,
+    pub ca_file: PathBuf,
+    pub secret_file: PathBuf,
+}
+
+/// Serves the emulator of `catalog_yaml` (with ARM's write bucket `(burst, refill per
+/// second)`, and the stamp's usage APIs when there is one); its CA and the client secret go
+/// to `dir`.
+pub async fn serve(
+    catalog_yaml: &str,
+    (write_burst, write_refill_per_second): (u32, f64),
+    stamp: Option<Stamp>,
+    dir: &Path,
+) -> Result<Served> {
+    if dir.exists() {
+        std::fs::remove_dir_all(dir)?;
+    }
+    std::fs::create_dir_all(dir)?;
+    let started = InProcess::start(
+        catalog_yaml,
+        InProcessOptions {
+            write_burst,
+            write_refill_per_second,
+            tls_dir: Some(dir.join("tls")),
+            stamp,
+        },
+    )
+    .await?;
+    let ca_file = started.ca_file.ok_or("the emulator has no CA")?;
+    let emulator = started.emulator;
+    let upstream = Upstream::serve_on(
+        started.listener,
+        emulator::router(emulator.clone()),
+        started.tls,
+    );
+    let secret_file = dir.join("client-secret");
+    std::fs::write(&secret_file, SECRET)?;
+    Ok(Served {
+        upstream,
+        emulator,
+        ca_file,
+        secret_file,
+    })
+}
+
 /// The emulator, listening on 127.0.0.1.
 pub struct ArmWorld {
     upstream: Upstream,
@@ -45,32 +96,11 @@ impl ArmWorld {
     /// An emulator of `catalog_yaml` whose ARM lets a principal write `burst` at once per
     /// subscription, refilled at `refill` per second; its CA and the client secret go to `dir`.
     pub async fn start(catalog_yaml: &str, burst: u32, refill: f64, dir: &Path) -> Result<Self> {
-        if dir.exists() {
-            std::fs::remove_dir_all(dir)?;
-        }
-        std::fs::create_dir_all(dir)?;
-        let started = InProcess::start(
-            catalog_yaml,
-            InProcessOptions {
-                write_burst: burst,
-                write_refill_per_second: refill,
-                tls_dir: Some(dir.join("tls")),
-                stamp: None,
-            },
-        )
-        .await?;
-        let ca_file = started.ca_file.ok_or("the emulator has no CA")?;
-        let upstream = Upstream::serve_on(
-            started.listener,
-            emulator::router(started.emulator),
-            started.tls,
-        );
-        let secret_file = dir.join("client-secret");
-        std::fs::write(&secret_file, SECRET)?;
+        let served = serve(catalog_yaml, (burst, refill), None, dir).await?;
         Ok(Self {
-            upstream,
-            ca_file,
-            secret_file,
+            upstream: served.upstream,
+            ca_file: served.ca_file,
+            secret_file: served.secret_file,
             burst,
             refill,
         })

@@ -25,15 +25,11 @@ use std::{
 
 use azs_csp_operator::{
     api::{CustomerSubscription, Registration},
-    emulator::{
-        self, Emulator,
-        in_process::{InProcess, InProcessOptions},
-        stamp::Stamp,
-    },
+    emulator::{Emulator, stamp::Stamp},
     usage::record::UsagePage,
 };
 use azs_csp_testkit::{
-    cluster::{create_all, create_namespace, ensure_crds, local_client, retryable},
+    cluster::{create_all, create_namespace, ensure_crds, local_client},
     upstream::Upstream,
 };
 use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
@@ -47,14 +43,14 @@ use serde_json::{Map, Value, json};
 
 use crate::{
     OPERATOR_CONCURRENCY, RESOURCE_GROUP, Result, STATUS_MANAGER,
-    arm::{CLIENT, SECRET, TENANT},
+    arm::{CLIENT, SECRET, TENANT, serve},
     measure::{
         apiserver_requests, clock_ticks, cpu_seconds, delta, machine, memory_mib, requests_json,
         round2, sample_rss, writes,
     },
     operator,
     plan::guid,
-    run::{Resources, cleanup, lock_resources, secs},
+    run::{Resources, apply_status, cleanup, lock_resources, secs},
     settings::{Settings, env_or},
 };
 
@@ -201,37 +197,21 @@ pub struct UsageWorld {
 
 impl UsageWorld {
     pub async fn start(stamp: Stamp, dir: &Path) -> Result<Self> {
-        if dir.exists() {
-            std::fs::remove_dir_all(dir)?;
-        }
-        std::fs::create_dir_all(dir)?;
         let origin = stamp.origin;
-        let started = InProcess::start(
+        let served = serve(
             &format!(
                 "servicePrincipals:\n- {{tenantId: {TENANT}, clientId: {CLIENT}, clientSecret: {SECRET}}}\n"
             ),
-            InProcessOptions {
-                write_burst: 1,
-                write_refill_per_second: 1.0,
-                tls_dir: Some(dir.join("tls")),
-                stamp: Some(stamp),
-            },
+            (1, 1.0),
+            Some(stamp),
+            dir,
         )
         .await?;
-        let ca_file = started.ca_file.ok_or("the emulator has no CA")?;
-        let emulator = started.emulator;
-        let upstream = Upstream::serve_on(
-            started.listener,
-            emulator::router(emulator.clone()),
-            started.tls,
-        );
-        let secret_file = dir.join("client-secret");
-        std::fs::write(&secret_file, SECRET)?;
         Ok(Self {
-            upstream,
-            emulator,
-            ca_file,
-            secret_file,
+            upstream: served.upstream,
+            emulator: served.emulator,
+            ca_file: served.ca_file,
+            secret_file: served.secret_file,
             origin,
         })
     }
@@ -418,22 +398,7 @@ async fn operator_phase(
                 }],
             },
         });
-        async move {
-            let mut attempt = 0;
-            loop {
-                match customers
-                    .patch_status(&format!("tenant-{i}"), params, &Patch::Apply(&body))
-                    .await
-                {
-                    Ok(_) => return Ok(()),
-                    Err(e) if retryable(&e) && attempt < 5 => {
-                        attempt += 1;
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
-        }
+        async move { apply_status(customers, &format!("tenant-{i}"), params, &body).await }
     }))
     .buffer_unordered(OPERATOR_CONCURRENCY);
     while let Some(result) = patched.next().await {

@@ -2,8 +2,11 @@
 //!
 //! `AZS_CSP_TEST_OPERATOR=external` makes [`Operator::start`] start nothing: the tests then
 //! run against an operator that someone else started (in a pod on a real node, say) and that
-//! watches their namespaces; what needs the process itself (its log, its pid, killing it)
-//! fails with a message saying so. [`Operator::spawn`] (the benchmark) always starts one.
+//! watches their namespaces; what needs the process itself (its pid, killing it, its flags)
+//! fails with a message saying so. Its log is that of its pods, read through the API
+//! ([`Operator::log_text`], with `AZS_CSP_TEST_OPERATOR_PODS`), and its catalog a ConfigMap
+//! the tests may rewrite (`AZS_CSP_TEST_OPERATOR_CATALOG`, see [`external_catalog`]).
+//! [`Operator::spawn`] (the benchmark) always starts one.
 
 use std::{
     ffi::{OsStr, OsString},
@@ -14,14 +17,66 @@ use std::{
     time::{Duration, Instant},
 };
 
+use k8s_openapi::api::core::v1::Pod;
+use kube::{
+    Api, Client, ResourceExt,
+    api::{ListParams, LogParams},
+};
+
 use crate::cluster::{TIMEOUT, kubeconfig_path};
 
 /// The environment variable that switches the tests to an operator they did not start.
 pub const OPERATOR_ENV: &str = "AZS_CSP_TEST_OPERATOR";
+/// Where the pods of the external operator are: `NAMESPACE/LABEL-SELECTOR`.
+pub const OPERATOR_PODS_ENV: &str = "AZS_CSP_TEST_OPERATOR_PODS";
+/// The ConfigMap the external operator reads its catalog from: `NAMESPACE/NAME`.
+pub const OPERATOR_CATALOG_ENV: &str = "AZS_CSP_TEST_OPERATOR_CATALOG";
 
 /// Whether the tests run against an operator they did not start (`AZS_CSP_TEST_OPERATOR=external`).
 pub fn external() -> bool {
     std::env::var(OPERATOR_ENV).is_ok_and(|v| v == "external")
+}
+
+/// `(namespace, rest)` of a `NAMESPACE/REST` variable; a label selector's keys may hold `/`
+/// themselves, a namespace never does.
+fn namespaced_env(name: &str) -> Result<(String, String), String> {
+    let value = std::env::var(name)
+        .map_err(|_| format!("{OPERATOR_ENV}=external needs {name}=NAMESPACE/..."))?;
+    value
+        .split_once('/')
+        .filter(|(ns, rest)| !ns.is_empty() && !rest.is_empty())
+        .map(|(ns, rest)| (ns.to_string(), rest.to_string()))
+        .ok_or_else(|| format!("{name}={value} is not NAMESPACE/..."))
+}
+
+/// The external operator's catalog ConfigMap, `(namespace, name)`, from
+/// `AZS_CSP_TEST_OPERATOR_CATALOG`; an error naming the variable when it is not set.
+pub fn external_catalog() -> Result<(String, String), String> {
+    namespaced_env(OPERATOR_CATALOG_ENV)
+}
+
+/// The current logs of the external operator's pods (`AZS_CSP_TEST_OPERATOR_PODS`), one
+/// after another, each under a `---- pod NAME ----` line.
+pub async fn external_logs(client: &Client) -> Result<String, String> {
+    let (namespace, selector) = namespaced_env(OPERATOR_PODS_ENV)?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
+    let list = pods
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(|e| format!("listing pods {selector} in {namespace}: {e}"))?;
+    if list.items.is_empty() {
+        return Err(format!("no pod {selector} in {namespace}"));
+    }
+    let mut text = String::new();
+    for pod in list {
+        let name = pod.name_any();
+        let log = pods
+            .logs(&name, &LogParams::default())
+            .await
+            .map_err(|e| format!("logs of {namespace}/{name}: {e}"))?;
+        text.push_str(&format!("---- pod {name} ----\n{log}"));
+    }
+    Ok(text)
 }
 
 /// How to start `BINARY run ARGS`.
@@ -141,8 +196,22 @@ impl Operator {
         self.child.is_none()
     }
 
+    /// The log of the process this test started (empty for an external operator: see
+    /// [`Operator::log_text`]).
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The log, whoever started the operator: this process's file, or the logs of the
+    /// external operator's pods read through the API ([`external_logs`]).
+    pub async fn log_text(&self, client: &Client) -> String {
+        if self.is_external() {
+            external_logs(client)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"))
+        } else {
+            self.logs()
+        }
     }
 
     /// Whether the process is still running (an external operator: always).

@@ -12,12 +12,16 @@ use std::{
 };
 
 use azs_csp_operator::api::{CustomerSubscription, Registration};
-use azs_csp_testkit::process::OperatorCommand;
+use azs_csp_testkit::process::{OperatorCommand, external_catalog};
 pub use azs_csp_testkit::{
     cluster::{TestNamespace, repo_root, wait_for},
     process::Operator,
 };
-use kube::Client;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::{
+    Api, Client,
+    api::{Patch, PatchParams},
+};
 
 /// The Registration every test scenario uses (the example catalog approves it).
 pub const REGISTRATION_SUB: &str = "6d3c4b9e-1f3a-4c6e-9b7a-2d1e0f9a8b7c";
@@ -181,6 +185,10 @@ pub async fn ensure_crds(client: &Client) {
 }
 
 /// A namespace with the CRDs installed and an operator watching only it, fed by `catalog`.
+/// An external operator (`AZS_CSP_TEST_OPERATOR=external`) watches every namespace and reads
+/// its catalog from the ConfigMap `AZS_CSP_TEST_OPERATOR_CATALOG`: the scenario writes its
+/// catalog there instead, so each scenario finds the catalog it asked for whatever the one
+/// before it left (its scenarios run one at a time).
 pub struct Scenario {
     pub ns: TestNamespace,
     pub catalog: CatalogFile,
@@ -198,10 +206,51 @@ impl Scenario {
             "--watch-namespace",
             &ns.name,
         ]);
-        Self {
+        let s = Self {
             ns,
             catalog,
             operator,
+        };
+        if s.operator.is_external() {
+            s.write_external_catalog(catalog_yaml).await;
         }
+        s
+    }
+
+    /// Gives the operator another catalog: the file it watches, or an external operator's
+    /// ConfigMap.
+    pub async fn replace_catalog(&self, yaml: &str) {
+        if self.operator.is_external() {
+            self.write_external_catalog(yaml).await;
+        } else {
+            self.catalog.replace(yaml);
+        }
+    }
+
+    async fn write_external_catalog(&self, yaml: &str) {
+        let (namespace, name) = external_catalog().unwrap_or_else(|e| panic!("{e}"));
+        let configmaps: Api<ConfigMap> = Api::namespaced(self.ns.client.clone(), &namespace);
+        let current = configmaps
+            .get(&name)
+            .await
+            .unwrap_or_else(|e| panic!("the external operator's catalog {namespace}/{name}: {e}"));
+        let key = "catalog.yaml";
+        if current
+            .data
+            .as_ref()
+            .and_then(|d| d.get(key))
+            .map(String::as_str)
+            == Some(yaml)
+        {
+            return;
+        }
+        configmaps
+            .patch(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({"data": {key: yaml}})),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("writing the catalog {namespace}/{name}: {e}"));
     }
 }
