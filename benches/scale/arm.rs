@@ -11,7 +11,7 @@ use std::{
 };
 
 use azs_csp_operator::{
-    emulator::{self, Emulator, entra::TokenIssuer, throttle::WriteThrottle},
+    emulator::{self, Emulator, entra::TokenIssuer, stamp::Stamp, throttle::WriteThrottle},
     resolver::Catalog,
 };
 use azs_csp_testkit::upstream::{Catalog as ResolverCatalog, Exchange, Upstream};
@@ -33,6 +33,54 @@ pub const FANOUT_SKIPPED_AZURE: &str = "skipped in azure mode: ARM decided every
 pub const LIMIT_SKIPPED_AZURE: &str = "skipped in azure mode: the floor is ARM's bucket, the \
     ideal (writes - burst) / refill, not the API server";
 
+/// An emulator served in the bench process on 127.0.0.1 over HTTPS, with a CA of its own,
+/// behind the test kit's layer, and the operator's client secret in a file.
+pub struct Served {
+    pub upstream: Upstream,
+    pub emulator: Arc<Emulator>,
+    pub ca_file: PathBuf,
+    pub secret_file: PathBuf,
+}
+
+/// Serves the emulator of `catalog_yaml` (with ARM's write bucket `throttle`, and the
+/// stamp's usage APIs when there is one); its CA and the client secret go to `dir`.
+pub async fn serve(
+    catalog_yaml: &str,
+    throttle: WriteThrottle,
+    stamp: Option<Stamp>,
+    dir: &Path,
+) -> Result<Served> {
+    if dir.exists() {
+        std::fs::remove_dir_all(dir)?;
+    }
+    std::fs::create_dir_all(dir)?;
+    let tls_dir = dir.join("tls");
+    let (config, _) = emulator::tls::server_config(&tls_dir)?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let tokens = tokio::task::spawn_blocking(TokenIssuer::generate).await??;
+    let catalog = Catalog::parse(catalog_yaml)?;
+    let mut emulator = Emulator::new(catalog, format!("https://{addr}"), tokens, throttle);
+    if let Some(stamp) = stamp {
+        emulator = emulator.with_stamp(stamp);
+    }
+    let emulator = Arc::new(emulator);
+    let upstream = Upstream::serve_on(
+        listener,
+        emulator::router(emulator.clone()),
+        ResolverCatalog::default(),
+        Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))),
+    );
+    let secret_file = dir.join("client-secret");
+    std::fs::write(&secret_file, SECRET)?;
+    Ok(Served {
+        upstream,
+        emulator,
+        ca_file: tls_dir.join("ca.crt"),
+        secret_file,
+    })
+}
+
 /// The emulator, listening on 127.0.0.1.
 pub struct ArmWorld {
     upstream: Upstream,
@@ -46,34 +94,11 @@ impl ArmWorld {
     /// An emulator of `catalog_yaml` whose ARM lets a principal write `burst` at once per
     /// subscription, refilled at `refill` per second; its CA and the client secret go to `dir`.
     pub async fn start(catalog_yaml: &str, burst: u32, refill: f64, dir: &Path) -> Result<Self> {
-        if dir.exists() {
-            std::fs::remove_dir_all(dir)?;
-        }
-        std::fs::create_dir_all(dir)?;
-        let tls_dir = dir.join("tls");
-        let (config, _) = emulator::tls::server_config(&tls_dir)?;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        let tokens = tokio::task::spawn_blocking(TokenIssuer::generate).await??;
-        let catalog = Catalog::parse(catalog_yaml)?;
-        let emulator = Arc::new(Emulator::new(
-            catalog,
-            format!("https://{addr}"),
-            tokens,
-            WriteThrottle::new(burst, refill),
-        ));
-        let upstream = Upstream::serve_on(
-            listener,
-            emulator::router(emulator),
-            ResolverCatalog::default(),
-            Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))),
-        );
-        let secret_file = dir.join("client-secret");
-        std::fs::write(&secret_file, SECRET)?;
+        let served = serve(catalog_yaml, WriteThrottle::new(burst, refill), None, dir).await?;
         Ok(Self {
-            upstream,
-            ca_file: tls_dir.join("ca.crt"),
-            secret_file,
+            upstream: served.upstream,
+            ca_file: served.ca_file,
+            secret_file: served.secret_file,
             burst,
             refill,
         })

@@ -724,19 +724,7 @@ impl Bench {
             let mut results = stream::iter(bodies.iter().map(|(name, body)| {
                 let api = api.clone();
                 let params = params.clone();
-                async move {
-                    let mut attempt = 0;
-                    loop {
-                        match api.patch_status(name, &params, &Patch::Apply(body)).await {
-                            Ok(_) => return Ok(()),
-                            Err(e) if retryable(&e) && attempt < 5 => {
-                                attempt += 1;
-                                tokio::time::sleep(Duration::from_millis(100)).await;
-                            }
-                            Err(e) => return Err(e),
-                        }
-                    }
-                }
+                async move { apply_status(&api, name, &params, body).await }
             }))
             .buffer_unordered(OPERATOR_CONCURRENCY);
             while let Some(result) = results.next().await {
@@ -786,6 +774,27 @@ impl Bench {
             return Err(format!("{errors} limit writes failed").into());
         }
         Ok(())
+    }
+}
+
+/// One status server-side apply, retried a few times on what the API server may answer
+/// under load.
+pub async fn apply_status(
+    api: &Api<CustomerSubscription>,
+    name: &str,
+    params: &PatchParams,
+    body: &Value,
+) -> Result<(), kube::Error> {
+    let mut attempt = 0;
+    loop {
+        match api.patch_status(name, params, &Patch::Apply(body)).await {
+            Ok(_) => return Ok(()),
+            Err(e) if retryable(&e) && attempt < 5 => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(e),
+        }
     }
 }
 

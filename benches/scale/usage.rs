@@ -25,13 +25,12 @@ use std::{
 
 use azs_csp_operator::{
     api::{CustomerSubscription, Registration},
-    emulator::{self, Emulator, entra::TokenIssuer, stamp::Stamp, throttle::WriteThrottle},
-    resolver::Catalog,
+    emulator::{Emulator, stamp::Stamp, throttle::WriteThrottle},
     usage::record::UsagePage,
 };
 use azs_csp_testkit::{
-    cluster::{create_all, create_namespace, ensure_crds, local_client, retryable},
-    upstream::{Catalog as ResolverCatalog, Upstream},
+    cluster::{create_all, create_namespace, ensure_crds, local_client},
+    upstream::Upstream,
 };
 use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use futures::{StreamExt, stream};
@@ -44,14 +43,14 @@ use serde_json::{Map, Value, json};
 
 use crate::{
     OPERATOR_CONCURRENCY, RESOURCE_GROUP, Result, STATUS_MANAGER,
-    arm::{CLIENT, SECRET, TENANT},
+    arm::{CLIENT, SECRET, TENANT, serve},
     measure::{
         apiserver_requests, clock_ticks, cpu_seconds, delta, machine, memory_mib, requests_json,
         round2, sample_rss, writes,
     },
     operator,
     plan::guid,
-    run::{Resources, cleanup, lock_resources, secs},
+    run::{Resources, apply_status, cleanup, lock_resources, secs},
     settings::{Settings, env_or},
 };
 
@@ -198,41 +197,21 @@ pub struct UsageWorld {
 
 impl UsageWorld {
     pub async fn start(stamp: Stamp, dir: &Path) -> Result<Self> {
-        if dir.exists() {
-            std::fs::remove_dir_all(dir)?;
-        }
-        std::fs::create_dir_all(dir)?;
-        let tls_dir = dir.join("tls");
-        let (config, _) = emulator::tls::server_config(&tls_dir)?;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        let tokens = tokio::task::spawn_blocking(TokenIssuer::generate).await??;
-        let catalog = Catalog::parse(&format!(
-            "servicePrincipals:\n- {{tenantId: {TENANT}, clientId: {CLIENT}, clientSecret: {SECRET}}}\n"
-        ))?;
         let origin = stamp.origin;
-        let emulator = Arc::new(
-            Emulator::new(
-                catalog,
-                format!("https://{addr}"),
-                tokens,
-                WriteThrottle::new(1, 1.0),
-            )
-            .with_stamp(stamp),
-        );
-        let upstream = Upstream::serve_on(
-            listener,
-            emulator::router(emulator.clone()),
-            ResolverCatalog::default(),
-            Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))),
-        );
-        let secret_file = dir.join("client-secret");
-        std::fs::write(&secret_file, SECRET)?;
+        let served = serve(
+            &format!(
+                "servicePrincipals:\n- {{tenantId: {TENANT}, clientId: {CLIENT}, clientSecret: {SECRET}}}\n"
+            ),
+            WriteThrottle::new(1, 1.0),
+            Some(stamp),
+            dir,
+        )
+        .await?;
         Ok(Self {
-            upstream,
-            emulator,
-            ca_file: tls_dir.join("ca.crt"),
-            secret_file,
+            upstream: served.upstream,
+            emulator: served.emulator,
+            ca_file: served.ca_file,
+            secret_file: served.secret_file,
             origin,
         })
     }
@@ -419,22 +398,7 @@ async fn operator_phase(
                 }],
             },
         });
-        async move {
-            let mut attempt = 0;
-            loop {
-                match customers
-                    .patch_status(&format!("tenant-{i}"), params, &Patch::Apply(&body))
-                    .await
-                {
-                    Ok(_) => return Ok(()),
-                    Err(e) if retryable(&e) && attempt < 5 => {
-                        attempt += 1;
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
-        }
+        async move { apply_status(customers, &format!("tenant-{i}"), params, &body).await }
     }))
     .buffer_unordered(OPERATOR_CONCURRENCY);
     while let Some(result) = patched.next().await {

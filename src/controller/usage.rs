@@ -266,6 +266,23 @@ async fn process(ctx: &Context, usage: &UsageMode, registration: &Registration) 
         }
     }
     usage.written().failing_since.remove(&key);
+    let stale_generation = registration
+        .status
+        .as_ref()
+        .and_then(|s| conditions::find(&s.conditions, USAGE))
+        .is_some_and(|c| c.observed_generation != registration.metadata.generation);
+    if !done_any
+        && stale_generation
+        && let Some(through) = status.ingested_through.clone()
+    {
+        // The spec changed while caught up: the condition says it was read against this one.
+        let message = format!("Usage is ingested through {through}.");
+        if let Err(error) =
+            apply_registration(ctx, usage, registration, &status, Reason::Current, &message).await
+        {
+            warn!(%error, "cannot write the Usage condition");
+        }
+    }
     if !done_any && status.ingested_through.is_none() {
         let message = format!(
             "No usage window is due yet: the first, from {}, is ingested once it is {}s old.",
@@ -577,10 +594,12 @@ async fn apply_registration(
         .as_ref()
         .and_then(|s| s.usage.clone())
         .unwrap_or_default();
-    let same_condition = existing.first().map(|c| (&c.status, &c.reason, &c.message))
+    let same_condition = existing
+        .first()
+        .map(|c| (&c.status, &c.reason, &c.message, c.observed_generation))
         == condition
             .first()
-            .map(|c| (&c.status, &c.reason, &c.message));
+            .map(|c| (&c.status, &c.reason, &c.message, c.observed_generation));
     let written_same = usage.written().registrations.get(&key) == Some(next);
     if same_condition && (cached == *next || written_same) {
         return Ok(());

@@ -175,3 +175,14 @@ proptest! {
         prop_assert_eq!(card.price(id(BASE_VM_SIZE_HOURS), total).unwrap(), priced);
     }
 }
+
+#[test]
+fn the_example_rate_card_parses() {
+    let card = RateCard::parse(include_str!("../../examples/rate-card.yaml")).unwrap();
+    assert_eq!(card.currency(), "EUR");
+    let base = parse_meter_id(crate::usage::meter::BASE_VM_SIZE_HOURS).unwrap();
+    assert_eq!(
+        card.price(base, Decimal::from(100)),
+        Some(Decimal::new(85, 2))
+    );
+}
