@@ -8,6 +8,7 @@
 //! even without `--test-threads=1`. Never run them alongside other test binaries.
 
 mod common;
+mod emulated;
 mod fault_kit;
 mod malformed_catalogs;
 
@@ -17,14 +18,12 @@ use std::{
 };
 
 use azs_csp_operator::api::{CustomerSubscription, Registration};
-use azs_csp_testkit::{
-    cluster::create_untyped,
-    upstream::{Mode, Upstream},
-};
+use azs_csp_testkit::{cluster::create_untyped, upstream::Mode};
 use common::{
     Operator, Scenario, TestNamespace, customer_reason, registration_reason, start_operator,
     wait_customer_reason, wait_registration_reason,
 };
+use emulated::Metadata;
 use fault_kit::{
     ApiServer, OutcomeWatch, PARTNER, Population, WriteFloor, assert_operator_healthy, create_all,
     guid, release_registrations, sample_rate, survey, wait_converged,
@@ -190,14 +189,14 @@ const BAD_GATEWAY: &str = "MetadataResolverBadGatewayError";
 /// approved Registration and `customers` CustomerSubscriptions, all attached.
 struct HttpScenario {
     ns: TestNamespace,
-    upstream: Upstream,
+    upstream: Metadata,
     operator: Operator,
     customers: Vec<String>,
 }
 
 impl HttpScenario {
     async fn start(prefix: &str, customers: usize) -> Self {
-        let upstream = Upstream::start().await;
+        let upstream = Metadata::start().await;
         upstream.add_subscription(
             REGISTRATION_SUB,
             json!({"id": REGISTRATION_SUB, "tenantId": guid(0xd1, 0), "state": "Enabled", "offer": "APSS", "billingPartnerId": PARTNER}),
@@ -1376,7 +1375,7 @@ enum Failure {
 /// 10 unknown to the metadata server.
 struct OutageScenario {
     ns: TestNamespace,
-    upstream: Upstream,
+    upstream: Metadata,
     operator: Operator,
     population: Population,
     /// As many objects as the population has CustomerSubscriptions, for the floor.
@@ -1469,7 +1468,7 @@ impl OutageFigures {
 
 impl OutageScenario {
     async fn start(prefix: &str, customers: usize) -> Self {
-        let upstream = Upstream::start().await;
+        let upstream = Metadata::start().await;
         let mut registrations = Vec::new();
         let mut expected_registrations = BTreeMap::new();
         for r in 0..OUTAGE_REGISTRATIONS {
@@ -1493,6 +1492,8 @@ impl OutageScenario {
         let mut expected_customers = BTreeMap::new();
         let mut expected_counts: BTreeMap<String, i64> = BTreeMap::new();
         let floor = WriteFloor::prepare(customers).await;
+        // One catalog for all of them (an edit per entry would parse the catalog n times).
+        let mut entries = Vec::new();
         for i in 0..customers {
             let sub = guid(0xb5, i);
             let name = format!("cs-{i:04}");
@@ -1500,12 +1501,12 @@ impl OutageScenario {
             let offer = |offer: &str| json!({"id": sub, "tenantId": guid(0xd6, i), "state": "Enabled", "offer": offer, "billingPartnerId": PARTNER});
             let reason = match (i / OUTAGE_REGISTRATIONS) % 10 {
                 8 => {
-                    upstream.add_subscription(&sub, offer("PayAsYouGo"));
+                    entries.push((sub.clone(), offer("PayAsYouGo")));
                     "InvalidCSPSubscription"
                 }
                 9 => "InvalidCustomerSubscriptionId",
                 _ => {
-                    upstream.add_subscription(&sub, offer("CSP"));
+                    entries.push((sub.clone(), offer("CSP")));
                     *expected_counts.entry(registration.clone()).or_default() += 1;
                     "Attached"
                 }
@@ -1514,6 +1515,7 @@ impl OutageScenario {
                 "spec": {"registrationRef": {"name": registration}, "subscriptionId": sub}}));
             expected_customers.insert(name, reason.to_string());
         }
+        upstream.add_subscriptions(entries);
         let population = Population {
             catalog: String::new(),
             registrations,

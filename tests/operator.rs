@@ -3,6 +3,7 @@
 //! Each test has its own namespace and its own operator process watching only that namespace.
 
 mod common;
+mod emulated;
 
 use std::{collections::BTreeMap, time::Duration};
 
@@ -16,6 +17,7 @@ use common::{
     start_operator, start_operator_with_env, wait_customer_reason, wait_for,
     wait_registration_reason,
 };
+use emulated::Metadata;
 use k8s_openapi::api::{core::v1::ConfigMap, events::v1::Event};
 use kube::{
     Api, ResourceExt,
@@ -631,7 +633,7 @@ async fn verify_reports_attached_customer_subscription_not_found_and_registratio
 
 #[tokio::test]
 async fn http_resolver_failures_are_bad_gateway_and_heal() {
-    let upstream = Upstream::start().await;
+    let upstream = Metadata::start().await;
     upstream.add_subscription(
         REGISTRATION_SUB,
         json!({"id": REGISTRATION_SUB, "tenantId": FABRIKAM_TENANT, "state": "Enabled", "offer": "APSS", "billingPartnerId": "4412345"}),

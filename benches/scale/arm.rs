@@ -10,11 +10,12 @@ use std::{
     time::Instant,
 };
 
-use azs_csp_operator::{
-    emulator::{self, Emulator, entra::TokenIssuer, stamp::Stamp, throttle::WriteThrottle},
-    resolver::Catalog,
+use azs_csp_operator::emulator::{
+    self, Emulator,
+    in_process::{InProcess, InProcessOptions},
+    stamp::Stamp,
 };
-use azs_csp_testkit::upstream::{Catalog as ResolverCatalog, Exchange, Upstream};
+use azs_csp_testkit::upstream::{Exchange, Upstream};
 use serde_json::{Value, json};
 
 use crate::{Result, measure::round2, run::secs};
@@ -42,11 +43,12 @@ pub struct Served {
     pub secret_file: PathBuf,
 }
 
-/// Serves the emulator of `catalog_yaml` (with ARM's write bucket `throttle`, and the
-/// stamp's usage APIs when there is one); its CA and the client secret go to `dir`.
+/// Serves the emulator of `catalog_yaml` (with ARM's write bucket `(burst, refill per
+/// second)`, and the stamp's usage APIs when there is one); its CA and the client secret go
+/// to `dir`.
 pub async fn serve(
     catalog_yaml: &str,
-    throttle: WriteThrottle,
+    (write_burst, write_refill_per_second): (u32, f64),
     stamp: Option<Stamp>,
     dir: &Path,
 ) -> Result<Served> {
@@ -54,29 +56,29 @@ pub async fn serve(
         std::fs::remove_dir_all(dir)?;
     }
     std::fs::create_dir_all(dir)?;
-    let tls_dir = dir.join("tls");
-    let (config, _) = emulator::tls::server_config(&tls_dir)?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let tokens = tokio::task::spawn_blocking(TokenIssuer::generate).await??;
-    let catalog = Catalog::parse(catalog_yaml)?;
-    let mut emulator = Emulator::new(catalog, format!("https://{addr}"), tokens, throttle);
-    if let Some(stamp) = stamp {
-        emulator = emulator.with_stamp(stamp);
-    }
-    let emulator = Arc::new(emulator);
+    let started = InProcess::start(
+        catalog_yaml,
+        InProcessOptions {
+            write_burst,
+            write_refill_per_second,
+            tls_dir: Some(dir.join("tls")),
+            stamp,
+        },
+    )
+    .await?;
+    let ca_file = started.ca_file.ok_or("the emulator has no CA")?;
+    let emulator = started.emulator;
     let upstream = Upstream::serve_on(
-        listener,
+        started.listener,
         emulator::router(emulator.clone()),
-        ResolverCatalog::default(),
-        Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))),
+        started.tls,
     );
     let secret_file = dir.join("client-secret");
     std::fs::write(&secret_file, SECRET)?;
     Ok(Served {
         upstream,
         emulator,
-        ca_file: tls_dir.join("ca.crt"),
+        ca_file,
         secret_file,
     })
 }
@@ -94,7 +96,7 @@ impl ArmWorld {
     /// An emulator of `catalog_yaml` whose ARM lets a principal write `burst` at once per
     /// subscription, refilled at `refill` per second; its CA and the client secret go to `dir`.
     pub async fn start(catalog_yaml: &str, burst: u32, refill: f64, dir: &Path) -> Result<Self> {
-        let served = serve(catalog_yaml, WriteThrottle::new(burst, refill), None, dir).await?;
+        let served = serve(catalog_yaml, (burst, refill), None, dir).await?;
         Ok(Self {
             upstream: served.upstream,
             ca_file: served.ca_file,

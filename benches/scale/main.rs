@@ -18,8 +18,9 @@
 //! 6. clean up: both namespaces deleted, the operator stopped, whatever happened.
 //!
 //! With `AZS_BENCH_RESOLVER=http` the operator runs with `--resolver http` against a metadata
-//! server inside the bench process ([`upstream::MetadataServer`], the test kit's upstream: the same catalog, as the JSON of
-//! DESIGN.md §4, on 127.0.0.1), which counts the requests it answers: what a caching backend
+//! server inside the bench process ([`upstream::MetadataServer`]: the emulator's `/resolver`
+//! behind the test kit's fault layer, the same catalog as the JSON of DESIGN.md §4, on
+//! 127.0.0.1), whose layer counts the requests answered: what a caching backend
 //! asks upstream, to set next to the distinct subscriptions the objects name. The fan-out is
 //! skipped in that mode (see [`upstream::FANOUT_SKIPPED_HTTP`]).
 //!

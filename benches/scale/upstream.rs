@@ -1,8 +1,12 @@
-//! The metadata server of the http mode: the test kit's upstream, answering DESIGN.md §4 from
-//! the generated catalog over plain HTTP on 127.0.0.1 and counting what it answers. It runs on
-//! the bench's runtime (its CPU is the bench's CPU).
+//! The metadata server of the http mode: the emulator's `/resolver` (DESIGN.md §4, §10) behind
+//! the test kit's fault layer, as in the tests (`tests/emulated`), answering from the generated
+//! catalog over plain HTTP on 127.0.0.1; what it answered is counted from the layer's record.
+//! It runs on the bench's runtime (its CPU is the bench's CPU).
 
-use azs_csp_testkit::upstream::{Catalog, CatalogCounts, Upstream};
+#[path = "../../tests/emulated/mod.rs"]
+mod emulated;
+
+use emulated::{Metadata, ResolverCounts};
 use serde_json::{Value, json};
 
 use crate::{Result, measure::round2, plan::Plan};
@@ -14,26 +18,26 @@ pub const FANOUT_SKIPPED_HTTP: &str = "skipped with --resolver http: the http ba
 
 pub struct MetadataServer {
     pub url: String,
-    upstream: Upstream,
+    upstream: Metadata,
 }
 
 impl MetadataServer {
     /// Serves the catalog the catalog mode would load.
     pub async fn start(catalog: &str) -> Result<Self> {
-        let upstream = Upstream::with_catalog(Catalog::from_yaml(catalog)?).await;
+        let upstream = Metadata::with_catalog(catalog).await?;
         Ok(Self {
             url: upstream.url(),
             upstream,
         })
     }
 
-    pub fn snapshot(&self) -> CatalogCounts {
-        self.upstream.catalog().counts()
+    pub fn snapshot(&self) -> ResolverCounts {
+        self.upstream.counts()
     }
 }
 
 /// Requests since `before`, by kind (distinct counts are not differences: left out).
-pub fn since_json(now: &CatalogCounts, before: &CatalogCounts) -> Value {
+pub fn since_json(now: &ResolverCounts, before: &ResolverCounts) -> Value {
     json!({
         "requests": now.total() - before.total(),
         "subscription_lookups": now.subscription_lookups - before.subscription_lookups,
@@ -45,7 +49,7 @@ pub fn since_json(now: &CatalogCounts, before: &CatalogCounts) -> Value {
 
 /// What the server answered from the operator's start to convergence, next to what the
 /// objects name.
-pub fn upstream_json(u: &CatalogCounts, plan: &Plan) -> Value {
+pub fn upstream_json(u: &ResolverCounts, plan: &Plan) -> Value {
     let per = |x: u64, over: usize| (over > 0).then(|| round2(x as f64 / over as f64));
     json!({
         "requests": u.total(),

@@ -25,7 +25,7 @@ use std::{
 
 use azs_csp_operator::{
     api::{CustomerSubscription, Registration},
-    emulator::{Emulator, stamp::Stamp, throttle::WriteThrottle},
+    emulator::{Emulator, stamp::Stamp},
     usage::record::UsagePage,
 };
 use azs_csp_testkit::{
@@ -202,7 +202,7 @@ impl UsageWorld {
             &format!(
                 "servicePrincipals:\n- {{tenantId: {TENANT}, clientId: {CLIENT}, clientSecret: {SECRET}}}\n"
             ),
-            WriteThrottle::new(1, 1.0),
+            (1, 1.0),
             Some(stamp),
             dir,
         )

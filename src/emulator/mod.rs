@@ -7,7 +7,8 @@
 //! - [`assertion`]: federated client assertions (workload identity) and their issuers' keys;
 //! - [`arm`]: registrations, customerSubscriptions, the subscription list, cloud metadata;
 //! - [`throttle`]: ARM's write token bucket;
-//! - [`resolver`]: the §4 contract under `/resolver`.
+//! - [`resolver`]: the §4 contract under `/resolver`;
+//! - [`in_process`]: the emulator inside the tests and the bench, its catalog edited while it runs.
 //!
 //! The catalog is reloaded while it runs: [`run`] watches its file with the resolver's own
 //! file watch, and an invalid new catalog is refused with a log line while the one in force
@@ -23,7 +24,10 @@
 pub mod arm;
 pub mod assertion;
 pub mod entra;
+pub mod in_process;
 pub mod resolver;
+#[cfg(test)]
+mod resolver_tests;
 pub mod sink;
 pub mod stamp;
 pub mod throttle;
@@ -170,6 +174,12 @@ impl Emulator {
     /// The catalog in force. A request reads it once, so that a reload never splits it.
     pub fn catalog(&self) -> Arc<Catalog> {
         self.catalog.current().unwrap_or_default()
+    }
+
+    /// Puts the catalog `text` in force, as a reload of the file would; a refused one leaves
+    /// the catalog in force unchanged.
+    pub fn replace_catalog(&self, text: &str) -> Result<(), CatalogError> {
+        self.catalog.replace(text).map(|_| ())
     }
 
     /// Where the catalog's relative paths start: the catalog file's directory.

@@ -14,9 +14,6 @@ pub mod watch;
 /// shared with the ARM client.
 pub use crate::upstream::tls as http_tls;
 
-#[cfg(test)]
-mod http_tests;
-
 pub use cache::TtlCache;
 pub use catalog::{
     Catalog, CatalogError, CatalogRegistration, CatalogSummary, FederatedCredential,

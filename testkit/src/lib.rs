@@ -3,10 +3,10 @@
 //!
 //! - [`upstream`]: the one metadata test server: a fault layer (status codes, canned answers,
 //!   delays, hangs, dropped and refused connections, malformed bodies, flapping) in front of a
-//!   handler; the default handler serves the http-resolver contract of DESIGN.md §4 from a
-//!   catalog and counts the requests by kind and key. Any `axum::Router` can stand behind the
-//!   layer, so the emulator of DESIGN.md §10 takes the handler's place (mounted under
-//!   `/resolver`) without the tests' fault injection changing.
+//!   handler, recording every exchange. The handler is the operator's emulator of DESIGN.md
+//!   §10, whose `/resolver` routes serve the http-resolver contract of §4 (the operator's
+//!   tests and bench put it there, `tests/emulated`); this crate holds no second
+//!   implementation of that contract.
 //! - [`metrics`]: the Prometheus text format, read (the operator's and kube-apiserver's).
 //! - [`cluster`]: a client for the test cluster, CRDs installed and established, namespaces,
 //!   many objects created concurrently, waiting on a condition with a timeout.
@@ -14,7 +14,7 @@
 //!   `AZS_CSP_TEST_OPERATOR=external`, an operator someone else started).
 //!
 //! Why a crate of its own and no `testkit` feature of the operator's library: the operator's
-//! unit tests (`src/resolver/http_tests.rs`, `src/runtime/metrics.rs`) use it as a
+//! unit tests (`src/emulator/resolver_tests.rs`, `src/runtime/metrics.rs`) use it as a
 //! dev-dependency, so it must not depend on the operator crate, or `cargo test --lib` would
 //! build the library twice with two incompatible copies of its types. It therefore knows
 //! nothing of the operator's types: CRDs, binaries and typed objects are handed in by the

@@ -6,13 +6,13 @@ use std::{collections::BTreeSet, path::PathBuf, sync::Arc};
 
 use azs_csp_operator::{
     domain::RegistrationKey,
-    emulator::{self, Emulator, arm::StoredCustomer, entra::TokenIssuer, throttle::WriteThrottle},
-    resolver::Catalog,
+    emulator::{
+        self, Emulator,
+        arm::StoredCustomer,
+        in_process::{InProcess, InProcessOptions},
+    },
 };
-use azs_csp_testkit::{
-    process::OperatorCommand,
-    upstream::{Catalog as ResolverCatalog, Upstream},
-};
+use azs_csp_testkit::{process::OperatorCommand, upstream::Upstream};
 
 pub const REG_SUB: &str = "6d3c4b9e-1f3a-4c6e-9b7a-2d1e0f9a8b7c";
 pub const RG: &str = "azurestack";
@@ -106,38 +106,29 @@ impl AzureWorld {
         stamp: Option<emulator::stamp::Stamp>,
     ) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let (config, _) = emulator::tls::server_config(&dir.path().join("tls")).expect("tls");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let tokens = tokio::task::spawn_blocking(TokenIssuer::generate)
-            .await
-            .expect("keys")
-            .expect("keys");
-        let catalog = Catalog::parse(catalog_yaml).expect("catalog");
-        let mut emulator = Emulator::new(
-            catalog,
-            format!("https://{addr}"),
-            tokens,
-            WriteThrottle::new(burst, refill),
-        );
-        if let Some(stamp) = stamp {
-            emulator = emulator.with_stamp(stamp);
-        }
-        let emulator = Arc::new(emulator);
+        let started = InProcess::start(
+            catalog_yaml,
+            InProcessOptions {
+                write_burst: burst,
+                write_refill_per_second: refill,
+                tls_dir: Some(dir.path().join("tls")),
+                stamp,
+            },
+        )
+        .await
+        .expect("the emulator");
+        let emulator = started.emulator;
         let upstream = Upstream::serve_on(
-            listener,
+            started.listener,
             emulator::router(emulator.clone()),
-            ResolverCatalog::default(),
-            Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))),
+            started.tls,
         );
         let secret_file = dir.path().join("client-secret");
         std::fs::write(&secret_file, SECRET).expect("secret");
         Self {
             emulator,
             upstream,
-            ca_file: dir.path().join("tls/ca.crt"),
+            ca_file: started.ca_file.expect("a CA"),
             secret_file,
             _dir: dir,
         }

@@ -2,14 +2,12 @@
 //!
 //! The layer decides per request from the current [`Mode`] (healthy, a status code, a canned
 //! answer, a malformed body, a delay, a hang, a dropped connection, flapping) and, per
-//! listener, whether connections are refused. Behind it sits an `axum::Router`: by default
-//! [`Catalog::router`], the http-resolver contract of DESIGN.md §4; the emulator of §10 is
-//! another router and takes its place through [`Upstream::serve`]. The layer records every
-//! request it sees (path and `Authorization` header) and how many were in flight at most.
-
-mod catalog;
-
-pub use catalog::{Catalog, CatalogCounts};
+//! listener, whether connections are refused. Behind it sits an `axum::Router`: the emulator
+//! of DESIGN.md §10 (its `/resolver` routes answer the http-resolver contract of §4), given to
+//! [`Upstream::serve`] by the operator's tests and bench, which alone know it; or, from
+//! [`Upstream::start`], nothing at all (a 404 for every path). The layer records every request
+//! it sees (method, path, `Authorization` header, the answer's status) and how many were in
+//! flight at most.
 
 use std::{
     convert::Infallible,
@@ -82,6 +80,10 @@ pub struct Exchange {
     pub retry_after: Option<String>,
 }
 
+/// A Kubernetes-style Status, so that the server also stands in for an API server lacking a
+/// resource.
+const NOT_FOUND: &str = r#"{"kind":"Status","apiVersion":"v1","status":"Failure","message":"the server could not find the requested resource","reason":"NotFound","code":404}"#;
+
 struct Shared {
     mode: Mutex<Mode>,
     /// Only requests whose path contains this get the mode; the others are answered healthy.
@@ -95,7 +97,6 @@ pub struct Upstream {
     pub addr: SocketAddr,
     tls: Option<TlsAcceptor>,
     shared: Arc<Shared>,
-    catalog: Catalog,
     /// The accept loop; `None` while connections are refused.
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
@@ -107,39 +108,24 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Upstream {
-    /// The §4 contract over plain HTTP, answered from an (initially empty) [`Catalog`].
+    /// Plain HTTP answering 404 to every path (the modes still apply).
     pub async fn start() -> Self {
-        let catalog = Catalog::default();
-        Self::serve(catalog.router(), catalog, None).await
+        let nothing = Router::new()
+            .fallback(|| async { canned(StatusCode::NOT_FOUND.as_u16(), NOT_FOUND.to_owned()) });
+        Self::serve(nothing, None).await
     }
 
-    /// The §4 contract over HTTPS with this acceptor's certificate.
-    pub async fn start_tls(acceptor: TlsAcceptor) -> Self {
-        let catalog = Catalog::default();
-        Self::serve(catalog.router(), catalog, Some(acceptor)).await
-    }
-
-    /// The §4 contract answered from `catalog` over plain HTTP.
-    pub async fn with_catalog(catalog: Catalog) -> Self {
-        Self::serve(catalog.router(), catalog, None).await
-    }
-
-    /// Any handler behind the fault layer (`catalog` is what [`Upstream::catalog`] returns).
-    pub async fn serve(handler: Router, catalog: Catalog, tls: Option<TlsAcceptor>) -> Self {
+    /// Any handler behind the fault layer.
+    pub async fn serve(handler: Router, tls: Option<TlsAcceptor>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind upstream");
-        Self::serve_on(listener, handler, catalog, tls)
+        Self::serve_on(listener, handler, tls)
     }
 
     /// [`Upstream::serve`] on a listener bound beforehand: for a handler that must know its
     /// own address (the emulator names itself in tokens and `nextLink`s).
-    pub fn serve_on(
-        listener: TcpListener,
-        handler: Router,
-        catalog: Catalog,
-        tls: Option<TlsAcceptor>,
-    ) -> Self {
+    pub fn serve_on(listener: TcpListener, handler: Router, tls: Option<TlsAcceptor>) -> Self {
         let addr = listener.local_addr().expect("upstream addr");
         let upstream = Self {
             addr,
@@ -150,7 +136,6 @@ impl Upstream {
                 log: Log::default(),
                 handler,
             }),
-            catalog,
             task: Mutex::new(None),
         };
         upstream.accept(listener);
@@ -171,27 +156,6 @@ impl Upstream {
     pub fn url(&self) -> String {
         let scheme = if self.tls.is_some() { "https" } else { "http" };
         format!("{scheme}://{}", self.addr)
-    }
-
-    pub fn catalog(&self) -> &Catalog {
-        &self.catalog
-    }
-
-    /// Serves `GET /subscriptions/{id}` with this JSON (see [`Catalog::add_subscription`]).
-    pub fn add_subscription(&self, id: &str, json: serde_json::Value) {
-        self.catalog.add_subscription(id, json);
-    }
-
-    /// Serves `GET /registrations/{sub}/{rg}/{name}` (see [`Catalog::set_approval`]).
-    pub fn set_approval(
-        &self,
-        subscription: &str,
-        resource_group: &str,
-        name: &str,
-        approved: bool,
-    ) {
-        self.catalog
-            .set_approval(subscription, resource_group, name, approved);
     }
 
     pub fn set_mode(&self, mode: Mode) {
@@ -448,75 +412,57 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_catalog_answers_and_counts_by_kind_and_key() {
-        let upstream = Upstream::start().await;
-        upstream.add_subscription("ABC", serde_json::json!({"id": "ABC"}));
-        upstream.set_approval("S", "RG", "Name", false);
-        let found = get(&upstream, "/subscriptions/abc").await.expect("get");
-        assert_eq!(status(&found), "200", "{found}");
-        assert!(found.ends_with(r#"{"id":"ABC"}"#), "{found}");
-        let approval = get(&upstream, "/registrations/s/rg/name")
-            .await
-            .expect("get");
-        assert!(
-            approval.ends_with(r#"{"multitenancyApproved":false}"#),
-            "{approval}"
+    async fn the_handler_answers_behind_the_layer_and_nothing_is_a_status_404() {
+        let nothing = Upstream::start().await;
+        let answer = get(&nothing, "/apis/x").await.expect("get");
+        assert_eq!(status(&answer), "404", "{answer}");
+        assert!(answer.ends_with(NOT_FOUND), "{answer}");
+        let upstream = with_one_path().await;
+        let found = get(&upstream, "/a").await.expect("get");
+        assert!(found.ends_with(r#"{"id":"a"}"#), "{found}");
+        assert_eq!(status(&get(&upstream, "/b").await.expect("get")), "404");
+        let exchanges = upstream.exchanges();
+        let seen: Vec<_> = exchanges
+            .iter()
+            .map(|e| (e.method.as_str(), e.path.as_str(), e.status))
+            .collect();
+        assert_eq!(seen, [("GET", "/a", Some(200)), ("GET", "/b", Some(404))]);
+        assert_eq!(upstream.requests(), 2);
+    }
+
+    /// A handler answering `GET /a` only.
+    async fn with_one_path() -> Upstream {
+        let handler = Router::new().route(
+            "/a",
+            axum::routing::get(|| async { canned(200, r#"{"id":"a"}"#.to_owned()) }),
         );
-        for path in [
-            "/subscriptions/other",
-            "/registrations/s/rg/x",
-            "/elsewhere",
-        ] {
-            assert_eq!(status(&get(&upstream, path).await.expect("get")), "404");
-        }
-        let counts = upstream.catalog().counts();
-        assert_eq!(
-            counts,
-            CatalogCounts {
-                subscription_lookups: 2,
-                approval_lookups: 2,
-                other: 1,
-                not_found: 3,
-                distinct_subscriptions: 2,
-                distinct_registrations: 2,
-            }
-        );
-        assert_eq!(upstream.catalog().subscription_lookups("ABC"), 1);
-        assert_eq!(upstream.requests(), 5);
+        Upstream::serve(handler, None).await
     }
 
     #[tokio::test]
     async fn every_mode_answers_as_it_says() {
-        let upstream = Upstream::start().await;
-        upstream.add_subscription("a", serde_json::json!({"id": "a"}));
+        let upstream = with_one_path().await;
         upstream.set_mode(Mode::Status(503));
-        assert_eq!(
-            status(&get(&upstream, "/subscriptions/a").await.expect("get")),
-            "503"
-        );
+        assert_eq!(status(&get(&upstream, "/a").await.expect("get")), "503");
         upstream.set_mode(Mode::Answer(201, "canned".into()));
-        let canned = get(&upstream, "/subscriptions/a").await.expect("get");
+        let canned = get(&upstream, "/a").await.expect("get");
         assert!(
             canned.starts_with("HTTP/1.1 201") && canned.ends_with("canned"),
             "{canned}"
         );
         upstream.set_mode(Mode::Malformed);
         assert!(
-            get(&upstream, "/subscriptions/a")
+            get(&upstream, "/a")
                 .await
                 .expect("get")
                 .ends_with("not json")
         );
         upstream.set_mode(Mode::Drop);
-        assert_eq!(
-            get(&upstream, "/subscriptions/a").await.unwrap_or_default(),
-            ""
-        );
+        assert_eq!(get(&upstream, "/a").await.unwrap_or_default(), "");
         upstream.set_mode(Mode::Alternate);
         let mut answers = Vec::new();
         for _ in 0..4 {
-            answers
-                .push(status(&get(&upstream, "/subscriptions/a").await.expect("get")).to_owned());
+            answers.push(status(&get(&upstream, "/a").await.expect("get")).to_owned());
         }
         assert_eq!(answers, ["200", "502", "200", "502"]);
         upstream.set_mode(Mode::Hang);
@@ -526,10 +472,7 @@ mod tests {
         upstream.stop().await;
         assert!(TcpStream::connect(upstream.addr).await.is_err(), "refused");
         upstream.accept_connections().await;
-        assert_eq!(
-            status(&get(&upstream, "/subscriptions/a").await.expect("get")),
-            "200"
-        );
+        assert_eq!(status(&get(&upstream, "/a").await.expect("get")), "200");
         assert!(upstream.max_in_flight() >= 1);
         assert_eq!(upstream.paths().len() as u64, upstream.requests());
     }

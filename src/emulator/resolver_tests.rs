@@ -1,25 +1,31 @@
-//! The http backend against a local server: every documented answer, every failure mode,
-//! coalescing, the in-flight bound, the TTL, the bearer token and a private CA.
+//! The http backend against the emulator's `/resolver` behind the test kit's fault layer (the
+//! glue the integration tests use, `tests/emulated`): every documented answer, every failure
+//! mode, coalescing, the in-flight bound, the TTL, the bearer token and a private CA; and how
+//! that glue edits the catalog and counts the requests.
 
 use std::{sync::Arc, time::Duration};
 
-use super::{
+#[path = "../../tests/emulated/mod.rs"]
+mod emulated;
+
+use crate::resolver::{
     MetadataResolver, RegistrationKey, ResolveError, SubscriptionState,
     http::{HttpResolver, HttpResolverError, HttpResolverOptions},
 };
 use azs_csp_testkit::upstream::{Mode, Upstream};
+use emulated::{Metadata, ResolverCounts};
 
 const SUB: &str = "e09a4e93-29a7-4eba-a7f2-3b2c1d0e9f8a";
 const OTHER: &str = "6d3c4b9e-1f3a-4c6e-9b7a-2d1e0f9a8b7c";
 const TENANT: &str = "2b7e0c1d-0000-4000-8000-000000000001";
 
-fn options(server: &Upstream) -> HttpResolverOptions {
+fn options(server: &Metadata) -> HttpResolverOptions {
     let mut options = HttpResolverOptions::new(&server.url()).expect("valid url");
     options.timeout = Duration::from_millis(500);
     options
 }
 
-fn resolver(server: &Upstream) -> HttpResolver {
+fn resolver(server: &Metadata) -> HttpResolver {
     HttpResolver::new(options(server)).expect("resolver")
 }
 
@@ -36,7 +42,7 @@ fn subscription_json(id: &str) -> String {
 
 #[tokio::test]
 async fn documented_answers() {
-    let server = Upstream::start().await;
+    let server = Metadata::start().await;
     server.add_subscription(SUB, subscription_value(&SUB.to_uppercase()));
     server.set_approval(OTHER, "rg", "azurestack-1", true);
     server.set_approval(OTHER, "rg", "azurestack-2", false);
@@ -89,9 +95,11 @@ async fn documented_answers() {
 
 #[tokio::test]
 async fn names_are_percent_encoded_under_the_base_path() {
-    let server = Upstream::start().await;
+    let server = Metadata::start().await;
     let mut options = options(&server);
-    options.base_url = format!("{}/api/v1/", server.url()).parse().expect("url");
+    options.base_url = format!("{}/api/v1/", Upstream::url(&server))
+        .parse()
+        .expect("url");
     let resolver = HttpResolver::new(options).expect("resolver");
     let key = RegistrationKey::new(OTHER, "my rg", "a/b?c");
     assert_eq!(resolver.multitenancy_approved(&key).await, Ok(false));
@@ -124,7 +132,7 @@ fn check<T: std::fmt::Debug>(got: Result<T, ResolveError>, want: Want, case: &st
 
 #[tokio::test]
 async fn every_other_answer_is_an_error() {
-    let server = Upstream::start().await;
+    let server = Metadata::start().await;
     let key = RegistrationKey::new(OTHER, "rg", "r");
     use Want::*;
     let cases: Vec<(u16, String, Want, Want)> = vec![
@@ -139,6 +147,12 @@ async fn every_other_answer_is_an_error() {
         (
             200,
             r#"{"multitenancyApproved":true}"#.into(),
+            Malformed,
+            Ok,
+        ),
+        (
+            200,
+            r#"{"multitenancyApproved":false}"#.into(),
             Malformed,
             Ok,
         ),
@@ -181,7 +195,7 @@ async fn every_other_answer_is_an_error() {
 
 #[tokio::test]
 async fn timeouts_and_refused_connections_are_errors() {
-    let server = Upstream::start().await;
+    let server = Metadata::start().await;
     server.add_subscription(SUB, subscription_value(SUB));
     let mut options = options(&server);
     options.timeout = Duration::from_millis(200);
@@ -230,7 +244,7 @@ async fn timeouts_and_refused_connections_are_errors() {
 
 #[tokio::test]
 async fn concurrent_lookups_of_one_key_make_one_request() {
-    let server = Upstream::start().await;
+    let server = Metadata::start().await;
     server.add_subscription(SUB, subscription_value(SUB));
     server.set_mode(Mode::Delay(Duration::from_millis(200)));
     let resolver = resolver(&server);
@@ -248,7 +262,7 @@ async fn concurrent_lookups_of_one_key_make_one_request() {
 
 #[tokio::test]
 async fn requests_in_flight_are_bounded() {
-    let server = Upstream::start().await;
+    let server = Metadata::start().await;
     server.set_mode(Mode::Delay(Duration::from_millis(100)));
     let mut options = options(&server);
     options.max_in_flight = 3;
@@ -269,7 +283,7 @@ async fn requests_in_flight_are_bounded() {
 
 #[tokio::test]
 async fn answers_are_cached_for_the_ttl() {
-    let server = Upstream::start().await;
+    let server = Metadata::start().await;
     server.add_subscription(SUB, subscription_value(SUB));
     let mut options = options(&server);
     options.cache_ttl = Duration::from_millis(300);
@@ -291,7 +305,7 @@ async fn answers_are_cached_for_the_ttl() {
 
 #[tokio::test]
 async fn the_bearer_token_is_sent_and_reread() {
-    let server = Upstream::start().await;
+    let server = Metadata::start().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let token = dir.path().join("token");
     std::fs::write(&token, "first-token\n").expect("write");
@@ -404,7 +418,9 @@ fn private_ca() -> (String, tokio_rustls::TlsAcceptor) {
 #[tokio::test]
 async fn https_with_a_private_ca() {
     let (ca_pem, acceptor) = private_ca();
-    let server = Upstream::start_tls(acceptor).await;
+    let server = Metadata::serve("{}", Some(acceptor))
+        .await
+        .expect("an emulator");
     server.add_subscription(SUB, subscription_value(SUB));
     let dir = tempfile::tempdir().expect("tempdir");
     let ca_file = dir.path().join("ca.pem");
@@ -431,7 +447,7 @@ async fn https_with_a_private_ca() {
 
 #[tokio::test]
 async fn answering_again_after_failures_is_announced_once() {
-    let server = Upstream::start().await;
+    let server = Metadata::start().await;
     server.add_subscription(SUB, subscription_value(SUB));
     let mut options = options(&server);
     options.failure_ttl = Duration::from_millis(100);
@@ -455,4 +471,60 @@ async fn answering_again_after_failures_is_announced_once() {
     let key = RegistrationKey::new(OTHER, "rg", "r");
     assert_eq!(resolver.multitenancy_approved(&key).await, Ok(false));
     assert!(changes.try_recv().is_err(), "announced once");
+}
+
+#[tokio::test]
+async fn the_catalog_is_edited_while_it_runs_and_requests_are_counted_by_kind_and_key() {
+    let server = Metadata::start().await;
+    let fresh = || resolver(&server);
+    server.add_subscription(SUB, subscription_value(SUB));
+    server.set_approval(OTHER, "RG", "Name", true);
+    let key = RegistrationKey::new(OTHER, "rg", "name");
+    let found = fresh().subscription(SUB).await.expect("ok").expect("known");
+    assert_eq!(found.offer, "CSP");
+    assert_eq!(fresh().multitenancy_approved(&key).await, Ok(true));
+
+    server.set_approval(OTHER, "rg", "name", false);
+    server.add_subscription(
+        &SUB.to_uppercase(),
+        serde_json::from_str(&subscription_json(SUB).replace("CSP", "PayAsYouGo")).expect("JSON"),
+    );
+    assert_eq!(fresh().multitenancy_approved(&key).await, Ok(false));
+    let replaced = fresh().subscription(SUB).await.expect("ok").expect("known");
+    assert_eq!(
+        replaced.offer, "PayAsYouGo",
+        "the entry of the same id is replaced"
+    );
+    assert_eq!(fresh().subscription(OTHER).await, Ok(None));
+
+    assert_eq!(
+        server.counts(),
+        ResolverCounts {
+            subscription_lookups: 3,
+            approval_lookups: 2,
+            other: 0,
+            not_found: 2,
+            distinct_subscriptions: 2,
+            distinct_registrations: 1,
+        }
+    );
+    assert_eq!(server.subscription_lookups(&SUB.to_uppercase()), 2);
+}
+
+#[tokio::test]
+async fn an_entry_the_catalog_refuses_is_not_put_in_force() {
+    let server = Metadata::start().await;
+    server.add_subscription(SUB, subscription_value(SUB));
+    let refused = std::panic::AssertUnwindSafe(|| {
+        server.add_subscription(OTHER, serde_json::json!({"id": OTHER, "state": "Sleeping"}))
+    });
+    assert!(std::panic::catch_unwind(refused).is_err());
+    assert!(
+        resolver(&server)
+            .subscription(SUB)
+            .await
+            .expect("ok")
+            .is_some()
+    );
+    assert_eq!(resolver(&server).subscription(OTHER).await, Ok(None));
 }
