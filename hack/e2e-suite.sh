@@ -152,6 +152,16 @@ if [ "${E2E_TESTS:-}" != skip ]; then
   # A scenario that failed half-way may have left its own catalog: the examples need theirs.
   k -n "$NS" patch configmap "$CATALOG_CONFIGMAP" --type merge \
     -p "$(jq -n --rawfile catalog examples/catalog.yaml '{data: {"catalog.yaml": $catalog}}')" >/dev/null
+  # The scenarios' namespaces go after the tests, asynchronously (finalizers first); while
+  # their Registrations (the examples' cloud) remain, the examples' would be duplicates.
+  deadline=$((SECONDS + 120))
+  while [ -n "$(k get registrations.csp.azurestack.io -A --no-headers 2>/dev/null)" ]; do
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      fail "the scenarios' Registrations remain 120s after the tests: $(k get registrations.csp.azurestack.io -A --no-headers | head -3 | paste -sd';')"
+      break
+    fi
+    sleep 1
+  done
 fi
 
 # --- the examples, reconciled through in-cluster config ---
@@ -222,7 +232,9 @@ managers="$(k get registrations.csp.azurestack.io -A -o jsonpath='{range .items[
 log "field managers of the Registrations: $(paste -sd';' <<<"$managers")"
 awk '$2 == "status" && $1 !~ /^azs-csp-operator/ {bad=1} END {exit bad}' <<<"$managers" ||
   fail "a status of a Registration was written by someone other than the operator"
-[ "$(example_reasons)" = "$reasons_before" ] || fail "the examples' Ready reasons changed over the restart"
+reasons_after="$(example_reasons)"
+[ "$reasons_after" = "$reasons_before" ] ||
+  fail "the examples' Ready reasons changed over the restart: $(diff <(echo "$reasons_before") <(echo "$reasons_after") | grep '^[<>]' | paste -sd';')"
 
 # --- 4. deleting the leader pod ---
 leader="$(lease_holder)"

@@ -65,7 +65,8 @@ node_pids() {
   done < <(cgroup_hierarchies) | sort -un
 }
 
-netns_exists() { ip netns list | awk '{print $1}' | grep -qx "$NODE_NETNS"; }
+# No grep -q in a pipe: its early exit can fail the writer with SIGPIPE (pipefail).
+netns_exists() { ip netns list | awk -v ns="$NODE_NETNS" '$1 == ns {found = 1} END {exit !found}'; }
 
 # kubectl against the local cluster (admin).
 kctl() { "$BIN_DIR/kubectl" --kubeconfig="$CLUSTER_KUBECONFIG" "$@"; }

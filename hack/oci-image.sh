@@ -52,7 +52,11 @@ load() {
     */*) [[ "${ref%%/*}" == *.* ]] || full="docker.io/$ref" ;;
     *) full="docker.io/library/$ref" ;;
   esac
-  node_ctr images ls -q | grep -qxF "$full" || die "containerd does not list $full after the import"
+  # The list is read whole first: grep -q stops reading at the first match, and ctr, killed
+  # by SIGPIPE, would then fail the pipeline (pipefail).
+  local listed
+  listed="$(node_ctr images ls -q)"
+  grep -qxF "$full" <<<"$listed" || die "containerd does not list $full after the import"
   log "imported $ref into the node's containerd"
 }
 
