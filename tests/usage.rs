@@ -827,3 +827,160 @@ async fn bad_records_are_counted_per_cause_and_never_forwarded() {
     let usage = from_start.status.and_then(|st| st.usage).expect("usage");
     assert_eq!(dec(&usage.vcore_hours), expected_vcore_hours()[C1]);
 }
+
+/// The stamp of the month-end test: four VMs run from 20:00 on 31 October to 04:00 on
+/// 1 November 2026, four hours in each month.
+fn month_end_stamp() -> String {
+    let mut text =
+        format!("providerSubscriptionId: {PROVIDER}\nreportingDelay: 1h\nsubscriptions:\n");
+    for (l, t) in L.iter().zip(T) {
+        text.push_str(&format!(
+            "- {{subscriptionId: {l}, tenantId: {t}, owner: o@x.example, displayName: {l}}}\n"
+        ));
+    }
+    text.push_str("virtualMachines:\n");
+    for (i, (l, vcores, os)) in [
+        (L[0], 2, "Linux"),
+        (L[1], 4, "Windows"),
+        (L[2], 1, "Linux"),
+        (L[3], 2, "Linux"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        text.push_str(&format!(
+            "- {{name: vm{i}, subscriptionId: {l}, size: S{vcores}, vcores: {vcores}, os: {os}, running: [{{from: \"2026-10-31T20:00:00Z\", to: \"2026-11-01T04:00:00Z\"}}]}}\n"
+        ));
+    }
+    text.push_str("extraRecords: []\n");
+    text
+}
+
+fn at(text: &str) -> DateTime<Utc> {
+    text.parse().expect("time")
+}
+
+/// (period, vcoreHours) of the current month and of `previous`.
+fn periods(usage: &azs_csp_operator::api::UsageTotals) -> Vec<(String, Decimal)> {
+    let mut periods = vec![(usage.period.clone(), dec(&usage.vcore_hours))];
+    if let Some(previous) = &usage.previous {
+        periods.push((previous.period.clone(), dec(&previous.vcore_hours)));
+    }
+    periods
+}
+
+#[tokio::test]
+async fn a_month_end_splits_into_previous_and_current_exactly() {
+    let plan = Plan {
+        hours: 0,
+        fleet: 0,
+        windows: 0,
+        from_start_attached: TimeDelta::zero(),
+        mid_period_attached: TimeDelta::zero(),
+    };
+    let mut s = Scenario::with_stamp("usage-month", plan, |_, _| month_end_stamp()).await;
+    // from-start is attached long before; mid-period at 22:30 on 31 October, so its 23:00
+    // hour is the only October hour billed to it.
+    s.plan.from_start_attached = s.origin - at("2026-10-01T00:00:00Z");
+    s.plan.mid_period_attached = s.origin - at("2026-10-31T22:30:00Z");
+    // Ingestion stops at 06:00 on 1 November: a later window is due only an hour from now, so
+    // the totals are looked at before a later month takes over.
+    let through = at("2026-11-01T06:00:00Z");
+    s.usage_delay = format!("{}s", (Utc::now() - through).num_seconds());
+    s.create_from(at("2026-10-31T18:00:00Z")).await;
+    s.start_operator();
+    let registration = s.wait_through(through).await;
+    assert_eq!(
+        registration
+            .status
+            .as_ref()
+            .and_then(|st| st.usage.as_ref())
+            .and_then(|u| u.ingested_through.as_deref())
+            .map(at),
+        Some(through)
+    );
+
+    let (oct, nov) = ("2026-10".to_string(), "2026-11".to_string());
+    let d = Decimal::from;
+    for (name, want) in [
+        // vm0: 2 vcores, 4 hours in each month.
+        ("from-start", [(nov.clone(), d(8)), (oct.clone(), d(8))]),
+        // vm1: 4 vcores; of October only 23:00.
+        ("mid-period", [(nov.clone(), d(16)), (oct.clone(), d(4))]),
+    ] {
+        let usage = s
+            .customer(name)
+            .await
+            .status
+            .and_then(|st| st.usage)
+            .expect("usage");
+        assert_eq!(periods(&usage), want, "{name}");
+    }
+    let own = registration
+        .status
+        .and_then(|st| st.usage)
+        .and_then(|u| u.registration_subscription)
+        .expect("share");
+    // vm1 20:00-23:00 (12), vm2 (1 vcore) and vm3 (2 vcores, another partner's customer).
+    assert_eq!(
+        periods(&own),
+        [(nov, d(4 + 8)), (oct, d(12 + 4 + 8))],
+        "registration share"
+    );
+    let totals = s.world.emulator.sink.totals();
+    for (subject, want) in [(C1, 16), (C2, 20), (REG_SUB, 36)] {
+        assert_eq!(
+            sink_quantity(&totals, subject, BASE_VM),
+            d(want),
+            "{subject}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_sink_that_times_out_is_retried_and_nothing_is_doubled() {
+    let mut s = Scenario::start("usage-sink-slow").await;
+    // Slower than --usage-timeout (2s): every POST times out.
+    s.world
+        .upstream
+        .set_mode_for("/events", Mode::Delay(Duration::from_secs(6)));
+    s.create().await;
+    s.start_operator();
+    wait_for(
+        &s.ns.api::<Registration>(),
+        "stack",
+        "Usage SinkFailed",
+        |r| usage_condition(r) == Some(("False".to_string(), "SinkFailed".to_string())),
+    )
+    .await;
+    s.world.upstream.set_mode(Mode::Healthy);
+    let registration = s.wait_caught_up().await;
+    assert_eq!(
+        usage_condition(&registration),
+        Some(("True".to_string(), "Current".to_string()))
+    );
+    let expected = expected_vcore_hours();
+    let own = registration
+        .status
+        .and_then(|st| st.usage)
+        .and_then(|u| u.registration_subscription)
+        .expect("share");
+    assert_eq!(dec(&own.vcore_hours), expected[REG_SUB]);
+    for (name, subject) in [("from-start", C1), ("mid-period", C2)] {
+        let usage = s
+            .customer(name)
+            .await
+            .status
+            .and_then(|st| st.usage)
+            .expect("usage");
+        assert_eq!(dec(&usage.vcore_hours), expected[subject], "{name}");
+    }
+    let totals = s.world.emulator.sink.totals();
+    for (subject, want) in &expected {
+        assert_eq!(sink_quantity(&totals, subject, BASE_VM), *want, "{subject}");
+    }
+    eprintln!(
+        "after the timeouts: {} events received, {} duplicates",
+        totals.received, totals.duplicates
+    );
+}
