@@ -537,6 +537,31 @@ async fn duplicates_by_subscription_and_by_tenant_and_the_older_one_going() {
 }
 
 #[tokio::test]
+async fn a_duplicate_cloud_id_registration_is_registered_once_the_older_one_is_gone() {
+    let s = Scenario::start("dupcloud", CATALOG).await;
+    let registrations = s.ns.api::<Registration>();
+    let _: Registration =
+        s.ns.create(&registration_yaml("older", "PayAsYouUse"))
+            .await;
+    wait_registration_reason(&s.ns, "older", "Registered").await;
+    let _: Registration =
+        s.ns.create(&registration_yaml("younger", "PayAsYouUse"))
+            .await;
+    let duplicate = wait_registration_reason(&s.ns, "younger", "DuplicateCloudId").await;
+    assert!(
+        condition(&duplicate.status.unwrap().conditions, "Ready")
+            .message
+            .contains("older")
+    );
+    registrations
+        .delete("older", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_gone(&registrations, "older").await;
+    wait_registration_reason(&s.ns, "younger", "Registered").await;
+}
+
+#[tokio::test]
 async fn deleting_a_referenced_registration_is_blocked_until_its_customers_are_gone() {
     let s = Scenario::start("protect", CATALOG).await;
     let _: Registration =

@@ -262,7 +262,12 @@ pub async fn run_controllers(
         ));
     }
     if let Some(mode) = settings.usage.clone() {
-        controllers.push(Box::pin(usage::run(ctx.clone(), mode, shutdown.clone())));
+        controllers.push(Box::pin(usage::run(
+            ctx.clone(),
+            mode,
+            settings.health.clone(),
+            shutdown.clone(),
+        )));
     }
     caches.router.connect(routes);
     let metadata_changes = tokio::spawn(routing::route_metadata_changes(

@@ -15,6 +15,7 @@ use std::{
 };
 
 use chrono::{DateTime, SecondsFormat, Utc};
+use futures::{StreamExt, TryStreamExt};
 use kube::{
     Api, ResourceExt,
     api::{Patch, PatchParams},
@@ -32,7 +33,7 @@ use crate::{
     conditions::{self, USAGE},
     guid::Guid,
     policy::Reason,
-    runtime::metrics::USAGE as USAGE_LABEL,
+    runtime::{health::Health, metrics::USAGE as USAGE_LABEL},
     usage::{
         attribution::{Attachment, Attachments, BilledTo, Directory},
         cloudevents::{Origin, UsageEvent, batch_body},
@@ -105,6 +106,12 @@ enum Failure {
     Write(String),
 }
 
+/// How often the first pass looks whether the caches have listed.
+const CACHE_SYNC_POLL: Duration = Duration::from_millis(100);
+
+/// Status writes of one window in flight at once (the decision controllers run 32 too).
+const CUSTOMER_WRITES_IN_FLIGHT: usize = 32;
+
 fn now(ctx: &Context) -> DateTime<Utc> {
     let now = ctx.clock.now().0;
     DateTime::from_timestamp(now.as_second(), now.subsec_nanosecond().max(0) as u32)
@@ -125,6 +132,7 @@ fn parse_time(text: &str) -> Option<DateTime<Utc>> {
 pub async fn run(
     ctx: Arc<Context>,
     usage: Arc<UsageMode>,
+    health: Health,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) {
     info!(
@@ -134,6 +142,14 @@ pub async fn run(
         "usage controller starting"
     );
     tokio::pin!(shutdown);
+    // A window decided on caches still listing would bill an attached customer's usage to the
+    // registration subscription and move the checkpoint past it for good (a restart found it).
+    while !health.caches_synced() {
+        tokio::select! {
+            _ = &mut shutdown => return,
+            _ = tokio::time::sleep(CACHE_SYNC_POLL) => {}
+        }
+    }
     loop {
         for registration in ctx.registrations.all() {
             if registration.spec.usage_source.is_none()
@@ -403,13 +419,13 @@ async fn window_once(
 
     // Every batch is acknowledged: the totals may count the window.
     let mut registration_usage: Option<&WindowUsage> = None;
+    let mut writes: Vec<(&CustomerSubscription, Option<&WindowUsage>)> = Vec::new();
     for (billed, window_usage) in decided.usage() {
         match billed {
             BilledTo::Customer { customer, .. } => {
-                let Some(object) = customers.iter().find(|c| c.name_any() == customer.name) else {
-                    continue;
-                };
-                apply_customer(ctx, usage, object, Some(window_usage), window).await?;
+                if let Some(object) = customers.iter().find(|c| c.name_any() == customer.name) {
+                    writes.push((object, Some(window_usage)));
+                }
             }
             BilledTo::Registration { .. } => registration_usage = Some(window_usage),
         }
@@ -420,9 +436,21 @@ async fn window_once(
             .usage()
             .any(|(b, _)| b.customer().is_some_and(|c| c.name == object.name_any()));
         if !touched {
-            apply_customer(ctx, usage, object, None, window).await?;
+            writes.push((object, None));
         }
     }
+    // Each customer's status is its own object: written side by side, as the decision
+    // controllers do, since one after another the API server's round trips bound a window
+    // (the usage bench: 1,000 customers took 10 s a window in a row). The checkpoint below
+    // still moves only once every one of them is written.
+    let mut pending = Vec::with_capacity(writes.len());
+    for (object, window_usage) in writes {
+        pending.push(apply_customer(ctx, usage, object, window_usage, window));
+    }
+    futures::stream::iter(pending)
+        .buffer_unordered(CUSTOMER_WRITES_IN_FLIGHT)
+        .try_collect::<Vec<()>>()
+        .await?;
 
     let previous_through = status.ingested_through.as_deref().and_then(parse_time);
     let mut next = status.clone();

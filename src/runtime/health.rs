@@ -80,6 +80,11 @@ impl Health {
         self.inner.caches_synced.store(synced, Ordering::SeqCst);
     }
 
+    /// Whether every watch has listed once, so the caches hold the whole cluster.
+    pub fn caches_synced(&self) -> bool {
+        self.inner.caches_synced.load(Ordering::SeqCst)
+    }
+
     pub fn set_standby(&self) {
         self.inner.role.store(STANDBY, Ordering::SeqCst);
     }
