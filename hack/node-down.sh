@@ -29,9 +29,24 @@ stop_node_processes() {
   die "processes of the node survived KILL: $(node_pids | tr '\n' ' ')"
 }
 
+# A killed process leaves its cgroup at once but stays in the process table until reaped:
+# wait (briefly) until none of the node's programs is listed, so the host looks as before.
+wait_reaped() {
+  local i p left
+  for ((i = 0; i < 50; i++)); do
+    left=""
+    for p in containerd containerd-shim kubelet kube-proxy kube-scheduler pause socat; do
+      if pgrep -x "$p" >/dev/null; then left="$p"; fi
+    done
+    [ -n "$left" ] || return 0
+    sleep 0.1
+  done
+}
+
 running="$(node_pids)"
 [ -n "$running" ] && log "stopping the node's processes"
 stop_node_processes
+[ -n "$running" ] && wait_reaped
 
 # Depth first: a cgroup goes once it has no children and no processes.
 while read -r h; do
