@@ -11,6 +11,7 @@ use azs_csp_operator::{
         arm::StoredCustomer,
         in_process::{InProcess, InProcessOptions},
     },
+    guid::Guid,
 };
 use azs_csp_testkit::{process::OperatorCommand, upstream::Upstream};
 
@@ -147,13 +148,14 @@ impl AzureWorld {
             .expect("arm state")
             .customers
             .get(&key)
-            .map(|c| c.keys().cloned().collect())
+            .map(|c| c.keys().map(Guid::to_string).collect())
             .unwrap_or_default()
     }
 
     /// Removes a tenant behind the operator's back.
     pub fn remove_tenant(&self, name: &str, subscription: &str) {
         let key = RegistrationKey::new(REG_SUB, RG, name);
+        let subscription = Guid::parse(subscription).expect("a GUID");
         if let Some(customers) = self
             .emulator
             .arm
@@ -162,7 +164,7 @@ impl AzureWorld {
             .customers
             .get_mut(&key)
         {
-            customers.remove(subscription);
+            customers.remove(&subscription);
         }
     }
 
@@ -177,7 +179,7 @@ impl AzureWorld {
             .entry(key)
             .or_default()
             .insert(
-                subscription.to_string(),
+                Guid::parse(subscription).expect("a GUID"),
                 StoredCustomer {
                     name: subscription.to_string(),
                     tenant_id: None,
