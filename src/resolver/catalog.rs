@@ -709,10 +709,7 @@ multitenancyApprovals:
         assert_eq!(a.reseller_partner_id.as_deref(), Some("5523456"));
         assert!(catalog.subscription(&SUB_A.to_uppercase()).is_some());
         let b = catalog.subscription(SUB_B).expect("known");
-        assert_eq!(
-            (b.tenant_id, b.billing_partner_id.clone()),
-            (None, None)
-        );
+        assert_eq!((b.tenant_id, b.billing_partner_id.clone()), (None, None));
         assert!(catalog.is_approved(&RegistrationKey::new(
             SUB_B,
             "azurestack",
