@@ -16,6 +16,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use tokio::sync::mpsc;
+
 use chrono::{DateTime, SecondsFormat, Utc};
 use futures::{StreamExt, TryStreamExt};
 use kube::{
@@ -46,7 +48,7 @@ use crate::{
         totals::MonthToDate,
         window::{Window, due_windows, first_checkpoint},
     },
-    usage_io::{SinkClient, SourceClient, SourceEndpoint, SourceError},
+    usage_io::{SinkClient, SinkError, SourceClient, SourceEndpoint},
 };
 
 /// The field manager of every usage status write.
@@ -250,19 +252,17 @@ async fn process(ctx: &Context, usage: &UsageMode, registration: &Registration) 
         audience: spec.audience.clone(),
     };
     let mut done_any = false;
-    let mut windows = due_windows(checkpoint, at, usage.delay).peekable();
-    while windows.peek().is_some() {
-        let outcome = group_once(
-            ctx,
-            usage,
-            registration,
-            &endpoint,
-            &mut windows,
-            &mut status,
-        )
-        .await;
-        done_any |= outcome.done > 0;
+    let mut next = Window::starting_at(checkpoint);
+    while next.is_due(at, usage.delay) {
+        let outcome = group_once(ctx, usage, registration, &endpoint, next, at, &mut status).await;
+        done_any |= outcome.through.is_some();
+        if let Some(through) = outcome.through {
+            next = Window::starting_at(through);
+        }
         let Some((window, failure)) = outcome.failure else {
+            if outcome.through.is_none() {
+                break;
+            }
             continue;
         };
         let (reason, result, what) = match &failure {
@@ -352,10 +352,10 @@ const GROUP_MIN: Duration = Duration::from_secs(1);
 const GROUP_MAX: Duration = Duration::from_secs(60);
 const GROUP_PER_COMMIT: u32 = 10;
 
-/// What one group did: windows written, and the window that failed (the group's windows before
-/// it were written).
+/// What one group did: the end of its windows written, and the window that failed (the
+/// group's windows before it were written).
 struct GroupOutcome {
-    done: usize,
+    through: Option<DateTime<Utc>>,
     failure: Option<(Window, Failure)>,
 }
 
@@ -454,26 +454,22 @@ fn totals_of(current: Option<&UsageTotals>) -> Result<Option<MonthToDate>, Failu
         .map_err(|e| Failure::Write(e.to_string()))
 }
 
-/// One group of the due windows (see [`GROUP_MIN`]): each window's batches acknowledged and
-/// its usage folded in memory, then every changed customer written once and the checkpoint.
+/// One group of the windows due from `first` at `at` (see [`GROUP_MIN`]): each window's
+/// batches acknowledged and its usage folded in memory, then every changed customer written
+/// once and the checkpoint.
 async fn group_once(
     ctx: &Context,
     usage: &UsageMode,
     registration: &Registration,
     endpoint: &SourceEndpoint,
-    windows: &mut std::iter::Peekable<impl Iterator<Item = Window>>,
+    first: Window,
+    at: DateTime<Utc>,
     status: &mut RegistrationUsageStatus,
 ) -> GroupOutcome {
     let started = Instant::now();
     let key = ObjKey::of(registration);
-    let Some(&first) = windows.peek() else {
-        return GroupOutcome {
-            done: 0,
-            failure: None,
-        };
-    };
     let fail = |failure| GroupOutcome {
-        done: 0,
+        through: None,
         failure: Some((first, failure)),
     };
     let setup = match Setup::read(ctx, usage, registration, endpoint).await {
@@ -493,88 +489,254 @@ async fn group_once(
         Ok(totals) => group.party(Party::Registration, totals),
         Err(failure) => return fail(failure),
     }
-    let budget = usage.group_budget(&key);
-    let mut failure = None;
-    while let Some(&window) = windows.peek() {
-        match window_once(ctx, usage, &setup, endpoint, window).await {
-            Ok(decided) => {
-                windows.next();
-                group.fold_ingest(&decided, party_of);
-            }
-            Err(error) => {
-                failure = Some((window, error));
-                break;
-            }
-        }
-        if started.elapsed() >= budget {
-            break;
-        }
-    }
-    let done = group.windows();
-    if done == 0 {
-        return GroupOutcome { done, failure };
-    }
+    let deadline = started + usage.group_budget(&key);
+    let failure = forward(
+        ctx, usage, &setup, endpoint, first, at, deadline, &mut group,
+    )
+    .await
+    .err();
+    let Some(through) = group.through() else {
+        return GroupOutcome {
+            through: None,
+            failure,
+        };
+    };
     let committing = Instant::now();
     if let Err(error) = commit(ctx, usage, registration, &setup, &group, status).await {
-        let window = windows.peek().copied().unwrap_or(first);
         return GroupOutcome {
-            done: 0,
-            failure: Some((window, error)),
+            through: None,
+            failure: Some((first, error)),
         };
     }
     usage.committed(&key, committing.elapsed());
     debug!(
-        windows = done,
+        windows = group.windows(),
         seconds = started.elapsed().as_secs_f64(),
         "usage group written"
     );
-    GroupOutcome { done, failure }
+    GroupOutcome {
+        through: Some(through),
+        failure,
+    }
 }
 
-/// One window: every batch acknowledged; its usage is for the caller to fold.
-async fn window_once(
+/// The group's windows, from `first`, until `deadline` is past after a window: pages fetched
+/// ahead, records decided, batches forwarded one in flight, each window folded into `group`
+/// once its batches are all acknowledged. `Err` names the window that failed.
+#[allow(clippy::too_many_arguments)]
+async fn forward(
     ctx: &Context,
     usage: &UsageMode,
     setup: &Setup,
     endpoint: &SourceEndpoint,
-    window: Window,
-) -> Result<WindowIngest, Failure> {
-    let source_failed = |e: SourceError| Failure::Source(e.to_string());
+    first: Window,
+    at: DateTime<Utc>,
+    deadline: Instant,
+    group: &mut CatchUp<Party>,
+) -> Result<(), (Window, Failure)> {
     let context = setup.context(usage);
-    let mut decided = WindowIngest::new(window);
+    let (mut pages, _fetching) = prefetch(usage, endpoint, first, at);
+    let mut forwarder = Forwarder::new(ctx, usage);
+    let mut decided = WindowIngest::new(first);
     let mut batch: Vec<UsageEvent> = Vec::with_capacity(BATCH);
-    let mut continuation: Option<String> = None;
-    let mut pages = 0u64;
-    loop {
-        let body = usage
-            .source
-            .records_page(endpoint, window.start, window.end, continuation.as_deref())
-            .await
-            .map_err(source_failed)?;
-        let page: UsagePage = serde_json::from_slice(&body).map_err(|e| {
-            Failure::Source(format!(
-                "a page of {} is not the documented JSON: {e}",
-                endpoint.endpoint
-            ))
-        })?;
-        drop(body);
-        pages += 1;
-        for raw in &page.value {
+    let mut page_count = 0u64;
+    while let Some(fetched) = pages.recv().await {
+        let fetched = match fetched {
+            Ok(fetched) => fetched,
+            Err(failure) => {
+                forwarder.settle(group).await?;
+                return Err((decided.window(), failure));
+            }
+        };
+        page_count += 1;
+        for raw in &fetched.page.value {
             if let Some(event) = decided.ingest(&context, raw) {
                 batch.push(event);
                 if batch.len() >= BATCH {
-                    send(ctx, usage, &mut batch).await?;
+                    let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+                    forwarder.send(group, decided.window(), full, None).await?;
                 }
             }
         }
-        continuation = page.continuation_token.filter(|t| !t.is_empty());
-        if continuation.is_none() {
-            break;
+        if fetched.last {
+            let window = decided.window();
+            debug!(window = %rfc3339(window.start), pages = page_count, forwarded = decided.outcomes.forwarded, "window decided");
+            page_count = 0;
+            let done = std::mem::replace(&mut decided, WindowIngest::new(window.next()));
+            let rest = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+            forwarder.send(group, window, rest, Some(done)).await?;
+            if Instant::now() >= deadline {
+                break;
+            }
         }
     }
-    send(ctx, usage, &mut batch).await?;
-    debug!(window = %rfc3339(window.start), pages, forwarded = decided.outcomes.forwarded, "window acknowledged");
-    Ok(decided)
+    forwarder.settle(group).await
+}
+
+/// A page of a window's records, fetched and parsed ahead of its use (in the windows' order).
+struct Fetched {
+    page: UsagePage,
+    /// The window's last page.
+    last: bool,
+}
+
+/// Aborts the task when dropped (a group that ends, or a controller shut down).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Pages ahead of the one being decided: the fetch and JSON parse of the next pages run on a
+/// task of their own, beside the deciding and forwarding of this one (a page is about 0.8 MB
+/// of JSON, so two ahead bound what is held).
+const PAGES_AHEAD: usize = 1;
+
+/// Fetches and parses the pages of the windows due from `first`, in order, a page ahead of
+/// the consumer; an error ends the stream.
+fn prefetch(
+    usage: &UsageMode,
+    endpoint: &SourceEndpoint,
+    first: Window,
+    at: DateTime<Utc>,
+) -> (mpsc::Receiver<Result<Fetched, Failure>>, AbortOnDrop) {
+    let (tx, rx) = mpsc::channel(PAGES_AHEAD);
+    let (source, endpoint, delay) = (usage.source.clone(), endpoint.clone(), usage.delay);
+    let task = tokio::spawn(async move {
+        for window in due_windows(first.start, at, delay) {
+            let mut continuation: Option<String> = None;
+            loop {
+                let page = fetch_page(&source, &endpoint, window, continuation.as_deref()).await;
+                let page = match page {
+                    Ok(page) => page,
+                    Err(failure) => {
+                        let _ = tx.send(Err(failure)).await;
+                        return;
+                    }
+                };
+                continuation = page.continuation_token.clone().filter(|t| !t.is_empty());
+                let last = continuation.is_none();
+                if tx.send(Ok(Fetched { page, last })).await.is_err() {
+                    return;
+                }
+                if last {
+                    break;
+                }
+            }
+        }
+    });
+    (rx, AbortOnDrop(task))
+}
+
+async fn fetch_page(
+    source: &SourceClient,
+    endpoint: &SourceEndpoint,
+    window: Window,
+    continuation: Option<&str>,
+) -> Result<UsagePage, Failure> {
+    let body = source
+        .records_page(endpoint, window.start, window.end, continuation)
+        .await
+        .map_err(|e| Failure::Source(e.to_string()))?;
+    serde_json::from_slice(&body).map_err(|e| {
+        Failure::Source(format!(
+            "a page of {} is not the documented JSON: {e}",
+            endpoint.endpoint
+        ))
+    })
+}
+
+/// One batch POST in flight at a time, the next batch built meanwhile; a window is folded into
+/// the group once its last batch is acknowledged.
+struct Forwarder<'a> {
+    ctx: &'a Context,
+    usage: &'a UsageMode,
+    in_flight: Option<InFlight>,
+}
+
+struct InFlight {
+    /// The window the batch is of.
+    window: Window,
+    /// The POST: its answer, or why the batch could not be written.
+    task: tokio::task::JoinHandle<Result<Result<u16, SinkError>, String>>,
+    /// The window this batch completes, folded once it is acknowledged.
+    completes: Option<WindowIngest>,
+}
+
+impl<'a> Forwarder<'a> {
+    fn new(ctx: &'a Context, usage: &'a UsageMode) -> Self {
+        Self {
+            ctx,
+            usage,
+            in_flight: None,
+        }
+    }
+
+    /// Waits for the batch in flight; its window, when complete, is folded into `group`.
+    async fn settle(&mut self, group: &mut CatchUp<Party>) -> Result<(), (Window, Failure)> {
+        let Some(in_flight) = self.in_flight.take() else {
+            return Ok(());
+        };
+        let result = match in_flight.task.await {
+            Ok(Ok(result)) => result,
+            Ok(Err(error)) => return Err((in_flight.window, Failure::Sink(error))),
+            Err(error) => {
+                return Err((
+                    in_flight.window,
+                    Failure::Sink(format!("the batch was not sent: {error}")),
+                ));
+            }
+        };
+        match &result {
+            Ok(code) => self.ctx.metrics.usage_sink_request(&code.to_string()),
+            Err(error) => {
+                if let Some(code) = error.code() {
+                    self.ctx.metrics.usage_sink_request(&code);
+                }
+            }
+        }
+        result.map_err(|e| (in_flight.window, Failure::Sink(e.to_string())))?;
+        if let Some(done) = in_flight.completes {
+            group.fold_ingest(&done, party_of);
+        }
+        Ok(())
+    }
+
+    /// Sends `batch` of `window` once the batch before it is acknowledged; `completes` is the
+    /// window when `batch` is its last.
+    async fn send(
+        &mut self,
+        group: &mut CatchUp<Party>,
+        window: Window,
+        batch: Vec<UsageEvent>,
+        completes: Option<WindowIngest>,
+    ) -> Result<(), (Window, Failure)> {
+        self.settle(group).await?;
+        let sink = match &self.usage.sink {
+            Some(sink) if !batch.is_empty() => sink.clone(),
+            _ => {
+                if let Some(done) = completes {
+                    group.fold_ingest(&done, party_of);
+                }
+                return Ok(());
+            }
+        };
+        // Serialized on the task too: beside the next batch's records being decided.
+        let task = tokio::spawn(async move {
+            let body = batch_body(&batch).map_err(|e| e.to_string())?;
+            let events = batch.len();
+            drop(batch);
+            Ok(sink.send(body, events).await)
+        });
+        self.in_flight = Some(InFlight {
+            window,
+            task,
+            completes,
+        });
+        Ok(())
+    }
 }
 
 /// Every batch of the group's windows is acknowledged: each changed customer's totals are
@@ -784,33 +946,5 @@ async fn apply_registration(
     }
     ctx.metrics.status_written(USAGE_LABEL);
     usage.written().registrations.insert(key, next.clone());
-    Ok(())
-}
-
-/// Sends the batch (when a sink is configured) and empties it.
-async fn send(
-    ctx: &Context,
-    usage: &UsageMode,
-    batch: &mut Vec<UsageEvent>,
-) -> Result<(), Failure> {
-    if batch.is_empty() {
-        return Ok(());
-    }
-    let Some(sink) = &usage.sink else {
-        batch.clear();
-        return Ok(());
-    };
-    let body = batch_body(batch).map_err(|e| Failure::Sink(e.to_string()))?;
-    let result = sink.send(body, batch.len()).await;
-    match &result {
-        Ok(code) => ctx.metrics.usage_sink_request(&code.to_string()),
-        Err(error) => {
-            if let Some(code) = error.code() {
-                ctx.metrics.usage_sink_request(&code);
-            }
-        }
-    }
-    result.map_err(|e| Failure::Sink(e.to_string()))?;
-    batch.clear();
     Ok(())
 }
