@@ -99,11 +99,18 @@ pub fn event_id(cloud_id: Guid, record: &UsageRecord) -> String {
         digest.update((field.len() as u64).to_be_bytes());
         digest.update(field.as_bytes());
     }
-    digest
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex(&digest.finalize())
+}
+
+/// Lower-case hex, two digits a byte: one allocation, where a `format!` a byte was 32 per event.
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut text = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        text.push(char::from(DIGITS[usize::from(b >> 4)]));
+        text.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    text
 }
 
 /// A price, in the rate card's currency.

@@ -186,3 +186,19 @@ fn the_batch_parses_with_the_cloudevents_sdk() {
     let empty: Value = serde_json::from_slice(&batch_body(&[]).unwrap()).unwrap();
     assert_eq!(empty, json!([]));
 }
+
+#[test]
+fn ids_are_lower_case_hex_of_the_digest_as_before() {
+    // Ids must not change between versions: a window re-sent by a newer operator after a crash
+    // must carry the ids the older one sent, or the sink counts it twice.
+    for bytes in [&[][..], &[0x00, 0x0f, 0xa5, 0xff][..], &[0x12; 32][..]] {
+        let before: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex(bytes), before);
+    }
+    let id = event_id(origin().cloud_id, &record(BASE_VM_SIZE_HOURS, 4.0));
+    assert_eq!(id.len(), 64);
+    assert!(
+        id.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    );
+}

@@ -38,6 +38,15 @@ pub struct Outcomes {
     pub late: u64,
 }
 
+impl Outcomes {
+    /// Adds another window's outcomes.
+    pub fn add(&mut self, other: &Outcomes) {
+        self.forwarded += other.forwarded;
+        self.unmapped_meter += other.unmapped_meter;
+        self.late += other.late;
+    }
+}
+
 /// The decisions of one window so far.
 #[derive(Debug)]
 pub struct WindowIngest {

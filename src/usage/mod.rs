@@ -11,12 +11,14 @@
 //! - [`totals`]: month-to-date totals guarded by `through` (a window is added at most once);
 //! - [`status`]: those totals in the shape `status.usage` shows, read back exactly;
 //! - [`cloudevents`]: the CloudEvents 1.0 batch the sink receives;
-//! - [`ingest`]: one window decided record by record: events out, per-party sums kept.
+//! - [`ingest`]: one window decided record by record: events out, per-party sums kept;
+//! - [`catch_up`]: several due windows folded into each party's totals in memory, written once.
 //!
 //! It sits above `policy` and `conditions` in the layer table: it reads the Ready condition
 //! (and its `Attached` reason) of a CustomerSubscription to learn since when a tenant is attached.
 
 pub mod attribution;
+pub mod catch_up;
 pub mod cloudevents;
 pub mod ingest;
 pub mod meter;

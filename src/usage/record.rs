@@ -330,6 +330,14 @@ impl RejectCounts {
         self.total += 1;
         *self.by_cause.entry(cause.as_str().to_string()).or_default() += 1;
     }
+
+    /// Adds another window's counts.
+    pub fn add(&mut self, other: &RejectCounts) {
+        self.total += other.total;
+        for (cause, n) in &other.by_cause {
+            *self.by_cause.entry(cause.clone()).or_default() += n;
+        }
+    }
 }
 
 #[cfg(test)]

@@ -103,6 +103,11 @@ impl WindowUsage {
         self.window
     }
 
+    /// Whether nothing was totalled in it (no record, or only late ones).
+    pub fn is_empty(&self) -> bool {
+        self.current.is_empty() && self.previous.is_empty()
+    }
+
     /// Adds a record; answers its bucket (a `Late` or `Ahead` one adds nothing: count it).
     pub fn add(
         &mut self,
