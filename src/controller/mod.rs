@@ -241,6 +241,7 @@ pub async fn run_controllers(
             registration::reconcile,
             registration::error_policy,
             ctx.clone(),
+            settings.health.clone(),
         ));
         // A status this controller wrote comes back as a watch event: no need to decide again.
         let own_writes = ctx.own_writes.clone();
@@ -259,6 +260,7 @@ pub async fn run_controllers(
             customer_subscription::reconcile,
             customer_subscription::error_policy,
             ctx.clone(),
+            settings.health.clone(),
         ));
     }
     if let Some(mode) = settings.usage.clone() {
@@ -316,6 +318,18 @@ pub async fn run_controllers(
     Ok(())
 }
 
+/// How soon an object reconciled before every cache listed is looked at again.
+const UNTIL_SYNCED_REQUEUE: Duration = Duration::from_millis(200);
+
+/// Whether a reconcile must wait: kube-runtime starts a controller once its own store has
+/// listed, but a decision reads both kinds' caches. A CustomerSubscription decided before the
+/// Registrations listed is `RegistrationNotFound` for a moment after every restart: an Event,
+/// and a new Ready transition time, which usage attribution takes as the attach time (DESIGN.md
+/// §9), so the hours between went to the registration subscription (the usage kill test).
+fn until_synced(caches_synced: bool) -> Option<kube::runtime::controller::Action> {
+    (!caches_synced).then(|| kube::runtime::controller::Action::requeue(UNTIL_SYNCED_REQUEUE))
+}
+
 /// Reconciles everything in the cache once, when a controller starts.
 fn everything_once() -> impl futures::Stream<Item = ()> + Send + 'static {
     futures::stream::once(std::future::ready(()))
@@ -323,6 +337,7 @@ fn everything_once() -> impl futures::Stream<Item = ()> + Send + 'static {
 
 /// One kind's controller in one scope: reconciles what its watch hands on, what is requeued
 /// through the router, and at its start everything in its cache.
+#[allow(clippy::too_many_arguments)]
 fn controller<K, ReconcileFut>(
     controller: Controller<K>,
     requeues: mpsc::UnboundedReceiver<ObjectRef<K>>,
@@ -331,6 +346,7 @@ fn controller<K, ReconcileFut>(
     reconcile: fn(Arc<K>, Arc<Context>) -> ReconcileFut,
     error_policy: fn(Arc<K>, &Error, Arc<Context>) -> kube::runtime::controller::Action,
     ctx: Arc<Context>,
+    health: Health,
 ) -> BoxFuture<'static, ()>
 where
     K: write::StatusOwner + Send + Sync + 'static,
@@ -343,7 +359,19 @@ where
             .reconcile_all_on(everything_once())
             .reconcile_on(requeues)
             .graceful_shutdown_on(shutdown)
-            .run(reconcile, error_policy, ctx)
+            .run(
+                move |object, ctx| {
+                    let synced = health.caches_synced();
+                    async move {
+                        match until_synced(synced) {
+                            Some(later) => Ok(later),
+                            None => reconcile(object, ctx).await,
+                        }
+                    }
+                },
+                error_policy,
+                ctx,
+            )
             .for_each(|result| async move {
                 if let Err(error) = result {
                     log_controller_error(&K::kind(&()), &error);
@@ -371,6 +399,17 @@ mod tests {
         kube::Error::Api(Box::new(
             kube::core::Status::failure("refused", "Reason").with_code(code),
         ))
+    }
+
+    #[test]
+    fn nothing_is_decided_until_every_cache_has_listed() {
+        assert_eq!(
+            until_synced(false),
+            Some(kube::runtime::controller::Action::requeue(
+                UNTIL_SYNCED_REQUEUE
+            ))
+        );
+        assert_eq!(until_synced(true), None);
     }
 
     #[test]
