@@ -6,7 +6,7 @@ use kube::{Api, Client, ResourceExt, api::ListParams};
 use crate::{
     api::{CustomerSubscription, Registration},
     controller::Error,
-    guid::Guid,
+    guid::{Guid, GuidText},
     policy::Reason,
 };
 
@@ -40,23 +40,26 @@ pub fn verify(
             message: format!("Registration {namespace}/{registration_name} does not exist."),
         });
     }
-    let wanted = Guid::parse(subscription_id)
+    let wanted = GuidText::parse(subscription_id);
+    // A GUID is shown as parsed (lower case), other text as written.
+    let shown = wanted
+        .guid()
         .map_or_else(|| subscription_id.to_string(), |id| id.to_string());
     customers
         .iter()
         .filter(|c| c.spec.registration_ref.name == registration_name)
-        .filter(|c| c.spec.subscription_id.eq_ignore_ascii_case(&wanted))
+        .filter(|c| GuidText::parse(&c.spec.subscription_id) == wanted)
         .find(|c| crate::controller::is_attached(c))
         .map(|c| Mapping {
             customer_subscription: c.name_any(),
-            subscription_id: wanted.clone(),
+            subscription_id: shown.clone(),
             arm_resource_id: c.status.as_ref().and_then(|s| s.arm_resource_id.clone()),
             tenant_id: c.status.as_ref().and_then(|s| s.tenant_id.clone()),
         })
         .ok_or_else(|| Failure {
             reason: Reason::CustomerSubscriptionNotFound,
             message: format!(
-                "Customer subscription {wanted} is not added to registration {namespace}/{registration_name} (no CustomerSubscription for it there is Ready)."
+                "Customer subscription {shown} is not added to registration {namespace}/{registration_name} (no CustomerSubscription for it there is Ready)."
             ),
         })
 }

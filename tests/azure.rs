@@ -4,7 +4,10 @@
 //! its own emulator (in this process, behind the test kit's fault layer) and its own operator.
 
 mod azure_kit;
-mod common;
+mod common {
+    pub mod crds;
+    pub mod reasons;
+}
 
 use std::{
     collections::BTreeMap,
@@ -13,13 +16,18 @@ use std::{
 
 use azs_csp_operator::api::{ConditionStatus, CustomerSubscription, Registration};
 use azs_csp_testkit::{
-    cluster::{create_all, wait_gone},
+    cluster::{TestNamespace, create_all, wait_for, wait_gone},
     metrics,
     process::{Operator, http_get},
     upstream::Mode,
 };
 use azure_kit::*;
-use common::{TestNamespace, customer_reason, ensure_crds, registration_reason, wait_for};
+use common::{
+    crds::ensure_crds,
+    reasons::{
+        customer_reason, registration_reason, wait_customer_reason, wait_registration_reason,
+    },
+};
 use k8s_openapi::api::events::v1::Event;
 use kube::{
     Api, ResourceExt,
@@ -99,13 +107,7 @@ impl Scenario {
     }
 
     async fn wait_customer(&self, name: &str, reason: &str) -> CustomerSubscription {
-        wait_for(
-            &self.ns.api::<CustomerSubscription>(),
-            name,
-            &format!("Ready reason {reason}"),
-            |cs| customer_reason(cs).as_deref() == Some(reason),
-        )
-        .await
+        wait_customer_reason(&self.ns, name, reason).await
     }
 
     async fn wait_registration(
@@ -380,10 +382,7 @@ async fn every_seed_answer_of_arm_becomes_the_condition_and_local_rules_send_not
         message.contains("Capacity") && message.contains("PayAsYouUse"),
         "{message}"
     );
-    s.wait_registration("missing", "RegistrationNotFound", |r| {
-        registration_reason(r).as_deref() == Some("RegistrationNotFound")
-    })
-    .await;
+    wait_registration_reason(&s.ns, "missing", "RegistrationNotFound").await;
     let idle = s
         .wait_registration("idle", "Registered, approval not yet known", |r| {
             registration_reason(r).as_deref() == Some("Registered")

@@ -7,7 +7,10 @@
 //! on a kind machine), checkov and kubeconform from `hack/tools.sh` (installed into the cache
 //! on first use; `make tools`). The same static checks run as `make chart-check`.
 
-mod common;
+mod common {
+    pub mod process;
+    pub mod reasons;
+}
 
 use std::{
     io::Write,
@@ -28,19 +31,24 @@ use kube::{
 use serde_json::{Value, json};
 
 use azs_csp_operator::api::{CustomerSubscription, Registration};
+use azs_csp_testkit::cluster::{TestNamespace, repo_root};
+use common::{
+    process::start_operator_with_env,
+    reasons::{wait_customer_reason, wait_registration_reason},
+};
 
 const RELEASE: &str = "azs-csp-operator";
 const NS: &str = "azs-csp-system";
 
 fn chart_dir() -> PathBuf {
-    common::repo_root().join("charts/azs-csp-operator")
+    repo_root().join("charts/azs-csp-operator")
 }
 
 /// `$ENV` when set, else the cached tool `name`.
 fn tool(env: &str, name: &str) -> PathBuf {
     std::env::var_os(env)
         .map(PathBuf::from)
-        .unwrap_or_else(|| common::tool(name))
+        .unwrap_or_else(|| azs_csp_testkit::cluster::tool(name))
 }
 
 fn helm() -> Command {
@@ -80,7 +88,7 @@ fn run(command: &mut Command) -> String {
 /// Path of a linter installed by hack/tools.sh (installing it on first use).
 fn linter(name: &str) -> PathBuf {
     let (ok, stdout, stderr) =
-        output(Command::new(common::repo_root().join("hack/tools.sh")).args(["path", name]));
+        output(Command::new(repo_root().join("hack/tools.sh")).args(["path", name]));
     assert!(
         ok,
         "cannot install {name} with hack/tools.sh (run `make tools` and see why):\n{stderr}"
@@ -169,7 +177,7 @@ fn operator_rules() -> Value {
 
 #[test]
 fn the_chart_crds_are_the_repository_crds_and_are_kept_on_uninstall() {
-    let repo = common::repo_root().join("crds");
+    let repo = repo_root().join("crds");
     let copies = chart_dir().join("files/crds");
     let names = |dir: &Path| {
         let mut names: Vec<String> = std::fs::read_dir(dir)
@@ -359,7 +367,7 @@ fn the_flags_follow_the_values() {
     );
 
     // The catalog from a file, as `--set-file` passes it.
-    let example = common::repo_root().join("examples/catalog.yaml");
+    let example = repo_root().join("examples/catalog.yaml");
     let rendered = azs_csp_testkit::cluster::yaml_documents(&run(helm()
         .args(["template", RELEASE])
         .arg(chart_dir())
@@ -1174,7 +1182,7 @@ fn checkov_finds_nothing_but_the_justified_skips() {
 fn apply_crds() {
     run(kubectl()
         .args(["apply", "--server-side", "--force-conflicts", "-f"])
-        .arg(common::repo_root().join("crds")));
+        .arg(repo_root().join("crds")));
     run(kubectl().args([
         "wait",
         "--for=condition=established",
@@ -1186,9 +1194,9 @@ fn apply_crds() {
 
 #[tokio::test]
 async fn the_api_server_and_kubeconform_accept_every_rendered_variant() {
-    let release = common::TestNamespace::new("chart-dry").await;
-    let watched_a = common::TestNamespace::new("chart-dry-a").await;
-    let watched_b = common::TestNamespace::new("chart-dry-b").await;
+    let release = TestNamespace::new("chart-dry").await;
+    let watched_a = TestNamespace::new("chart-dry-a").await;
+    let watched_b = TestNamespace::new("chart-dry-b").await;
     apply_crds();
 
     // kubeconform, with JSON schemas converted from this API server's OpenAPI document.
@@ -1199,11 +1207,9 @@ async fn the_api_server_and_kubeconform_accept_every_rendered_variant() {
         tool("KUBECTL", "kubectl").display(),
         azs_csp_testkit::cluster::kubeconfig_path().display()
     );
-    run(
-        Command::new(common::repo_root().join("hack/chart-schemas.sh"))
-            .arg(schemas.path())
-            .env("KUBECTL", kubectl_command),
-    );
+    run(Command::new(repo_root().join("hack/chart-schemas.sh"))
+        .arg(schemas.path())
+        .env("KUBECTL", kubectl_command));
     let dir = render_variants(&release.name, &watched_a.name, &watched_b.name);
     let location = format!(
         "{}/{{{{ .Group }}}}/{{{{ .ResourceAPIVersion }}}}/{{{{ .ResourceKind }}}}.json",
@@ -1272,7 +1278,7 @@ async fn the_api_server_and_kubeconform_accept_every_rendered_variant() {
 async fn the_pod_is_admitted_where_the_restricted_pod_security_standard_is_enforced() {
     use k8s_openapi::api::core::v1::{Namespace, Pod};
     use kube::api::{Patch, PatchParams};
-    let ns = common::TestNamespace::new("chart-restricted").await;
+    let ns = TestNamespace::new("chart-restricted").await;
     let labels = json!({"metadata": {"labels": {
         "pod-security.kubernetes.io/enforce": "restricted",
         "pod-security.kubernetes.io/enforce-version": "latest",
@@ -1329,7 +1335,7 @@ struct Release {
 
 impl Release {
     fn install(name: &str, namespace: &str, sets: &[String]) -> Self {
-        let example = common::repo_root().join("examples/catalog.yaml");
+        let example = repo_root().join("examples/catalog.yaml");
         run(helm()
             .args(["install", name])
             .arg(chart_dir())
@@ -1473,9 +1479,9 @@ static E2E: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 async fn operator_with_the_chart_service_account(namespaced: bool) {
     let _one_at_a_time = E2E.lock().await;
     apply_crds();
-    let release_ns = common::TestNamespace::new("chart-rel").await;
-    let partner = common::TestNamespace::new("chart-partner").await;
-    let other = common::TestNamespace::new("chart-other").await;
+    let release_ns = TestNamespace::new("chart-rel").await;
+    let partner = TestNamespace::new("chart-partner").await;
+    let other = TestNamespace::new("chart-other").await;
     let _release_finalizers = ReleaseFinalizers {
         namespace: partner.name.clone(),
     };
@@ -1545,7 +1551,7 @@ async fn operator_with_the_chart_service_account(namespaced: bool) {
         .and_then(|s| s.token)
         .expect("a token is issued");
     let kubeconfig = token_kubeconfig(&token);
-    let mut operator = common::start_operator_with_env(
+    let mut operator = start_operator_with_env(
         &operator_args,
         &[
             ("KUBECONFIG", kubeconfig.path().to_str().unwrap()),
@@ -1585,8 +1591,8 @@ spec:
 "#,
         )
         .await;
-    common::wait_registration_reason(&partner, "contoso-stack", "Registered").await;
-    common::wait_customer_reason(&partner, "fabrikam", "Attached").await;
+    wait_registration_reason(&partner, "contoso-stack", "Registered").await;
+    wait_customer_reason(&partner, "fabrikam", "Attached").await;
 
     // Events are written with the ServiceAccount too.
     let events: Api<Event> = partner.api();
@@ -1828,8 +1834,8 @@ async fn the_azure_variants_install_and_grant_what_azure_mode_uses() {
         .collect();
     assert!(names.len() >= 4, "azure variants: {names:?}");
     for name in names {
-        let release_ns = common::TestNamespace::new("chart-az").await;
-        let watched = common::TestNamespace::new("chart-az-w").await;
+        let release_ns = TestNamespace::new("chart-az").await;
+        let watched = TestNamespace::new("chart-az-w").await;
         let variant = variants(&watched.name, &watched.name)
             .into_iter()
             .find(|v| v.name == name)
@@ -2009,7 +2015,7 @@ impl Drop for Emulator {
 /// the volume's audience and lifetime, ConfigMap items from the API). Returns (args, env,
 /// the tokens written).
 async fn materialise_pod(
-    namespace: &common::TestNamespace,
+    namespace: &TestNamespace,
     deployment: &Deployment,
     root: &Path,
 ) -> (Vec<String>, Vec<(String, String)>, Vec<String>) {
@@ -2099,8 +2105,8 @@ async fn the_operator_attaches_tenants_in_azure_with_the_chart_service_account_f
     use k8s_openapi::api::core::v1::ConfigMap;
     let _one_at_a_time = E2E.lock().await;
     apply_crds();
-    let release_ns = common::TestNamespace::new("chart-azrel").await;
-    let partner = common::TestNamespace::new("chart-azpartner").await;
+    let release_ns = TestNamespace::new("chart-azrel").await;
+    let partner = TestNamespace::new("chart-azpartner").await;
     let _release_finalizers = ReleaseFinalizers {
         namespace: partner.name.clone(),
     };
@@ -2199,7 +2205,7 @@ servicePrincipals:
     operator_env.push(("POD_NAME", POD_NAME));
     operator_env.push(("POD_NAMESPACE", release_ns.name.as_str()));
     let operator_args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut operator = common::start_operator_with_env(&operator_args, &operator_env);
+    let mut operator = start_operator_with_env(&operator_args, &operator_env);
 
     let _: Registration = partner
         .create(&format!(
@@ -2229,8 +2235,8 @@ spec:
 "#
         ))
         .await;
-    common::wait_registration_reason(&partner, "contoso-stack", "Registered").await;
-    common::wait_customer_reason(&partner, "fabrikam", "Attached").await;
+    wait_registration_reason(&partner, "contoso-stack", "Registered").await;
+    wait_customer_reason(&partner, "fabrikam", "Attached").await;
     let attached = partner
         .api::<CustomerSubscription>()
         .get("fabrikam")

@@ -1,7 +1,6 @@
 //! The foundation: the integration tests reach a real kube-apiserver.
 
-mod common;
-
+use azs_csp_testkit::cluster::TestNamespace;
 use k8s_openapi::api::{
     authentication::v1::{SelfSubjectReview, TokenRequest},
     core::v1::{ConfigMap, ServiceAccount},
@@ -14,7 +13,7 @@ use kube::{
 
 #[tokio::test]
 async fn a_namespace_and_an_object_round_trip_through_the_api_server() {
-    let ns = common::TestNamespace::new("cluster").await;
+    let ns = TestNamespace::new("cluster").await;
     let created: ConfigMap = ns
         .create(
             r#"
@@ -48,7 +47,7 @@ pub async fn token_client(token: &str) -> Client {
 
 #[tokio::test]
 async fn a_service_account_token_from_token_request_is_accepted() {
-    let ns = common::TestNamespace::new("token").await;
+    let ns = TestNamespace::new("token").await;
     let _: ServiceAccount = ns.create("metadata: {name: robot}").await;
     let request: TokenRequest = serde_json::from_value(serde_json::json!({
         "spec": {"audiences": [], "expirationSeconds": 600}

@@ -11,8 +11,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use azs_csp_operator::resolver::{
-    HttpResolver, HttpResolverOptions, MetadataResolver, RegistrationKey, SubscriptionState,
+use azs_csp_operator::{
+    guid::Guid,
+    resolver::{
+        HttpResolver, HttpResolverOptions, MetadataResolver, RegistrationKey, SubscriptionState,
+    },
 };
 
 const REG_SUB: &str = "6d3c4b9e-1f3a-4c6e-9b7a-2d1e0f9a8b7c";
@@ -277,16 +280,19 @@ async fn the_project_http_resolver_reads_the_emulator() {
     options.ca_file = Some(emulator.ca_file.clone());
     let resolver = HttpResolver::new(options).expect("resolver");
     let customer = resolver
-        .subscription(CUSTOMER)
+        .subscription(Guid::parse(CUSTOMER).expect("a GUID"))
         .await
         .expect("lookup")
         .expect("known");
-    assert_eq!(customer.tenant_id.as_deref(), Some(CUSTOMER_TENANT));
+    assert_eq!(
+        customer.tenant_id,
+        Some(Guid::parse(CUSTOMER_TENANT).expect("a GUID"))
+    );
     assert_eq!(customer.state, SubscriptionState::Enabled);
     assert_eq!(customer.billing_partner_id.as_deref(), Some("4412345"));
     assert!(
         resolver
-            .subscription("e09a4e93-29a7-4eba-a7f2-00000000ffff")
+            .subscription(Guid::parse("e09a4e93-29a7-4eba-a7f2-00000000ffff").expect("a GUID"))
             .await
             .expect("lookup")
             .is_none()

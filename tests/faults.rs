@@ -7,7 +7,13 @@
 //! `cargo test --test faults -- --ignored --test-threads=1`, and [`serial`] keeps them apart
 //! even without `--test-threads=1`. Never run them alongside other test binaries.
 
-mod common;
+mod common {
+    pub mod crds;
+    pub mod http;
+    pub mod process;
+    pub mod reasons;
+    pub mod scenario;
+}
 mod emulated;
 mod fault_kit;
 mod malformed_catalogs;
@@ -18,10 +24,16 @@ use std::{
 };
 
 use azs_csp_operator::api::{CustomerSubscription, Registration};
-use azs_csp_testkit::{cluster::create_untyped, upstream::Mode};
+use azs_csp_testkit::{
+    cluster::{TestNamespace, create_untyped},
+    process::Operator,
+    upstream::Mode,
+};
 use common::{
-    Operator, Scenario, TestNamespace, customer_reason, registration_reason, start_operator,
-    wait_customer_reason, wait_registration_reason,
+    reasons::{
+        customer_reason, registration_reason, wait_customer_reason, wait_registration_reason,
+    },
+    scenario::{Scenario, start_operator},
 };
 use emulated::Metadata;
 use fault_kit::{
@@ -110,8 +122,8 @@ async fn operator_killed_mid_convergence_converges_after_restart() {
     let _serial = serial().await;
     let mut population = Population::new(RESTART_POPULATION);
     let ns = TestNamespace::new("fault-kill").await;
-    common::ensure_crds(&ns.client).await;
-    let catalog = common::CatalogFile::new(&population.catalog);
+    common::crds::ensure_crds(&ns.client).await;
+    let catalog = common::scenario::CatalogFile::new(&population.catalog);
     population.create(&ns).await;
     let args = [
         "--catalog-file",
@@ -203,8 +215,8 @@ impl HttpScenario {
         );
         upstream.set_approval(REGISTRATION_SUB, "azurestack", "azurestack-1", true);
         let ns = TestNamespace::new(prefix).await;
-        common::ensure_crds(&ns.client).await;
-        let operator = common::start_http_operator(&upstream.url(), &ns.name);
+        common::crds::ensure_crds(&ns.client).await;
+        let operator = common::http::start_http_operator(&upstream.url(), &ns.name);
         create_all::<Registration>(
             &ns,
             &[json!({
@@ -1297,12 +1309,13 @@ async fn a_malformed_catalog_is_rejected_and_the_last_good_one_stays_in_force() 
     assert_eq!(now.resource_version(), attached.resource_version());
 
     // A good catalog is still taken: revoking the approval detaches, restoring it attaches.
-    s.catalog.replace(&CATALOG.replace(
+    s.replace_catalog(&CATALOG.replace(
         "- subscriptionId: 6d3c4b9e-1f3a-4c6e-9b7a-2d1e0f9a8b7c\n  resourceGroup: azurestack\n  registrationName: azurestack-5f1c2d3e\n",
         "",
-    ));
+    ))
+    .await;
     wait_customer_reason(&s.ns, "fabrikam", "UnauthorizedCspRegistration").await;
-    s.catalog.replace(CATALOG);
+    s.replace_catalog(CATALOG).await;
     wait_customer_reason(&s.ns, "fabrikam", "Attached").await;
     assert_operator_healthy(&mut s.operator);
     teardown(s).await;
@@ -1526,9 +1539,9 @@ impl OutageScenario {
             expected_counts,
         };
         let ns = TestNamespace::new(prefix).await;
-        common::ensure_crds(&ns.client).await;
+        common::crds::ensure_crds(&ns.client).await;
         let url = upstream.url();
-        let operator = common::start_operator(&[
+        let operator = common::scenario::start_operator(&[
             "--resolver",
             "http",
             "--resolver-url",

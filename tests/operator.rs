@@ -2,20 +2,28 @@
 //! duplicates, deletion protection, `verify`, the http resolver, and quiet when settled.
 //! Each test has its own namespace and its own operator process watching only that namespace.
 
-mod common;
+mod common {
+    pub mod crds;
+    pub mod http;
+    pub mod objects;
+    pub mod process;
+    pub mod reasons;
+    pub mod scenario;
+}
 mod emulated;
 
 use std::{collections::BTreeMap, time::Duration};
 
 use azs_csp_operator::api::{CustomerSubscription, Registration};
 use azs_csp_testkit::{
-    cluster::{create_untyped, from_yaml, wait_gone, yaml_documents},
+    cluster::{TestNamespace, create_untyped, from_yaml, wait_for, wait_gone, yaml_documents},
     upstream::{Mode, Upstream},
 };
 use common::{
-    REGISTRATION_SUB, Scenario, TestNamespace, customer_reason, customer_yaml, registration_yaml,
-    start_operator, start_operator_with_env, wait_customer_reason, wait_for,
-    wait_registration_reason,
+    objects::{REGISTRATION_SUB, customer_yaml, registration_yaml},
+    process::start_operator_with_env,
+    reasons::{customer_reason, wait_customer_reason, wait_registration_reason},
+    scenario::{Scenario, start_operator},
 };
 use emulated::Metadata;
 use k8s_openapi::api::{core::v1::ConfigMap, events::v1::Event};
@@ -248,7 +256,7 @@ async fn resource_versions(ns: &TestNamespace) -> BTreeMap<String, String> {
 #[tokio::test]
 async fn admission_rejects_malformed_objects_with_the_field_and_code() {
     let ns = TestNamespace::new("admission").await;
-    common::ensure_crds(&ns.client).await;
+    common::crds::ensure_crds(&ns.client).await;
     let customer_cases = [
         (
             customer_yaml("bad-guid", "r", "not-a-guid"),
@@ -425,7 +433,7 @@ async fn revoking_the_approval_in_the_catalog_file_re_evaluates_within_seconds()
 #[tokio::test]
 async fn revoking_the_approval_in_the_catalog_configmap_re_evaluates_within_seconds() {
     let ns = TestNamespace::new("revoke-cm").await;
-    common::ensure_crds(&ns.client).await;
+    common::crds::ensure_crds(&ns.client).await;
     let configmap = |catalog: &str| -> ConfigMap {
         serde_json::from_value(
             json!({"metadata": {"name": "catalog"}, "data": {"catalog.yaml": catalog}}),
@@ -528,7 +536,20 @@ async fn duplicates_by_subscription_and_by_tenant_and_the_older_one_going() {
         .await
         .unwrap();
     wait_customer_reason(&s.ns, "c-same-subscription", "Attached").await;
-    let still = wait_customer_reason(&s.ns, "d-same-tenant", "DuplicateCustomerSubscription").await;
+    // d was a duplicate of b-first already: wait for it to be decided again (the reason stays,
+    // the message names the new holder), not only for the reason it had.
+    let still = wait_for(
+        &s.ns.api::<CustomerSubscription>(),
+        "d-same-tenant",
+        "DuplicateCustomerSubscription of c-same-subscription",
+        |cs| {
+            customer_reason(cs).as_deref() == Some("DuplicateCustomerSubscription")
+                && cs.status.as_ref().is_some_and(|status| {
+                    status.conditions[0].message.contains("c-same-subscription")
+                })
+        },
+    )
+    .await;
     assert!(
         still.status.unwrap().conditions[0]
             .message
@@ -670,8 +691,8 @@ async fn http_resolver_failures_are_bad_gateway_and_heal() {
     upstream.set_approval(REGISTRATION_SUB, "azurestack", "azurestack-5f1c2d3e", true);
 
     let ns = TestNamespace::new("http").await;
-    common::ensure_crds(&ns.client).await;
-    let _operator = common::start_http_operator(&upstream.url(), &ns.name);
+    common::crds::ensure_crds(&ns.client).await;
+    let _operator = common::http::start_http_operator(&upstream.url(), &ns.name);
     let _: Registration = ns.create(&registration_yaml("stack", "PayAsYouUse")).await;
     let _: CustomerSubscription = ns
         .create(&customer_yaml("fabrikam", "stack", FABRIKAM_SUB))
@@ -761,7 +782,7 @@ async fn the_operator_refuses_to_start_when_the_crds_are_not_served() {
         ),
     )
     .unwrap();
-    let catalog = common::CatalogFile::new(CATALOG);
+    let catalog = common::scenario::CatalogFile::new(CATALOG);
     let operator = start_operator_with_env(
         &["--catalog-file", catalog.path_str()],
         &[("KUBECONFIG", kubeconfig.to_str().unwrap())],

@@ -3,7 +3,13 @@
 //! leader is killed), and a clean SIGTERM that hands the Lease over at once.
 //! Each test has its own namespace, and its operators watch and elect only there.
 
-mod common;
+mod common {
+    pub mod crds;
+    pub mod objects;
+    pub mod process;
+    pub mod reasons;
+    pub mod scenario;
+}
 
 use std::{
     net::SocketAddr,
@@ -11,11 +17,19 @@ use std::{
 };
 
 use azs_csp_operator::api::{CustomerSubscription, Registration};
-use azs_csp_testkit::{metrics::sample, process::http_get};
+use azs_csp_testkit::{
+    cluster::{TestNamespace, wait_for},
+    metrics::sample,
+    process::{Operator, http_get},
+};
 use common::{
-    CatalogFile, Operator, Scenario, TestNamespace, customer_reason, customer_yaml, ensure_crds,
-    registration_reason, registration_yaml, start_operator, start_operator_with_env,
-    wait_customer_reason, wait_for, wait_registration_reason,
+    crds::ensure_crds,
+    objects::{customer_yaml, registration_yaml},
+    process::start_operator_with_env,
+    reasons::{
+        customer_reason, registration_reason, wait_customer_reason, wait_registration_reason,
+    },
+    scenario::{CatalogFile, Scenario, start_operator},
 };
 use k8s_openapi::api::{coordination::v1::Lease, events::v1::Event};
 use kube::{
@@ -281,7 +295,7 @@ async fn metrics_count_reconciles_writes_and_reasons_and_the_probes_answer() {
     );
 
     // A catalog that does not parse is rejected, counted, and the last good one stays.
-    s.catalog.replace("subscriptions: [");
+    s.replace_catalog("subscriptions: [").await;
     poll(
         "the rejected catalog to be counted",
         azs_csp_testkit::cluster::TIMEOUT,

@@ -4,9 +4,12 @@
 //! has its own namespace, emulator (in this process, behind the fault layer) and operator.
 
 // Only the world and its constants of azure mode's kit are used here.
-#[allow(dead_code)]
-mod azure_kit;
-mod common;
+mod azure_kit {
+    pub mod world;
+}
+mod common {
+    pub mod crds;
+}
 
 use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 
@@ -16,13 +19,14 @@ use azs_csp_operator::{
     emulator::stamp::Stamp,
 };
 use azs_csp_testkit::{
+    cluster::{TestNamespace, wait_for},
     metrics,
     process::{Operator, OperatorCommand, http_get},
     upstream::Mode,
 };
-use azure_kit::{AzureWorld, CLIENT, SECRET, TENANT};
+use azure_kit::world::{AzureWorld, CLIENT, SECRET, TENANT};
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
-use common::{TestNamespace, ensure_crds, wait_for};
+use common::crds::ensure_crds;
 use kube::api::{Patch, PatchParams, PostParams};
 use rust_decimal::Decimal;
 use serde_json::json;

@@ -34,6 +34,7 @@ use crate::{
             ArmRegistration,
         },
     },
+    guid::Guid,
     upstream::{Breaker, BreakerSettings, breaker::Change, error_chain},
 };
 
@@ -209,11 +210,12 @@ impl ArmClient {
 
     fn url(&self, key: &RegistrationKey, rest: &[&str]) -> Url {
         let mut url = self.endpoint.clone();
+        let subscription = key.subscription_id.to_string();
         if let Ok(mut segments) = url.path_segments_mut() {
             segments.pop_if_empty().extend(
                 [
                     "subscriptions",
-                    key.subscription_id.as_str(),
+                    subscription.as_str(),
                     "resourceGroups",
                     key.resource_group.as_str(),
                     "providers",
@@ -258,15 +260,18 @@ impl ArmClient {
     pub async fn put_customer_subscription(
         &self,
         key: &RegistrationKey,
-        subscription_id: &str,
-        tenant_id: Option<&str>,
+        subscription_id: Guid,
+        tenant_id: Option<Guid>,
     ) -> Result<ArmCustomerSubscription, ArmError> {
         let properties = match tenant_id {
             Some(tenant) => json!({"tenantId": tenant}),
             None => json!({}),
         };
         let body = json!({"properties": properties}).to_string();
-        let url = self.url(key, &["customerSubscriptions", subscription_id]);
+        let url = self.url(
+            key,
+            &["customerSubscriptions", &subscription_id.to_string()],
+        );
         let answer = self
             .call(
                 ArmOperation::PutCustomerSubscription,

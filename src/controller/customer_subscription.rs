@@ -24,9 +24,10 @@ pub const MANAGER: &str = "azs-csp-operator-customersubscription";
 
 type Lookup = Result<Option<Arc<SubscriptionMetadata>>, ResolveError>;
 
-async fn lookup_subscription(ctx: &Context, id: &str) -> Lookup {
+/// The metadata of the subscription a spec field names; text that is not a GUID names none.
+pub(super) async fn lookup_subscription(ctx: &Context, id: &str) -> Lookup {
     match Guid::parse(id) {
-        Some(id) => ctx.resolver.subscription(&id.to_string()).await,
+        Some(id) => ctx.resolver.subscription(id).await,
         None => Ok(None),
     }
 }
@@ -79,8 +80,8 @@ async fn apply_duplicate_rule(
     let mut older = Vec::new();
     let candidates = ctx.index.duplicate_candidates(
         &registration,
-        &eligible.subscription_id,
-        eligible.tenant_id.as_deref(),
+        eligible.subscription_id,
+        eligible.tenant_id.map(Into::into),
     );
     for key in candidates {
         let Some(sibling) = ctx.customers.get(&key) else {
@@ -123,7 +124,7 @@ fn desired_status(
     CustomerSubscriptionStatus {
         observed_generation: generation,
         arm_resource_id: decision.arm_resource_id.clone(),
-        tenant_id: decision.tenant_id.clone(),
+        tenant_id: decision.tenant_id.map(|t| t.to_string()),
         billing_partner_id: decision.billing_partner_id.clone(),
         reseller_partner_id: decision.reseller_partner_id.clone(),
         azure: None,

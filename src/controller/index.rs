@@ -12,6 +12,7 @@ use crate::{
     api::{CustomerSubscription, Registration},
     conditions,
     domain::RegistrationKey,
+    guid::GuidText,
     policy::registration_key,
     resolver::MetadataChange,
 };
@@ -44,8 +45,8 @@ impl ObjKey {
 #[derive(Clone, Debug, PartialEq)]
 struct CustomerEntry {
     registration: ObjKey,
-    subscription: Arc<str>,
-    tenants: Vec<Arc<str>>,
+    subscription: GuidText,
+    tenants: Vec<GuidText>,
     generation: Option<i64>,
     deleting: bool,
     attached: bool,
@@ -72,8 +73,8 @@ impl CustomerEntry {
 
 #[derive(Clone, Debug, PartialEq)]
 struct RegistrationEntry {
-    cloud_id: String,
-    subscription: String,
+    cloud_id: GuidText,
+    subscription: GuidText,
     key: RegistrationKey,
     generation: Option<i64>,
     deleting: bool,
@@ -162,7 +163,7 @@ where
     map.get(key).into_iter().flat_map(Members::iter)
 }
 
-/// The copy of `value` already filed in `map` when there is one, so that equal strings are
+/// The copy of `value` already filed in `map` when there is one, so that equal names are
 /// stored once.
 fn shared<K, V>(map: &HashMap<K, V>, value: K) -> K
 where
@@ -176,11 +177,11 @@ where
 struct State {
     customers: HashMap<ObjKey, CustomerEntry>,
     customers_by_registration: Multi<ObjKey>,
-    customers_by_subscription: Multi<Arc<str>>,
-    customers_by_tenant: Multi<Arc<str>>,
+    customers_by_subscription: Multi<GuidText>,
+    customers_by_tenant: Multi<GuidText>,
     registrations: HashMap<ObjKey, RegistrationEntry>,
-    registrations_by_cloud_id: Multi<String>,
-    registrations_by_subscription: Multi<String>,
+    registrations_by_cloud_id: Multi<GuidText>,
+    registrations_by_subscription: Multi<GuidText>,
     registrations_by_key: Multi<RegistrationKey>,
 }
 
@@ -192,12 +193,12 @@ pub struct Index {
 
 fn customer_entry(state: &State, customer: &CustomerSubscription) -> CustomerEntry {
     let spec = &customer.spec;
-    let mut tenants: Vec<Arc<str>> = Vec::new();
+    let mut tenants: Vec<GuidText> = Vec::new();
     let resolved = customer.status.as_ref().and_then(|s| s.tenant_id.as_ref());
     for tenant in spec.tenant_id.iter().chain(resolved) {
-        let tenant: Arc<str> = tenant.to_ascii_lowercase().into();
+        let tenant = GuidText::parse(tenant);
         if !tenants.contains(&tenant) {
-            tenants.push(shared(&state.customers_by_tenant, tenant));
+            tenants.push(tenant);
         }
     }
     let registration = ObjKey::new(
@@ -206,10 +207,7 @@ fn customer_entry(state: &State, customer: &CustomerSubscription) -> CustomerEnt
     );
     CustomerEntry {
         registration: shared(&state.customers_by_registration, registration),
-        subscription: shared(
-            &state.customers_by_subscription,
-            spec.subscription_id.to_ascii_lowercase().into(),
-        ),
+        subscription: GuidText::parse(&spec.subscription_id),
         tenants,
         generation: customer.metadata.generation,
         deleting: customer.metadata.deletion_timestamp.is_some(),
@@ -219,8 +217,8 @@ fn customer_entry(state: &State, customer: &CustomerSubscription) -> CustomerEnt
 
 fn registration_entry(registration: &Registration) -> RegistrationEntry {
     RegistrationEntry {
-        cloud_id: registration.spec.cloud_id.to_ascii_lowercase(),
-        subscription: registration.spec.subscription_id.to_ascii_lowercase(),
+        cloud_id: GuidText::parse(&registration.spec.cloud_id),
+        subscription: GuidText::parse(&registration.spec.subscription_id),
         key: registration_key(registration),
         generation: registration.metadata.generation,
         deleting: registration.metadata.deletion_timestamp.is_some(),
@@ -435,16 +433,15 @@ impl Index {
     pub fn duplicate_candidates(
         &self,
         registration: &ObjKey,
-        subscription: &str,
-        tenant: Option<&str>,
+        subscription: impl Into<GuidText>,
+        tenant: Option<GuidText>,
     ) -> Vec<ObjKey> {
         let state = self.lock();
-        let subscription = subscription.to_ascii_lowercase();
-        let tenant = tenant.map(str::to_ascii_lowercase);
-        let by_subscription = lookup(&state.customers_by_subscription, subscription.as_str());
+        let subscription = subscription.into();
+        let by_subscription = lookup(&state.customers_by_subscription, &subscription);
         let by_tenant = tenant
             .iter()
-            .flat_map(|t| lookup(&state.customers_by_tenant, t.as_str()));
+            .flat_map(|t| lookup(&state.customers_by_tenant, t));
         let mut candidates: Vec<ObjKey> = by_subscription
             .chain(by_tenant)
             .filter(|k| {
@@ -463,7 +460,7 @@ impl Index {
     /// Other Registrations with the same cloudId (case-insensitive).
     pub fn same_cloud_id(&self, registration: &Registration) -> Vec<ObjKey> {
         let key = ObjKey::of(registration);
-        let cloud_id = registration.spec.cloud_id.to_ascii_lowercase();
+        let cloud_id = GuidText::parse(&registration.spec.cloud_id);
         lookup(&self.lock().registrations_by_cloud_id, &cloud_id)
             .filter(|k| **k != key)
             .cloned()
@@ -482,12 +479,13 @@ impl Index {
             return affected;
         }
         for subscription in &change.subscriptions {
+            let subscription = GuidText::from(*subscription);
             affected
                 .customers
-                .extend(lookup(&state.customers_by_subscription, subscription.as_str()).cloned());
+                .extend(lookup(&state.customers_by_subscription, &subscription).cloned());
             affected
                 .registrations
-                .extend(lookup(&state.registrations_by_subscription, subscription).cloned());
+                .extend(lookup(&state.registrations_by_subscription, &subscription).cloned());
         }
         for key in &change.registrations {
             affected

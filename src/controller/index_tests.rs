@@ -8,6 +8,7 @@ use crate::{
         BillingModel, CustomerSubscriptionSpec, CustomerSubscriptionStatus, RegistrationRef,
         RegistrationSpec,
     },
+    guid::g,
     resolver::MetadataChange,
 };
 
@@ -179,15 +180,18 @@ fn registrations_sharing_a_cloud_id_requeue_each_other_case_insensitively() {
 
 #[test]
 fn a_metadata_change_requeues_exactly_what_depends_on_it() {
+    // Metadata changes name GUIDs; the objects spell them in upper case.
+    const REG_SUB: &str = "6D3C4B9E-1F3A-4C6E-9B7A-2D1E0F9A8B7C";
+    const SUB_3: &str = "E09A4E93-29A7-4EBA-A7F2-3B2C1D0E9F8A";
     let index = Index::default();
-    index.apply_registration(&registration("a", "reg", "REG-SUB", "C1", 1));
+    index.apply_registration(&registration("a", "reg", REG_SUB, "C1", 1));
     index.apply_registration(&registration("a", "other-reg", "OTHER-SUB", "C2", 1));
     index.apply_customer(&customer("a", "c1", "reg", "SUB-1", None));
     index.apply_customer(&customer("a", "c2", "reg", "SUB-2", None));
-    index.apply_customer(&customer("a", "c3", "other-reg", "SUB-3", None));
+    index.apply_customer(&customer("a", "c3", "other-reg", SUB_3, None));
 
     let customer_only = MetadataChange {
-        subscriptions: ["sub-3".to_string()].into(),
+        subscriptions: [g(SUB_3)].into(),
         ..Default::default()
     };
     let affected = index.affected_by(&customer_only);
@@ -196,7 +200,7 @@ fn a_metadata_change_requeues_exactly_what_depends_on_it() {
 
     // The registration subscription's metadata feeds every dependent's decision.
     let registration_subscription = MetadataChange {
-        subscriptions: ["reg-sub".to_string()].into(),
+        subscriptions: [g(REG_SUB)].into(),
         ..Default::default()
     };
     let affected = index.affected_by(&registration_subscription);
@@ -259,7 +263,7 @@ fn duplicate_candidates_are_the_siblings_sharing_subscription_or_tenant() {
     ));
     index.apply_customer(&customer("b", "other-namespace", "reg", "SUB-1", Some("T")));
     let reg = ObjKey::new("a", "reg");
-    let candidates = index.duplicate_candidates(&reg, "sub-1", Some("T"));
+    let candidates = index.duplicate_candidates(&reg, "sub-1", Some("T".into()));
     let want: Vec<ObjKey> = keys(&[
         ("a", "resolved-tenant"),
         ("a", "same-sub"),

@@ -10,13 +10,12 @@ use kube::{ResourceExt, runtime::controller::Action};
 use tracing::{info, instrument};
 
 use super::{
-    Error, context::Context, context::Kind, customer_subscription::next_action, index::ObjKey,
-    index::is_attached, write,
+    Error, context::Context, context::Kind, customer_subscription::lookup_subscription,
+    customer_subscription::next_action, index::ObjKey, index::is_attached, write,
 };
 use crate::{
     api::{Registration, RegistrationStatus},
     conditions::{self, MULTITENANCY_APPROVED, READY},
-    guid::Guid,
     policy::{self, RegistrationDecision, RegistrationFacts},
     runtime::metrics::REGISTRATION,
 };
@@ -154,12 +153,7 @@ async fn reconcile_one(registration: Arc<Registration>, ctx: &Context) -> Result
 
     let lookup_key = policy::registration_key(&registration);
     let (subscription, approval) = futures::join!(
-        async {
-            match Guid::parse(&registration.spec.subscription_id) {
-                Some(id) => ctx.resolver.subscription(&id.to_string()).await,
-                None => Ok(None),
-            }
-        },
+        lookup_subscription(ctx, &registration.spec.subscription_id),
         ctx.resolver.multitenancy_approved(&lookup_key),
     );
     let same_cloud_id: Vec<Arc<Registration>> = ctx

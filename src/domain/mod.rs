@@ -11,6 +11,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::guid::{Guid, GuidText};
+
 /// Lifecycle state of an Azure subscription.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum SubscriptionState {
@@ -48,11 +50,11 @@ impl fmt::Display for SubscriptionState {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct SubscriptionMetadata {
-    /// Subscription GUID, lower-case.
-    pub id: String,
-    /// Directory tenant that owns it, lower-case.
+    /// The subscription.
+    pub id: Guid,
+    /// Directory tenant that owns it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tenant_id: Option<String>,
+    pub tenant_id: Option<Guid>,
     pub state: SubscriptionState,
     /// `CSP`, `APSS`, `PayAsYouGo`, `EnterpriseAgreement` or other text.
     pub offer: String,
@@ -74,8 +76,9 @@ impl SubscriptionMetadata {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[serde(rename_all = "camelCase")]
 pub struct RegistrationKey {
-    /// Registration subscription GUID, lower-case.
-    pub subscription_id: String,
+    /// Registration subscription: a GUID, or in a Registration stored before admission checked
+    /// the shape, the text of its spec.subscriptionId (no lookup knows it).
+    pub subscription_id: GuidText,
     /// ARM resource group; compared case-insensitively, stored lower-case.
     pub resource_group: String,
     /// ARM name of the registration; compared case-insensitively, stored lower-case.
@@ -84,9 +87,13 @@ pub struct RegistrationKey {
 
 impl RegistrationKey {
     /// Builds a key in canonical form (ARM names are case-insensitive).
-    pub fn new(subscription_id: &str, resource_group: &str, registration_name: &str) -> Self {
+    pub fn new(
+        subscription_id: impl Into<GuidText>,
+        resource_group: &str,
+        registration_name: &str,
+    ) -> Self {
         Self {
-            subscription_id: subscription_id.to_ascii_lowercase(),
+            subscription_id: subscription_id.into(),
             resource_group: resource_group.to_ascii_lowercase(),
             registration_name: registration_name.to_ascii_lowercase(),
         }

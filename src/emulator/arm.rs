@@ -36,6 +36,7 @@ use crate::{
         CustomerSubscription, CustomerSubscriptionSpec, Registration, RegistrationRef,
         RegistrationSpec,
     },
+    guid::{Guid, GuidText},
     policy::{CustomerFacts, Reason, evaluate_customer},
     resolver::{Catalog, CatalogRegistration, RegistrationKey, ServicePrincipal},
 };
@@ -56,14 +57,15 @@ pub const REMAINING_WRITES_HEADER: &str = "x-ms-ratelimit-remaining-subscription
 pub struct StoredCustomer {
     /// The customer subscription as the PUT spelt it (ARM keeps the name it was given).
     pub name: String,
-    pub tenant_id: Option<String>,
+    pub tenant_id: Option<Guid>,
     pub etag: String,
 }
 
-/// The customerSubscriptions of every registration, by lower-case subscription GUID.
+/// The customerSubscriptions of every registration, by subscription GUID (in the order of
+/// their lower-case text).
 #[derive(Debug, Default)]
 pub struct ArmState {
-    pub customers: HashMap<RegistrationKey, BTreeMap<String, StoredCustomer>>,
+    pub customers: HashMap<RegistrationKey, BTreeMap<Guid, StoredCustomer>>,
 }
 
 /// An ARM error answer: `{"error":{"code","message"}}`.
@@ -257,11 +259,12 @@ pub async fn list_subscriptions(
     if !query.contains_key("api-version") {
         return missing_api_version().into_response();
     }
+    let tenant = Guid::parse(&caller.tenant_id);
     let mut value: Vec<Value> = emulator
         .catalog()
         .subscriptions()
-        .filter(|s| s.tenant_id.as_deref() == Some(caller.tenant_id.as_str()))
-        .map(|s| subscription_json(s.id.as_str(), &caller.tenant_id, s.state.as_str()))
+        .filter(|s| s.tenant_id.is_some() && s.tenant_id == tenant)
+        .map(|s| subscription_json(&s.id.to_string(), &caller.tenant_id, s.state.as_str()))
         .collect();
     value.sort_by(|a, b| {
         a["subscriptionId"]
@@ -466,8 +469,7 @@ fn handle(
         ) => {
             let registration = find_registration(catalog, subscription, group, name)?;
             let state = lock(emulator);
-            let stored = crate::guid::Guid::parse(customer)
-                .map(|g| g.to_string())
+            let stored = Guid::parse(customer)
                 .and_then(|id| state.customers.get(&registration.key())?.get(&id).cloned())
                 .ok_or_else(|| customer_not_found(registration, customer))?;
             Ok(Json(customer_json(registration, &stored)).into_response())
@@ -499,14 +501,12 @@ fn handle(
             let remaining = admit_write(emulator, &caller, subscription)?;
             let registration = find_registration(catalog, subscription, group, name)?;
             let mut state = lock(emulator);
-            let removed = crate::guid::Guid::parse(customer)
-                .map(|g| g.to_string())
-                .and_then(|id| {
-                    state
-                        .customers
-                        .get_mut(&registration.key())
-                        .and_then(|customers| customers.remove(&id))
-                });
+            let removed = Guid::parse(customer).and_then(|id| {
+                state
+                    .customers
+                    .get_mut(&registration.key())
+                    .and_then(|customers| customers.remove(&id))
+            });
             match removed {
                 Some(_) => Ok(with_remaining(StatusCode::OK.into_response(), remaining)),
                 None => Err(customer_not_found(registration, customer)),
@@ -648,10 +648,11 @@ fn resource_group_answer(
             format!("The emulator holds resource groups fixed; {method} is not supported."),
         ));
     }
+    let wanted = GuidText::parse(subscription);
     let allowed = principal_of(catalog, caller).is_some_and(|p| {
         p.registrations.as_ref().is_none_or(|scopes| {
             scopes.iter().any(|scope| {
-                scope.subscription_id.eq_ignore_ascii_case(subscription)
+                GuidText::parse(&scope.subscription_id) == wanted
                     && scope.name.is_none()
                     && scope
                         .resource_group
@@ -668,7 +669,7 @@ fn resource_group_answer(
         ));
     }
     let found = catalog.registrations().iter().find(|r| {
-        r.subscription_id.eq_ignore_ascii_case(subscription)
+        GuidText::parse(&r.subscription_id) == wanted
             && r.resource_group.eq_ignore_ascii_case(group)
     });
     let Some(registration) = found else {
@@ -708,8 +709,8 @@ fn subscription_answer(
         )
     })?;
     Ok(Json(subscription_json(
-        &found.id,
-        found.tenant_id.as_deref().unwrap_or_default(),
+        &found.id.to_string(),
+        &found.tenant_id.map(|t| t.to_string()).unwrap_or_default(),
         found.state.as_str(),
     ))
     .into_response())
@@ -797,10 +798,11 @@ fn registrations_json(
     group: Option<&str>,
 ) -> Vec<Value> {
     let principal = principal_of(catalog, caller);
+    let wanted = GuidText::parse(subscription);
     catalog
         .registrations()
         .iter()
-        .filter(|r| r.subscription_id.eq_ignore_ascii_case(subscription))
+        .filter(|r| GuidText::parse(&r.subscription_id) == wanted)
         .filter(|r| group.is_none_or(|g| r.resource_group.eq_ignore_ascii_case(g)))
         .filter(|r| principal.is_some_and(|p| p.may_manage(&r.key())))
         .map(registration_json)
@@ -900,9 +902,9 @@ fn put_customer(
     };
     let mut state = lock(emulator);
     let customers = state.customers.entry(registration.key()).or_default();
-    if let Some(tenant) = &eligible.tenant_id {
+    if let Some(tenant) = eligible.tenant_id {
         customers.retain(|id, stored| {
-            *id == eligible.subscription_id || stored.tenant_id.as_ref() != Some(tenant)
+            *id == eligible.subscription_id || stored.tenant_id != Some(tenant)
         });
     }
     let stored = StoredCustomer {

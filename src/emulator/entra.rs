@@ -22,7 +22,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::{Shared, assertion::check_assertion, new_guid};
-use crate::resolver::{Catalog, ServicePrincipal};
+use crate::{
+    guid::GuidText,
+    resolver::{Catalog, ServicePrincipal},
+};
 
 /// How long an issued access token is valid.
 const TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
@@ -307,10 +310,14 @@ pub fn authenticate<'c>(
             "The request body must contain the following parameter: 'client_id'.",
         ));
     };
+    let (wanted_tenant, wanted_client) = (GuidText::parse(tenant), GuidText::parse(client_id));
     let principal = catalog
         .service_principals()
         .iter()
-        .find(|p| p.tenant_id.eq_ignore_ascii_case(tenant) && p.client_id.eq_ignore_ascii_case(client_id))
+        .find(|p| {
+            GuidText::parse(&p.tenant_id) == wanted_tenant
+                && GuidText::parse(&p.client_id) == wanted_client
+        })
         .ok_or_else(|| {
             TokenError::invalid_client(
                 700016,

@@ -14,10 +14,7 @@ use crate::resolver::RegistrationKey;
 
 /// `GET /resolver/subscriptions/{subscriptionId}`: the catalog entry, or 404 when unknown.
 pub async fn subscription(State(emulator): State<Shared>, Path(id): Path<String>) -> Response {
-    let known = crate::guid::Guid::parse(&id)
-        .is_some()
-        .then(|| emulator.catalog().subscription(&id))
-        .flatten();
+    let known = crate::guid::Guid::parse(&id).and_then(|id| emulator.catalog().get(id));
     match known {
         Some(metadata) => Json(metadata.as_ref().clone()).into_response(),
         None => StatusCode::NOT_FOUND.into_response(),

@@ -8,6 +8,7 @@ use std::{sync::Arc, time::Duration};
 #[path = "../../tests/emulated/mod.rs"]
 mod emulated;
 
+use crate::guid::g;
 use crate::resolver::{
     MetadataResolver, RegistrationKey, ResolveError, SubscriptionState,
     http::{HttpResolver, HttpResolverError, HttpResolverOptions},
@@ -49,16 +50,16 @@ async fn documented_answers() {
     let resolver = resolver(&server);
 
     let found = resolver
-        .subscription(&SUB.to_uppercase())
+        .subscription(g(&SUB.to_uppercase()))
         .await
         .expect("ok")
         .expect("known");
-    assert_eq!(found.id, SUB);
-    assert_eq!(found.tenant_id.as_deref(), Some(TENANT));
+    assert_eq!(found.id, g(SUB));
+    assert_eq!(found.tenant_id, Some(g(TENANT)));
     assert_eq!(found.state, SubscriptionState::Enabled);
     assert_eq!(found.billing_partner_id.as_deref(), Some("4412345"));
     assert_eq!(
-        resolver.subscription(OTHER).await,
+        resolver.subscription(g(OTHER)).await,
         Ok(None),
         "404 is unknown"
     );
@@ -84,7 +85,9 @@ async fn documented_answers() {
         "404 is not approved"
     );
 
-    assert_eq!(resolver.subscription("not-a-guid").await, Ok(None));
+    // A non-GUID cannot be asked for: the resolver takes a Guid, and text that does not parse
+    // as one names no subscription (the controllers' lookups answer `Ok(None)` for it).
+    assert_eq!(crate::guid::Guid::parse("not-a-guid"), None);
     assert_eq!(server.requests(), 5, "a non-GUID never reaches the server");
     assert_eq!(resolver.refresh_interval(), Some(Duration::from_secs(300)));
     assert!(matches!(
@@ -103,7 +106,7 @@ async fn names_are_percent_encoded_under_the_base_path() {
     let resolver = HttpResolver::new(options).expect("resolver");
     let key = RegistrationKey::new(OTHER, "my rg", "a/b?c");
     assert_eq!(resolver.multitenancy_approved(&key).await, Ok(false));
-    let _ = resolver.subscription(SUB).await;
+    let _ = resolver.subscription(g(SUB)).await;
     assert_eq!(
         server.paths(),
         vec![
@@ -184,7 +187,11 @@ async fn every_other_answer_is_an_error() {
         let case = format!("{code} {}", body.chars().take(60).collect::<String>());
         // Successful answers are cached; each case starts from an empty cache.
         let resolver = resolver(&server);
-        check(resolver.subscription(SUB).await, want_subscription, &case);
+        check(
+            resolver.subscription(g(SUB)).await,
+            want_subscription,
+            &case,
+        );
         check(
             resolver.multitenancy_approved(&key).await,
             want_approval,
@@ -203,7 +210,7 @@ async fn timeouts_and_refused_connections_are_errors() {
     let resolver = HttpResolver::new(options).expect("resolver");
 
     server.set_mode(Mode::Delay(Duration::from_secs(5)));
-    let error = resolver.subscription(SUB).await.expect_err("hangs");
+    let error = resolver.subscription(g(SUB)).await.expect_err("hangs");
     assert!(
         matches!(
             error,
@@ -217,13 +224,13 @@ async fn timeouts_and_refused_connections_are_errors() {
 
     server.set_mode(Mode::Healthy);
     assert_eq!(
-        resolver.subscription(SUB).await,
+        resolver.subscription(g(SUB)).await,
         Err(error.clone()),
         "a failed request is not sent again at once"
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
-        resolver.subscription(SUB).await.expect("ok").is_some(),
+        resolver.subscription(g(SUB)).await.expect("ok").is_some(),
         "errors are remembered briefly, not cached"
     );
 
@@ -248,12 +255,12 @@ async fn concurrent_lookups_of_one_key_make_one_request() {
     server.add_subscription(SUB, subscription_value(SUB));
     server.set_mode(Mode::Delay(Duration::from_millis(200)));
     let resolver = resolver(&server);
-    let lookups = (0..25).map(|_| resolver.subscription(SUB));
+    let lookups = (0..25).map(|_| resolver.subscription(g(SUB)));
     let answers = futures::future::join_all(lookups).await;
     assert!(
         answers
             .iter()
-            .all(|a| matches!(a, Ok(Some(m)) if m.id == SUB))
+            .all(|a| matches!(a, Ok(Some(m)) if m.id == g(SUB)))
     );
     assert_eq!(server.requests(), 1);
     let stats = resolver.stats().snapshot();
@@ -270,7 +277,8 @@ async fn requests_in_flight_are_bounded() {
     let ids: Vec<String> = (0..12)
         .map(|i| format!("00000000-0000-4000-8000-{i:012}"))
         .collect();
-    let answers = futures::future::join_all(ids.iter().map(|id| resolver.subscription(id))).await;
+    let answers =
+        futures::future::join_all(ids.iter().map(|id| resolver.subscription(g(id)))).await;
     assert!(answers.iter().all(|a| a == &Ok(None)));
     assert_eq!(server.requests(), 12);
     assert!(
@@ -293,12 +301,12 @@ async fn answers_are_cached_for_the_ttl() {
         Some(Duration::from_millis(300))
     );
     for _ in 0..3 {
-        assert!(resolver.subscription(SUB).await.expect("ok").is_some());
-        assert_eq!(resolver.subscription(OTHER).await, Ok(None));
+        assert!(resolver.subscription(g(SUB)).await.expect("ok").is_some());
+        assert_eq!(resolver.subscription(g(OTHER)).await, Ok(None));
     }
     assert_eq!(server.requests(), 2, "unknown answers are cached too");
     tokio::time::sleep(Duration::from_millis(350)).await;
-    assert!(resolver.subscription(SUB).await.expect("ok").is_some());
+    assert!(resolver.subscription(g(SUB)).await.expect("ok").is_some());
     assert_eq!(server.requests(), 3);
     assert_eq!(resolver.stats().hits(), 4);
 }
@@ -312,9 +320,9 @@ async fn the_bearer_token_is_sent_and_reread() {
     let mut options = options(&server);
     options.token_file = Some(token.clone());
     let resolver = HttpResolver::new(options.clone()).expect("resolver");
-    let _ = resolver.subscription(SUB).await;
+    let _ = resolver.subscription(g(SUB)).await;
     std::fs::write(&token, "rotated-token").expect("write");
-    let _ = resolver.subscription(OTHER).await;
+    let _ = resolver.subscription(g(OTHER)).await;
     assert_eq!(
         server.authorizations(),
         vec![
@@ -325,7 +333,7 @@ async fn the_bearer_token_is_sent_and_reread() {
 
     std::fs::remove_file(&token).expect("remove");
     let error = resolver
-        .subscription("11111111-1111-4111-8111-111111111111")
+        .subscription(g("11111111-1111-4111-8111-111111111111"))
         .await
         .expect_err("token gone");
     assert!(error.to_string().contains("bearer token file"), "{error}");
@@ -340,7 +348,7 @@ async fn the_bearer_token_is_sent_and_reread() {
 
     let plain = self::resolver(&server);
     let _ = plain
-        .subscription("22222222-2222-4222-8222-222222222222")
+        .subscription(g("22222222-2222-4222-8222-222222222222"))
         .await;
     assert_eq!(server.authorizations().last(), Some(&None));
 }
@@ -427,7 +435,10 @@ async fn https_with_a_private_ca() {
     std::fs::write(&ca_file, ca_pem).expect("write");
 
     let untrusting = resolver(&server);
-    let error = untrusting.subscription(SUB).await.expect_err("unknown CA");
+    let error = untrusting
+        .subscription(g(SUB))
+        .await
+        .expect_err("unknown CA");
     assert!(matches!(error, ResolveError::Unreachable { .. }), "{error}");
     assert!(
         error.to_string().to_lowercase().contains("certificate"),
@@ -438,11 +449,11 @@ async fn https_with_a_private_ca() {
     options.ca_file = Some(ca_file);
     let trusting = HttpResolver::new(options).expect("resolver");
     let found = trusting
-        .subscription(SUB)
+        .subscription(g(SUB))
         .await
         .expect("ok")
         .expect("known");
-    assert_eq!(found.id, SUB);
+    assert_eq!(found.id, g(SUB));
 }
 
 #[tokio::test]
@@ -453,18 +464,18 @@ async fn answering_again_after_failures_is_announced_once() {
     options.failure_ttl = Duration::from_millis(100);
     let resolver = HttpResolver::new(options).expect("resolver");
     let mut changes = resolver.changes();
-    assert!(resolver.subscription(OTHER).await.is_ok());
+    assert!(resolver.subscription(g(OTHER)).await.is_ok());
     assert!(changes.try_recv().is_err(), "nothing failed: no news");
 
     server.set_mode(Mode::Answer(502, "bad gateway".into()));
-    assert!(resolver.subscription(SUB).await.is_err());
-    assert!(resolver.subscription(SUB).await.is_err());
+    assert!(resolver.subscription(g(SUB)).await.is_err());
+    assert!(resolver.subscription(g(SUB)).await.is_err());
     assert!(changes.try_recv().is_err(), "failing is no news either");
 
     server.set_mode(Mode::Healthy);
     // Past the moment for which the failure answers lookups of SUB.
     tokio::time::sleep(Duration::from_millis(150)).await;
-    assert!(resolver.subscription(SUB).await.expect("ok").is_some());
+    assert!(resolver.subscription(g(SUB)).await.expect("ok").is_some());
     let recovered = changes.try_recv().expect("announced");
     assert!(recovered.upstream_recovered && !recovered.is_empty());
     assert!(recovered.subscriptions.is_empty() && !recovered.everything);
@@ -480,7 +491,11 @@ async fn the_catalog_is_edited_while_it_runs_and_requests_are_counted_by_kind_an
     server.add_subscription(SUB, subscription_value(SUB));
     server.set_approval(OTHER, "RG", "Name", true);
     let key = RegistrationKey::new(OTHER, "rg", "name");
-    let found = fresh().subscription(SUB).await.expect("ok").expect("known");
+    let found = fresh()
+        .subscription(g(SUB))
+        .await
+        .expect("ok")
+        .expect("known");
     assert_eq!(found.offer, "CSP");
     assert_eq!(fresh().multitenancy_approved(&key).await, Ok(true));
 
@@ -490,12 +505,16 @@ async fn the_catalog_is_edited_while_it_runs_and_requests_are_counted_by_kind_an
         serde_json::from_str(&subscription_json(SUB).replace("CSP", "PayAsYouGo")).expect("JSON"),
     );
     assert_eq!(fresh().multitenancy_approved(&key).await, Ok(false));
-    let replaced = fresh().subscription(SUB).await.expect("ok").expect("known");
+    let replaced = fresh()
+        .subscription(g(SUB))
+        .await
+        .expect("ok")
+        .expect("known");
     assert_eq!(
         replaced.offer, "PayAsYouGo",
         "the entry of the same id is replaced"
     );
-    assert_eq!(fresh().subscription(OTHER).await, Ok(None));
+    assert_eq!(fresh().subscription(g(OTHER)).await, Ok(None));
 
     assert_eq!(
         server.counts(),
@@ -521,10 +540,10 @@ async fn an_entry_the_catalog_refuses_is_not_put_in_force() {
     assert!(std::panic::catch_unwind(refused).is_err());
     assert!(
         resolver(&server)
-            .subscription(SUB)
+            .subscription(g(SUB))
             .await
             .expect("ok")
             .is_some()
     );
-    assert_eq!(resolver(&server).subscription(OTHER).await, Ok(None));
+    assert_eq!(resolver(&server).subscription(g(OTHER)).await, Ok(None));
 }

@@ -5,6 +5,8 @@ use std::{collections::HashMap, time::Duration};
 
 use tokio::time::Instant;
 
+use crate::guid::GuidText;
+
 /// One principal's write allowance on one subscription.
 #[derive(Debug, Clone)]
 struct Bucket {
@@ -26,7 +28,7 @@ pub enum Admission {
 pub struct WriteThrottle {
     burst: f64,
     refill_per_second: f64,
-    buckets: HashMap<(String, String), Bucket>,
+    buckets: HashMap<(String, GuidText), Bucket>,
 }
 
 impl WriteThrottle {
@@ -44,7 +46,7 @@ impl WriteThrottle {
         let burst = self.burst;
         let bucket = self
             .buckets
-            .entry((principal.to_owned(), subscription.to_ascii_lowercase()))
+            .entry((principal.to_owned(), GuidText::parse(subscription)))
             .or_insert(Bucket {
                 tokens: burst,
                 updated: now,

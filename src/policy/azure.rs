@@ -8,6 +8,7 @@ use super::Reason;
 use crate::{
     api::{ConditionStatus, Registration},
     domain::arm::{ArmCustomerSubscription, ArmError, ArmRegistration},
+    guid::GuidText,
 };
 
 /// The reasons only azure mode writes (their messages are tested in `azure_tests.rs`).
@@ -309,13 +310,12 @@ pub fn decide_registration(
             spec.billing_model
         ));
     }
-    if let Some(cloud) = &found.cloud_id
-        && !cloud.eq_ignore_ascii_case(&spec.cloud_id)
+    if let Some(cloud) = found.cloud_id.as_deref().map(GuidText::parse)
+        && cloud != GuidText::parse(&spec.cloud_id)
     {
         mismatches.push(format!(
-            "cloudId {} in Azure, {} in spec.cloudId",
-            cloud.to_ascii_lowercase(),
-            spec.cloud_id.to_ascii_lowercase()
+            "cloudId {cloud} in Azure, {} in spec.cloudId",
+            GuidText::parse(&spec.cloud_id)
         ));
     }
     if !mismatches.is_empty() {

@@ -7,7 +7,7 @@ use super::{Reason, lookup_failure_reason, registration::arm_resource_id};
 use crate::{
     api::{BillingModel, CustomerSubscription, Registration},
     domain::{ResolveError, SubscriptionMetadata},
-    guid::Guid,
+    guid::{Guid, GuidText},
 };
 
 /// Everything rules 0–7 depend on, gathered by the controller.
@@ -26,10 +26,9 @@ pub struct CustomerFacts<'a> {
 /// A CustomerSubscription that passes rules 0–7: what it maps, for the duplicate rule.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Eligible {
-    /// Lower-case subscription GUID.
-    pub subscription_id: String,
-    /// Lower-case tenant: spec.tenantId, else the resolved one.
-    pub tenant_id: Option<String>,
+    pub subscription_id: Guid,
+    /// spec.tenantId, else the resolved one.
+    pub tenant_id: Option<Guid>,
 }
 
 /// Order among siblings for the duplicate rule: oldest creationTimestamp, then name, wins.
@@ -55,23 +54,18 @@ pub struct CustomerDecision {
     /// Set when rules 0–7 pass; the duplicate rule compares it with older siblings.
     pub eligible: Option<Eligible>,
     pub arm_resource_id: Option<String>,
-    pub tenant_id: Option<String>,
+    pub tenant_id: Option<Guid>,
     pub billing_partner_id: Option<String>,
     pub reseller_partner_id: Option<String>,
 }
 
-fn lower(s: &Option<String>) -> Option<String> {
-    s.as_ref().map(|s| s.to_ascii_lowercase())
-}
-
-/// What rules 0–2 establish about a CustomerSubscription: its GUIDs in canonical form and the
+/// What rules 0–2 establish about a CustomerSubscription: its GUIDs as parsed and the
 /// Registration it is added to. Both modes check these rules first (DESIGN.md §8).
 #[derive(Clone, Debug)]
 pub struct Shape<'a> {
-    /// Lower-case subscription GUID.
-    pub subscription_id: String,
-    /// Lower-case spec.tenantId, when set.
-    pub spec_tenant: Option<String>,
+    pub subscription_id: Guid,
+    /// spec.tenantId, when set.
+    pub spec_tenant: Option<Guid>,
     pub registration: &'a Registration,
     /// The registration's ARM resource id.
     pub registration_arm_id: String,
@@ -117,7 +111,7 @@ pub fn check_shape<'a>(
 ) -> Result<Shape<'a>, Rejection> {
     let spec = &customer.spec;
     // Rule 0: admission enforces the GUID shape too; this guards objects stored before it did.
-    let Some(subscription_id) = Guid::parse(&spec.subscription_id).map(|id| id.to_string()) else {
+    let Some(subscription_id) = Guid::parse(&spec.subscription_id) else {
         return Err(Rejection::new(
             Reason::InvalidCustomerSubscriptionId,
             format!(
@@ -128,7 +122,7 @@ pub fn check_shape<'a>(
     };
     let spec_tenant = match spec.tenant_id.as_deref().map(|t| (t, Guid::parse(t))) {
         None => None,
-        Some((_, Some(tenant))) => Some(tenant.to_string()),
+        Some((_, Some(tenant))) => Some(tenant),
         Some((raw, None)) => {
             return Err(Rejection::new(
                 Reason::InvalidCustomerSubscriptionId,
@@ -206,7 +200,7 @@ pub fn evaluate_customer(facts: &CustomerFacts<'_>) -> CustomerDecision {
         _ => None,
     };
     let mut decision = CustomerDecision {
-        tenant_id: meta.and_then(|m| lower(&m.tenant_id)),
+        tenant_id: meta.and_then(|m| m.tenant_id),
         billing_partner_id: meta.and_then(|m| m.billing_partner_id.clone()),
         reseller_partner_id: meta.and_then(|m| m.reseller_partner_id.clone()),
         ..pending_decision()
@@ -283,16 +277,16 @@ pub fn evaluate_customer(facts: &CustomerFacts<'_>) -> CustomerDecision {
             ),
         );
     }
-    let resolved_tenant = lower(&meta.tenant_id);
-    if let Some(tenant) = &spec_tenant
-        && resolved_tenant.as_ref() != Some(tenant)
+    let resolved_tenant = meta.tenant_id;
+    if let Some(tenant) = spec_tenant
+        && resolved_tenant != Some(tenant)
     {
         return reject(
             decision,
             Reason::InvalidCustomerSubscriptionId,
             format!(
                 "Subscription {subscription_id} belongs to tenant {}, not to spec.tenantId {tenant}; fix spec.tenantId or spec.subscriptionId.",
-                resolved_tenant.as_deref().unwrap_or("(unknown)")
+                resolved_tenant.map_or_else(|| "(unknown)".to_string(), |t| t.to_string())
             ),
         );
     }
@@ -324,7 +318,7 @@ pub fn evaluate_customer(facts: &CustomerFacts<'_>) -> CustomerDecision {
                 format!(
                     "Customer subscription {subscription_id} is collected by CSP partner {}, but registration subscription {} has no CSP billing partner, so registration {registration_arm_id} can add no customers.",
                     customer.unwrap_or("(none)"),
-                    registration.spec.subscription_id.to_ascii_lowercase()
+                    GuidText::parse(&registration.spec.subscription_id)
                 ),
             );
         }
@@ -341,7 +335,7 @@ pub fn evaluate_customer(facts: &CustomerFacts<'_>) -> CustomerDecision {
     }
 
     decision.eligible = Some(Eligible {
-        subscription_id: subscription_id.clone(),
+        subscription_id,
         tenant_id: spec_tenant.or(resolved_tenant),
     });
     decision.message = format!(
@@ -395,7 +389,9 @@ pub fn reject_duplicate(
     } else {
         format!(
             "a subscription of tenant {}",
-            eligible.tenant_id.as_deref().unwrap_or("(unknown)")
+            eligible
+                .tenant_id
+                .map_or_else(|| "(unknown)".to_string(), |t| t.to_string())
         )
     };
     decision.reason = Reason::DuplicateCustomerSubscription;

@@ -7,6 +7,7 @@ use super::{Reason, lookup_failure_reason};
 use crate::{
     api::Registration,
     domain::{RegistrationKey, ResolveError, SubscriptionMetadata},
+    guid::GuidText,
 };
 
 /// Everything the Registration decision depends on, gathered by the controller.
@@ -45,7 +46,7 @@ pub fn arm_resource_id(registration: &Registration) -> String {
     let spec = &registration.spec;
     format!(
         "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.AzureStack/registrations/{}",
-        spec.subscription_id.to_ascii_lowercase(),
+        GuidText::parse(&spec.subscription_id),
         spec.resource_group,
         spec.effective_registration_name(&registration.name_any()),
     )
@@ -144,7 +145,7 @@ pub fn cluster_blocker(
             Reason::DuplicateCloudId,
             format!(
                 "CloudID {} is already used by Registration {}, created earlier; a stamp has one CloudID and a CloudID one registration, so fix spec.cloudId or delete one of them.",
-                registration.spec.cloud_id.to_ascii_lowercase(),
+                GuidText::parse(&registration.spec.cloud_id),
                 qualified_name(owner)
             ),
         ));
@@ -161,7 +162,7 @@ pub fn evaluate_registration(facts: &RegistrationFacts<'_>) -> RegistrationDecis
     let spec = &registration.spec;
     let arm_id = arm_resource_id(registration);
     let approval = decide_approval(facts.approval, &arm_id);
-    let subscription_id = spec.subscription_id.to_ascii_lowercase();
+    let subscription_id = GuidText::parse(&spec.subscription_id);
     let billing_partner_id = match facts.subscription {
         Ok(Some(meta)) => meta.billing_partner_id.clone(),
         _ => None,

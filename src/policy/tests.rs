@@ -18,6 +18,7 @@ use crate::{
         Registration, RegistrationRef, RegistrationSpec,
     },
     domain::{ResolveError, SubscriptionMetadata, SubscriptionState},
+    guid::{Guid, g},
 };
 
 use Reason as R;
@@ -91,8 +92,8 @@ fn customer(name: &str, subscription_id: &str, tenant_id: Option<&str>) -> Custo
 /// An Enabled CSP subscription.
 fn meta(id: &str, tenant: Option<&str>, partner: Option<&str>) -> SubscriptionMetadata {
     SubscriptionMetadata {
-        id: id.into(),
-        tenant_id: tenant.map(Into::into),
+        id: g(id),
+        tenant_id: tenant.map(g),
         state: SubscriptionState::Enabled,
         offer: "CSP".into(),
         billing_partner_id: partner.map(Into::into),
@@ -281,15 +282,15 @@ fn baseline_is_attached() {
     assert_eq!(
         d.eligible,
         Some(Eligible {
-            subscription_id: SUB.into(),
-            tenant_id: Some(TENANT.into()),
+            subscription_id: g(SUB),
+            tenant_id: Some(g(TENANT)),
         })
     );
     assert_eq!(
         d.arm_resource_id.as_deref(),
         Some(format!("{}/customerSubscriptions/{SUB}", reg_arm_id()).as_str())
     );
-    assert_eq!(d.tenant_id.as_deref(), Some(TENANT));
+    assert_eq!(d.tenant_id, Some(g(TENANT)));
     assert_eq!(d.billing_partner_id.as_deref(), Some(PARTNER));
     assert_eq!(d.reseller_partner_id, None);
 }
@@ -433,7 +434,7 @@ fn rule_5_subscription_known_active_and_of_the_tenant() {
         ),
         (
             "tenant mismatch".into(),
-            ok().customer_meta(|m| m.tenant_id = Some(TENANT2.into())),
+            ok().customer_meta(|m| m.tenant_id = Some(g(TENANT2))),
             R::InvalidCustomerSubscriptionId,
         ),
         (
@@ -638,7 +639,7 @@ fn adjacent_rules_failing_together() {
         (
             "5&6: tenant mismatch, offer APSS".into(),
             ok().customer_meta(|m| {
-                m.tenant_id = Some(TENANT2.into());
+                m.tenant_id = Some(g(TENANT2));
                 m.offer = "APSS".into();
             }),
             R::InvalidCustomerSubscriptionId,
@@ -716,14 +717,14 @@ fn guids_in_any_case_come_out_lower_case() {
         ),
         (
             "upper-case tenant in the metadata",
-            ok().customer_meta(|m| m.tenant_id = Some(TENANT.to_uppercase())),
+            ok().customer_meta(|m| m.tenant_id = Some(g(&TENANT.to_uppercase()))),
         ),
         (
             "everything upper-case",
             ok().subscription_id(&SUB.to_uppercase())
                 .tenant(Some(&TENANT.to_uppercase()))
                 .registration_with(|r| r.spec.subscription_id = REG_SUB.to_uppercase())
-                .customer_meta(|m| m.tenant_id = Some(TENANT.to_uppercase())),
+                .customer_meta(|m| m.tenant_id = Some(g(&TENANT.to_uppercase()))),
         ),
     ] {
         let d = s.evaluate();
@@ -731,12 +732,12 @@ fn guids_in_any_case_come_out_lower_case() {
         assert_eq!(
             d.eligible,
             Some(Eligible {
-                subscription_id: SUB.into(),
-                tenant_id: Some(TENANT.into()),
+                subscription_id: g(SUB),
+                tenant_id: Some(g(TENANT)),
             }),
             "{name}"
         );
-        assert_eq!(d.tenant_id.as_deref(), Some(TENANT), "{name}");
+        assert_eq!(d.tenant_id, Some(g(TENANT)), "{name}");
         assert_eq!(
             d.arm_resource_id,
             Some(format!("{}/customerSubscriptions/{SUB}", reg_arm_id())),
@@ -750,11 +751,11 @@ fn guids_in_any_case_come_out_lower_case() {
 fn resolved_tenant_is_used_when_spec_has_none() {
     let d = ok()
         .tenant(None)
-        .customer_meta(|m| m.tenant_id = Some(TENANT2.to_uppercase()))
+        .customer_meta(|m| m.tenant_id = Some(g(&TENANT2.to_uppercase())))
         .evaluate();
     assert_eq!(d.reason, R::Attached);
-    assert_eq!(d.eligible.unwrap().tenant_id.as_deref(), Some(TENANT2));
-    assert_eq!(d.tenant_id.as_deref(), Some(TENANT2));
+    assert_eq!(d.eligible.unwrap().tenant_id, Some(g(TENANT2)));
+    assert_eq!(d.tenant_id, Some(g(TENANT2)));
 }
 
 #[test]
@@ -806,7 +807,7 @@ fn registration_key_is_canonical() {
     r.spec.subscription_id = REG_SUB.to_uppercase();
     r.spec.resource_group = "AzureStack".into();
     let key = registration_key(&r);
-    assert_eq!(key.subscription_id, REG_SUB);
+    assert_eq!(key.subscription_id.to_string(), REG_SUB);
     assert_eq!(key.resource_group, "azurestack");
     assert_eq!(key.registration_name, REG);
     r.spec.registration_name = Some("AzureStack-X".into());
@@ -826,8 +827,8 @@ fn rank(name: &str, created: i64) -> Seniority {
 
 fn eligible(subscription_id: &str, tenant_id: Option<&str>) -> Eligible {
     Eligible {
-        subscription_id: subscription_id.into(),
-        tenant_id: tenant_id.map(Into::into),
+        subscription_id: g(subscription_id),
+        tenant_id: tenant_id.map(g),
     }
 }
 
@@ -843,7 +844,7 @@ fn evaluated(
     let mut s = ok()
         .subscription_id(subscription_id)
         .tenant(spec_tenant)
-        .customer_meta(|m| m.tenant_id = resolved_tenant.map(Into::into));
+        .customer_meta(|m| m.tenant_id = resolved_tenant.map(g));
     s.customer.metadata.name = Some(name.into());
     s.customer.metadata.creation_timestamp = Some(at(created));
     (Seniority::of(&s.customer), s.evaluate())
@@ -1557,7 +1558,7 @@ fn every_message_is_a_sentence_naming_its_values() {
             vec![SUB.into()],
         ),
         (
-            ok().customer_meta(|m| m.tenant_id = Some(TENANT2.into())),
+            ok().customer_meta(|m| m.tenant_id = Some(g(TENANT2))),
             R::InvalidCustomerSubscriptionId,
             vec![SUB.into(), TENANT.into(), TENANT2.into()],
         ),
@@ -1789,10 +1790,19 @@ fn arb_offer() -> impl Strategy<Value = String> {
     ]
 }
 
+/// GUIDs as validated metadata holds them: from the small pool (so that values meet) or random.
+fn arb_guid() -> impl Strategy<Value = Guid> {
+    prop_oneof![
+        6 => prop::sample::select(vec![SUB, SUB2, TENANT, TENANT2, REG_SUB]).prop_map(g),
+        2 => "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+            .prop_map(|text| g(&text)),
+    ]
+}
+
 fn arb_meta() -> impl Strategy<Value = SubscriptionMetadata> {
     (
-        arb_id(),
-        prop::option::weighted(0.8, arb_id()),
+        arb_guid(),
+        prop::option::weighted(0.8, arb_guid()),
         arb_state(),
         arb_offer(),
         arb_partner(),
@@ -1899,11 +1909,12 @@ proptest! {
         prop_assert!(CUSTOMER_REASONS.contains(&d.reason), "{:?}", d.reason);
         prop_assert!(d.message.ends_with('.'), "{:?}", d.message);
         if let Some(e) = &d.eligible {
-            prop_assert_eq!(&e.subscription_id, &s.customer.spec.subscription_id.to_ascii_lowercase());
-            prop_assert!(crate::guid::Guid::parse(&e.subscription_id).is_some());
-            prop_assert_eq!(&e.subscription_id, &e.subscription_id.to_ascii_lowercase());
-            if let Some(t) = &e.tenant_id {
-                prop_assert_eq!(t, &t.to_ascii_lowercase());
+            let subscription = e.subscription_id.to_string();
+            prop_assert_eq!(&subscription, &s.customer.spec.subscription_id.to_ascii_lowercase());
+            prop_assert!(Guid::parse(&subscription).is_some());
+            prop_assert_eq!(&subscription, &subscription.to_ascii_lowercase());
+            if let Some(t) = e.tenant_id.map(|t| t.to_string()) {
+                prop_assert_eq!(&t, &t.to_ascii_lowercase());
             }
         }
     }

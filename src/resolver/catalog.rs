@@ -271,7 +271,7 @@ impl SubscriptionEntry {
                 if parsed.is_none() {
                     problems.push(format!("{at}.tenantId: {tenant:?} is not a GUID"));
                 }
-                parsed.map(|t| t.to_string())
+                parsed
             }
         };
         let state = STATES.iter().copied().find(|s| s.as_str() == self.state);
@@ -299,7 +299,7 @@ impl SubscriptionEntry {
         }
         let id = id?;
         let metadata = SubscriptionMetadata {
-            id: id.to_string(),
+            id,
             tenant_id,
             state: state?,
             offer: self.offer.clone(),
@@ -374,7 +374,7 @@ impl Approvals {
             return;
         };
         let key = RegistrationKey::new(
-            &subscription.to_string(),
+            subscription,
             &entry.resource_group,
             &entry.registration_name,
         );
@@ -507,16 +507,19 @@ impl Catalog {
 
     /// Metadata of a subscription (GUID in any case), `None` when the catalog does not know it.
     pub fn subscription(&self, subscription_id: &str) -> Option<Arc<SubscriptionMetadata>> {
-        self.subscriptions
-            .get(&Guid::parse(subscription_id)?)
-            .cloned()
+        self.get(Guid::parse(subscription_id)?)
+    }
+
+    /// Metadata of a subscription, `None` when the catalog does not know it.
+    pub fn get(&self, subscription_id: Guid) -> Option<Arc<SubscriptionMetadata>> {
+        self.subscriptions.get(&subscription_id).cloned()
     }
 
     /// Whether the catalog lists this registration as approved for multitenancy.
     pub fn is_approved(&self, key: &RegistrationKey) -> bool {
         // The key's fields are public, so it may not be in canonical form.
         let canonical = RegistrationKey::new(
-            &key.subscription_id,
+            key.subscription_id.clone(),
             &key.resource_group,
             &key.registration_name,
         );
@@ -551,12 +554,12 @@ impl Catalog {
         let mut change = MetadataChange::default();
         for (key, metadata) in &new.subscriptions {
             if old.subscriptions.get(key) != Some(metadata) {
-                change.subscriptions.insert(metadata.id.clone());
+                change.subscriptions.insert(metadata.id);
             }
         }
         for (key, metadata) in &old.subscriptions {
             if !new.subscriptions.contains_key(key) {
-                change.subscriptions.insert(metadata.id.clone());
+                change.subscriptions.insert(metadata.id);
             }
         }
         change
@@ -699,17 +702,14 @@ multitenancyApprovals:
         );
         let catalog = Catalog::parse(&text).expect("valid");
         let a = catalog.subscription(SUB_A).expect("known");
-        assert_eq!(a.id, SUB_A);
-        assert_eq!(a.tenant_id.as_deref(), Some(TENANT));
+        assert_eq!(a.id.to_string(), SUB_A);
+        assert_eq!(a.tenant_id.map(|t| t.to_string()).as_deref(), Some(TENANT));
         assert_eq!(a.state, SubscriptionState::Enabled);
         assert_eq!(a.billing_partner_id.as_deref(), Some("4412345"));
         assert_eq!(a.reseller_partner_id.as_deref(), Some("5523456"));
         assert!(catalog.subscription(&SUB_A.to_uppercase()).is_some());
         let b = catalog.subscription(SUB_B).expect("known");
-        assert_eq!(
-            (b.tenant_id.clone(), b.billing_partner_id.clone()),
-            (None, None)
-        );
+        assert_eq!((b.tenant_id, b.billing_partner_id.clone()), (None, None));
         assert!(catalog.is_approved(&RegistrationKey::new(
             SUB_B,
             "azurestack",
@@ -982,7 +982,7 @@ multitenancyApprovals:
             let new = Catalog::parse(&text).unwrap_or_else(|e| panic!("{text}: {e}"));
             let change = Catalog::diff(&old, &new);
             let want = MetadataChange {
-                subscriptions: subs.iter().map(|s| s.to_string()).collect(),
+                subscriptions: subs.iter().map(|s| crate::guid::g(s)).collect(),
                 registrations: regs.into_iter().collect(),
                 ..MetadataChange::default()
             };

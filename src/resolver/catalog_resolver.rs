@@ -27,6 +27,7 @@ use super::{
     catalog::{Catalog, CatalogError, read_catalog_text},
     stats::ResolverStats,
 };
+use crate::guid::Guid;
 
 /// Changes are small and controllers drain them promptly; a receiver that still lags gets
 /// `RecvError::Lagged` and must then re-evaluate everything.
@@ -282,11 +283,11 @@ impl CatalogResolver {
 impl MetadataResolver for CatalogResolver {
     fn subscription(
         &self,
-        subscription_id: &str,
+        subscription_id: Guid,
     ) -> BoxFuture<'_, Result<Option<Arc<SubscriptionMetadata>>, ResolveError>> {
         let result = self
             .loaded_catalog()
-            .map(|catalog| catalog.subscription(subscription_id));
+            .map(|catalog| catalog.get(subscription_id));
         futures::future::ready(result).boxed()
     }
 
@@ -328,6 +329,7 @@ impl MetadataResolver for CatalogResolver {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::guid::g;
 
     const SUB_A: &str = "e09a4e93-29a7-4eba-a7f2-3b2c1d0e9f8a";
     const SUB_B: &str = "6d3c4b9e-1f3a-4c6e-9b7a-2d1e0f9a8b7c";
@@ -342,7 +344,10 @@ mod tests {
     async fn lookups_fail_until_the_first_catalog_loads() {
         let resolver = CatalogResolver::new("test");
         assert!(!resolver.is_loaded());
-        let error = resolver.subscription(SUB_A).await.expect_err("unavailable");
+        let error = resolver
+            .subscription(g(SUB_A))
+            .await
+            .expect_err("unavailable");
         assert!(matches!(error, ResolveError::CatalogUnavailable { .. }));
         assert!(
             error
@@ -387,18 +392,21 @@ mod tests {
             "a rejected catalog broadcasts nothing"
         );
         let a = resolver
-            .subscription(SUB_A)
+            .subscription(g(SUB_A))
             .await
             .expect("ok")
             .expect("known");
         assert_eq!(a.offer, "CSP", "the last good catalog stays in force");
 
         let change = resolver.replace(&catalog_text("Disabled")).expect("valid");
-        assert_eq!(change.subscriptions.iter().collect::<Vec<_>>(), vec![SUB_A]);
+        assert_eq!(
+            change.subscriptions.iter().collect::<Vec<_>>(),
+            vec![&g(SUB_A)]
+        );
         assert!(change.registrations.is_empty() && !change.everything);
         assert_eq!(changes.try_recv().expect("diff broadcast"), change);
         let a = resolver
-            .subscription(SUB_A)
+            .subscription(g(SUB_A))
             .await
             .expect("ok")
             .expect("known");
@@ -435,19 +443,25 @@ mod tests {
         );
 
         let key = RegistrationKey::new(SUB_B, "rg", "r");
-        assert!(resolver.subscription(SUB_A).await.is_err());
+        assert!(resolver.subscription(g(SUB_A)).await.is_err());
         assert!(resolver.multitenancy_approved(&key).await.is_err());
         resolver.replace(&catalog_text("Enabled")).expect("valid");
-        assert!(resolver.subscription(SUB_A).await.expect("ok").is_some());
+        assert!(resolver.subscription(g(SUB_A)).await.expect("ok").is_some());
         assert!(
             resolver
-                .subscription(&SUB_A.to_uppercase())
+                .subscription(g(&SUB_A.to_uppercase()))
                 .await
                 .expect("ok")
                 .is_some()
         );
         let unknown = "11111111-2222-4333-8444-555555555555";
-        assert!(resolver.subscription(unknown).await.expect("ok").is_none());
+        assert!(
+            resolver
+                .subscription(g(unknown))
+                .await
+                .expect("ok")
+                .is_none()
+        );
         assert!(resolver.multitenancy_approved(&key).await.expect("ok"));
         assert!(
             !resolver
@@ -497,7 +511,7 @@ mod tests {
 
         std::fs::write(&path, catalog_text("Warned")).expect("write");
         let resolver = CatalogResolver::from_file(&path).await.expect("valid");
-        assert!(resolver.subscription(SUB_A).await.expect("ok").is_some());
+        assert!(resolver.subscription(g(SUB_A)).await.expect("ok").is_some());
         assert_eq!(resolver.source(), path.display().to_string());
     }
 }

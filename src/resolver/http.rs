@@ -116,7 +116,7 @@ pub enum HttpResolverError {
 /// [`MetadataResolver`] over the http API of DESIGN.md §4.
 pub struct HttpResolver {
     upstream: Arc<Upstream>,
-    subscriptions: TtlCache<String, Option<Arc<SubscriptionMetadata>>, ResolveError>,
+    subscriptions: TtlCache<Guid, Option<Arc<SubscriptionMetadata>>, ResolveError>,
     approvals: TtlCache<RegistrationKey, bool, ResolveError>,
     stats: Arc<ResolverStats>,
 }
@@ -200,19 +200,15 @@ impl HttpResolver {
 impl MetadataResolver for HttpResolver {
     fn subscription(
         &self,
-        subscription_id: &str,
+        subscription_id: Guid,
     ) -> BoxFuture<'_, Result<Option<Arc<SubscriptionMetadata>>, ResolveError>> {
-        // Not a GUID: no such subscription, as in the catalog, and nothing odd in the URL.
-        let Some(id) = Guid::parse(subscription_id).map(|id| id.to_string()) else {
-            return futures::future::ready(Ok(None)).boxed();
-        };
         async move {
-            let key = id.clone();
+            let segment = subscription_id.to_string();
             self.lookup(
                 &self.subscriptions,
-                &key,
-                &["subscriptions", &key],
-                |upstream, url| async move { upstream.subscription(&url, &id).await },
+                &subscription_id,
+                &["subscriptions", &segment],
+                |upstream, url| async move { upstream.subscription(&url, subscription_id).await },
             )
             .await
         }
@@ -223,18 +219,16 @@ impl MetadataResolver for HttpResolver {
         &self,
         key: &RegistrationKey,
     ) -> BoxFuture<'_, Result<bool, ResolveError>> {
-        if Guid::parse(&key.subscription_id).is_none() {
+        // Not a GUID: no such registration, as in the catalog, and nothing odd in the URL.
+        let Some(subscription) = key.subscription_id.guid() else {
             return futures::future::ready(Ok(false)).boxed();
-        }
-        let key = RegistrationKey::new(
-            &key.subscription_id,
-            &key.resource_group,
-            &key.registration_name,
-        );
+        };
+        let key = RegistrationKey::new(subscription, &key.resource_group, &key.registration_name);
         async move {
+            let subscription = subscription.to_string();
             let path: [&str; 4] = [
                 "registrations",
-                &key.subscription_id,
+                &subscription,
                 &key.resource_group,
                 &key.registration_name,
             ];
@@ -290,7 +284,7 @@ impl Upstream {
     async fn subscription(
         self: &Arc<Self>,
         url: &Url,
-        id: &str,
+        id: Guid,
     ) -> Result<Option<Arc<SubscriptionMetadata>>, ResolveError> {
         let Some(body) = self.get(url).await? else {
             return Ok(None);

@@ -1,7 +1,8 @@
 //! Subscription metadata and multitenancy approvals from outside the cluster (DESIGN.md §4).
 //!
 //! One trait, [`MetadataResolver`], with two backends: the catalog (a YAML document from a
-//! file or a ConfigMap) and http. Callers pass GUIDs in canonical lower-case form.
+//! file or a ConfigMap) and http. Callers parse what they look up into a [`Guid`] first: text that
+//! is not a GUID names no subscription and is never looked up.
 
 pub mod cache;
 pub mod catalog;
@@ -32,11 +33,13 @@ use std::{collections::BTreeSet, sync::Arc};
 use futures::future::BoxFuture;
 use tokio::sync::broadcast;
 
+use crate::guid::Guid;
+
 /// What changed in the upstream data, so that exactly the affected objects are re-evaluated.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MetadataChange {
-    /// Subscriptions whose metadata appeared, disappeared or changed (lower-case GUIDs).
-    pub subscriptions: BTreeSet<String>,
+    /// Subscriptions whose metadata appeared, disappeared or changed.
+    pub subscriptions: BTreeSet<Guid>,
     /// Registrations whose approval changed.
     pub registrations: BTreeSet<RegistrationKey>,
     /// Everything may have changed (e.g. the first catalog was loaded).
@@ -61,7 +64,7 @@ pub trait MetadataResolver: Send + Sync + 'static {
     /// Metadata of one subscription; `Ok(None)` when the subscription is unknown.
     fn subscription(
         &self,
-        subscription_id: &str,
+        subscription_id: Guid,
     ) -> BoxFuture<'_, Result<Option<Arc<SubscriptionMetadata>>, ResolveError>>;
 
     /// Whether Microsoft approved this registration for multitenancy.
@@ -131,7 +134,7 @@ impl Default for NoResolver {
 impl MetadataResolver for NoResolver {
     fn subscription(
         &self,
-        _subscription_id: &str,
+        _subscription_id: Guid,
     ) -> BoxFuture<'_, Result<Option<Arc<SubscriptionMetadata>>, ResolveError>> {
         Box::pin(std::future::ready(Err(ResolveError::CatalogUnavailable {
             reason: "azure mode looks nothing up: ARM decides".to_string(),

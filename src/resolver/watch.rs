@@ -204,6 +204,7 @@ fn apply_configmap(resolver: &CatalogResolver, configmap: &ConfigMapRef, cm: &Co
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::guid::g;
     use crate::resolver::MetadataResolver;
 
     const SUB_A: &str = "e09a4e93-29a7-4eba-a7f2-3b2c1d0e9f8a";
@@ -213,7 +214,7 @@ mod tests {
     }
 
     async fn state_of(resolver: &CatalogResolver) -> Option<String> {
-        let metadata = resolver.subscription(SUB_A).await.ok()??;
+        let metadata = resolver.subscription(g(SUB_A)).await.ok()??;
         Some(metadata.state.to_string())
     }
 
@@ -251,7 +252,7 @@ mod tests {
             .await
             .expect("in time")
             .expect("change");
-        assert!(change.subscriptions.contains(SUB_A));
+        assert!(change.subscriptions.contains(&g(SUB_A)));
 
         // Rename-replace, as editors and atomic writers do.
         let staged = dir.path().join("catalog.yaml.tmp");

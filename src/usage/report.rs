@@ -4,7 +4,10 @@
 
 use serde::Serialize;
 
-use crate::api::{CustomerSubscription, Registration, UsageTotals};
+use crate::{
+    api::{CustomerSubscription, Registration, UsageTotals},
+    guid::GuidText,
+};
 
 /// One row of the report.
 #[derive(Serialize, Clone, Debug, PartialEq, Eq)]
@@ -81,12 +84,14 @@ pub fn rows(
             name: customer.metadata.name.clone().unwrap_or_default(),
             billed_to: "customer",
             registration: registration.clone(),
-            subscription_id: customer.spec.subscription_id.to_lowercase(),
-            tenant_id: status
-                .and_then(|s| s.tenant_id.clone())
-                .or_else(|| customer.spec.tenant_id.clone())
-                .unwrap_or_default()
-                .to_lowercase(),
+            subscription_id: GuidText::parse(&customer.spec.subscription_id).to_string(),
+            tenant_id: GuidText::parse(
+                status
+                    .and_then(|s| s.tenant_id.as_deref())
+                    .or(customer.spec.tenant_id.as_deref())
+                    .unwrap_or_default(),
+            )
+            .to_string(),
             period,
             vcore_hours,
             charge,
@@ -115,7 +120,7 @@ pub fn rows(
             name: name.clone(),
             billed_to: "registration",
             registration: name,
-            subscription_id: registration.spec.subscription_id.to_lowercase(),
+            subscription_id: GuidText::parse(&registration.spec.subscription_id).to_string(),
             tenant_id: String::new(),
             period,
             vcore_hours,

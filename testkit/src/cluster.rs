@@ -30,6 +30,21 @@ pub fn repo_root() -> PathBuf {
     kit.parent().unwrap_or(kit).to_path_buf()
 }
 
+/// Path of a cached tool (kubectl, helm) built by `make control-plane`.
+pub fn tool(name: &str) -> PathBuf {
+    let output = std::process::Command::new(repo_root().join("hack/bin-dir.sh"))
+        .output()
+        .expect("hack/bin-dir.sh");
+    let dir = String::from_utf8_lossy(&output.stdout).trim().to_string();
+    let path = Path::new(&dir).join(name);
+    assert!(
+        path.exists(),
+        "{} is not built: run `make control-plane`",
+        path.display()
+    );
+    path
+}
+
 /// `KUBECONFIG` when set (e.g. a kind cluster), else the local cluster's `.cluster/kubeconfig`.
 pub fn kubeconfig_path() -> PathBuf {
     std::env::var_os("KUBECONFIG")

@@ -19,8 +19,10 @@
 //! build the library twice with two incompatible copies of its types. It therefore knows
 //! nothing of the operator's types: CRDs, binaries and typed objects are handed in by the
 //! caller; what is typed to the operator (waiting for a Ready reason of a CustomerSubscription,
-//! the YAML of test objects) lives in `tests/common`. The fault-test helpers (API server
-//! restarts, generated populations) are in `tests/faults/`, compiled only into that binary.
+//! the YAML of test objects) lives in `tests/common`, one file per part, and each test binary
+//! declares the parts it uses (`mod common { pub mod reasons; }`), so that every helper is
+//! compiled only where it is used. The fault-test helpers (API server restarts, generated
+//! populations) are in `tests/fault_kit/`, compiled only into that binary.
 
 pub mod cluster;
 pub mod metrics;

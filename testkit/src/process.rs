@@ -114,6 +114,16 @@ impl OperatorCommand {
         self
     }
 
+    /// [`Self::env`] for each pair.
+    pub fn envs<K: AsRef<OsStr>, V: AsRef<OsStr>>(
+        self,
+        pairs: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        pairs
+            .into_iter()
+            .fold(self, |command, (key, value)| command.env(key, value))
+    }
+
     /// Where stdout and stderr go (default: a temporary directory of the process).
     pub fn log_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.log = Some(path.into());

@@ -1,18 +1,15 @@
 //! Azure mode's test world (compiled into `tests/azure.rs` only): the emulator of DESIGN.md §10
-//! served in this process behind the test kit's fault layer, over HTTPS with its own CA, and an
-//! operator in `--mode azure` signed in to it with a client secret file.
+//! served in this process behind the test kit's fault layer, over HTTPS with its own CA
+//! ([`world`]), its catalog, and an operator in `--mode azure` signed in to it with a client
+//! secret file.
 
-use std::{collections::BTreeSet, path::PathBuf, sync::Arc};
+pub mod world;
 
-use azs_csp_operator::{
-    domain::RegistrationKey,
-    emulator::{
-        self, Emulator,
-        arm::StoredCustomer,
-        in_process::{InProcess, InProcessOptions},
-    },
-};
-use azs_csp_testkit::{process::OperatorCommand, upstream::Upstream};
+use std::collections::BTreeSet;
+
+use azs_csp_operator::{domain::RegistrationKey, emulator::arm::StoredCustomer, guid::Guid};
+use azs_csp_testkit::process::OperatorCommand;
+pub use world::{AzureWorld, CLIENT, SECRET, TENANT};
 
 pub const REG_SUB: &str = "6d3c4b9e-1f3a-4c6e-9b7a-2d1e0f9a8b7c";
 pub const RG: &str = "azurestack";
@@ -27,9 +24,6 @@ pub const IDLE_CLOUD: &str = "5f1c2d3e-4b5a-4c6d-8e7f-00000000000b";
 /// A third, with the Capacity billing model in Azure.
 pub const CAPACITY_NAME: &str = "azurestack-capacity";
 pub const CAPACITY_CLOUD: &str = "5f1c2d3e-4b5a-4c6d-8e7f-000000000003";
-pub const TENANT: &str = "2b7e0c1d-0000-4000-8000-000000000001";
-pub const CLIENT: &str = "3c8f1d2e-0000-4000-8000-000000000002";
-pub const SECRET: &str = "azure-mode-test-secret-Zq8";
 pub const PARTNER: &str = "4412345";
 /// CSP customers of the registration's partner.
 pub const GOOD: [&str; 3] = [
@@ -83,59 +77,10 @@ servicePrincipals:
     text
 }
 
-/// The emulator in this process, behind the fault layer.
-pub struct AzureWorld {
-    pub emulator: Arc<Emulator>,
-    pub upstream: Upstream,
-    pub ca_file: PathBuf,
-    pub secret_file: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
 impl AzureWorld {
     /// An emulator over `catalog_yaml` with ARM's write bucket (`burst`, `refill` per second).
     pub async fn start(catalog_yaml: &str, burst: u32, refill: f64) -> Self {
         Self::start_with_stamp(catalog_yaml, burst, refill, None).await
-    }
-
-    /// [`AzureWorld::start`] with the stamp's usage APIs and the CloudEvents sink (§10).
-    pub async fn start_with_stamp(
-        catalog_yaml: &str,
-        burst: u32,
-        refill: f64,
-        stamp: Option<emulator::stamp::Stamp>,
-    ) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let started = InProcess::start(
-            catalog_yaml,
-            InProcessOptions {
-                write_burst: burst,
-                write_refill_per_second: refill,
-                tls_dir: Some(dir.path().join("tls")),
-                stamp,
-            },
-        )
-        .await
-        .expect("the emulator");
-        let emulator = started.emulator;
-        let upstream = Upstream::serve_on(
-            started.listener,
-            emulator::router(emulator.clone()),
-            started.tls,
-        );
-        let secret_file = dir.path().join("client-secret");
-        std::fs::write(&secret_file, SECRET).expect("secret");
-        Self {
-            emulator,
-            upstream,
-            ca_file: started.ca_file.expect("a CA"),
-            secret_file,
-            _dir: dir,
-        }
-    }
-
-    pub fn url(&self) -> String {
-        self.upstream.url()
     }
 
     /// The lower-case customer subscriptions the emulator holds for registration `name`.
@@ -147,13 +92,14 @@ impl AzureWorld {
             .expect("arm state")
             .customers
             .get(&key)
-            .map(|c| c.keys().cloned().collect())
+            .map(|c| c.keys().map(Guid::to_string).collect())
             .unwrap_or_default()
     }
 
     /// Removes a tenant behind the operator's back.
     pub fn remove_tenant(&self, name: &str, subscription: &str) {
         let key = RegistrationKey::new(REG_SUB, RG, name);
+        let subscription = Guid::parse(subscription).expect("a GUID");
         if let Some(customers) = self
             .emulator
             .arm
@@ -162,7 +108,7 @@ impl AzureWorld {
             .customers
             .get_mut(&key)
         {
-            customers.remove(subscription);
+            customers.remove(&subscription);
         }
     }
 
@@ -177,7 +123,7 @@ impl AzureWorld {
             .entry(key)
             .or_default()
             .insert(
-                subscription.to_string(),
+                Guid::parse(subscription).expect("a GUID"),
                 StoredCustomer {
                     name: subscription.to_string(),
                     tenant_id: None,

@@ -16,9 +16,12 @@ use kube::{
 };
 use serde_json::{Value, json};
 
-use azs_csp_testkit::cluster::{self, kubeconfig_path, repo_root};
+use azs_csp_testkit::{
+    cluster::{self, TestNamespace, kubeconfig_path, repo_root},
+    process::Operator,
+};
 
-use crate::common::{Operator, TestNamespace, customer_reason, registration_reason};
+use crate::common::reasons::{customer_reason, registration_reason};
 
 // ---- the API server of the local control plane ----
 
@@ -768,7 +771,7 @@ impl WriteFloor {
     pub async fn prepare(objects: usize) -> Self {
         let ns = TestNamespace::new("fault-write-floor").await;
         // On a fresh cluster nothing may have installed the CRDs yet.
-        crate::common::ensure_crds(&ns.client).await;
+        crate::common::crds::ensure_crds(&ns.client).await;
         let names: Vec<String> = (0..objects).map(|i| format!("floor-{i:04}")).collect();
         let manifests: Vec<Value> = names
             .iter()

@@ -51,14 +51,13 @@ fn settled(customer: &CustomerSubscription) -> bool {
 /// What rule 8 compares: the subscription, and the tenant from spec or from Azure's answer.
 fn eligible(customer: &CustomerSubscription, shape: &Shape<'_>) -> Eligible {
     Eligible {
-        subscription_id: shape.subscription_id.clone(),
-        tenant_id: shape.spec_tenant.clone().or_else(|| {
+        subscription_id: shape.subscription_id,
+        tenant_id: shape.spec_tenant.or_else(|| {
             customer
                 .status
                 .as_ref()
                 .and_then(|s| s.tenant_id.as_deref())
                 .and_then(Guid::parse)
-                .map(|t| t.to_string())
         }),
     }
 }
@@ -87,8 +86,8 @@ fn duplicate_of(
     let mut older = Vec::new();
     for key in ctx.index.duplicate_candidates(
         &registration,
-        &mine.subscription_id,
-        mine.tenant_id.as_deref(),
+        mine.subscription_id,
+        mine.tenant_id.map(Into::into),
     ) {
         let Some(sibling) = ctx.customers.get(&key) else {
             continue;
@@ -128,7 +127,7 @@ fn local_status(
     CustomerSubscriptionStatus {
         observed_generation: generation,
         arm_resource_id: decision.arm_resource_id.clone(),
-        tenant_id: decision.tenant_id.clone(),
+        tenant_id: decision.tenant_id.map(|t| t.to_string()),
         usage: current_usage(customer),
         conditions,
         ..CustomerSubscriptionStatus::default()
@@ -252,13 +251,13 @@ pub async fn reconcile(
     let arm_key = policy::registration_key(shape.registration);
     let answer = azure
         .arm
-        .put_customer_subscription(
-            &arm_key,
-            &shape.subscription_id,
-            shape.spec_tenant.as_deref(),
-        )
+        .put_customer_subscription(&arm_key, shape.subscription_id, shape.spec_tenant)
         .await;
-    let verdict = decide_put(&shape.subscription_id, &shape.registration_arm_id, &answer);
+    let verdict = decide_put(
+        &shape.subscription_id.to_string(),
+        &shape.registration_arm_id,
+        &answer,
+    );
     if let Some(approved) = approval_learnt(&answer)
         && azure.learn_approval(&registration_key, approved)
     {
@@ -271,10 +270,10 @@ pub async fn reconcile(
             .tenant_id
             .as_deref()
             .and_then(Guid::parse)
-            .map(|t| t.to_string())
-            .or(shape.spec_tenant.clone()),
-        Err(_) => shape.spec_tenant.clone(),
-    };
+            .or(shape.spec_tenant),
+        Err(_) => shape.spec_tenant,
+    }
+    .map(|t| t.to_string());
     let desired = azure_status(&customer, &verdict, &shape.customer_arm_id, tenant_id, ctx);
     let written = write::record_decision(
         ctx,
@@ -296,8 +295,8 @@ pub async fn reconcile(
             ctx.index
                 .duplicate_candidates(
                     &registration_key,
-                    &mine.subscription_id,
-                    mine.tenant_id.as_deref(),
+                    mine.subscription_id,
+                    mine.tenant_id.map(Into::into),
                 )
                 .into_iter()
                 .filter(|sibling| *sibling != key),
@@ -307,7 +306,7 @@ pub async fn reconcile(
     if answer.is_ok() && reattach {
         azure.reattach_done(&key);
         info!(
-            subscription = shape.subscription_id,
+            subscription = %shape.subscription_id,
             "tenant added again after it went missing in Azure"
         );
         event(

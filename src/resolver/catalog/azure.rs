@@ -102,7 +102,7 @@ pub struct RegistrationScope {
 impl RegistrationScope {
     /// Whether a role at this scope reaches the registration `key`.
     pub fn covers(&self, key: &RegistrationKey) -> bool {
-        self.subscription_id == key.subscription_id
+        crate::guid::GuidText::parse(&self.subscription_id) == key.subscription_id
             && self
                 .resource_group
                 .as_ref()

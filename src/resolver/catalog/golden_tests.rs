@@ -19,7 +19,11 @@ fn outcome(text: &str) -> String {
                 None => summary,
                 Some(m) => format!(
                     "{summary}; {A}: {} {:?} tenant={:?} billing={:?} reseller={:?}",
-                    m.state, m.offer, m.tenant_id, m.billing_partner_id, m.reseller_partner_id
+                    m.state,
+                    m.offer,
+                    m.tenant_id.map(|t| t.to_string()),
+                    m.billing_partner_id,
+                    m.reseller_partner_id
                 ),
             }
         }
