@@ -439,11 +439,20 @@ async fn usage_is_billed_where_azure_bills_it_and_totalled_exactly() {
         usage_condition(&registration),
         Some(("True".to_string(), "Current".to_string()))
     );
-    assert!(
-        status.conditions.iter().any(|c| c.type_ == "Ready"),
-        "{:?}",
-        status.conditions
-    );
+    // The decision controller's Ready and the usage controller's Usage live side by side (the
+    // Registration may be decided after its usage caught up: decisions wait for both caches).
+    wait_for(
+        &s.ns.api::<Registration>(),
+        "stack",
+        "Ready next to Usage",
+        |r: &Registration| {
+            r.status.as_ref().is_some_and(|st| {
+                st.conditions.iter().any(|c| c.type_ == "Ready")
+                    && st.conditions.iter().any(|c| c.type_ == "Usage")
+            })
+        },
+    )
+    .await;
 
     // The sink's de-duplicated totals are the same numbers.
     let totals = s.world.emulator.sink.totals();
