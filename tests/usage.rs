@@ -14,7 +14,7 @@ mod common {
 use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 
 use azs_csp_operator::{
-    api::{CustomerSubscription, Registration},
+    api::{CustomerSubscription, Registration, UsageTotals},
     controller::CUSTOMER_SUBSCRIPTION_MANAGER,
     emulator::stamp::Stamp,
 };
@@ -222,6 +222,19 @@ impl Scenario {
         metrics::sample(&text, series).unwrap_or(0.0)
     }
 
+    /// Waits until the operator has counted at least `windows` windows done: it counts a group
+    /// after its status write returns, so by then every status write of it is counted too.
+    async fn wait_windows_done(&self, windows: f64) -> f64 {
+        let operator = self.operator.as_ref().expect("operator runs");
+        metrics::wait_for_sample(
+            operator.metrics_addr(),
+            r#"azs_csp_usage_windows_total{result="done"}"#,
+            "the windows of the plan counted done",
+            |done| done >= windows,
+        )
+        .await
+    }
+
     async fn create(&self) {
         self.create_from(self.origin - TimeDelta::hours(self.plan.windows))
             .await;
@@ -329,6 +342,15 @@ impl Scenario {
         .await
     }
 
+    /// The usage totalled in a customer's status.
+    async fn customer_usage(&self, name: &str) -> UsageTotals {
+        self.customer(name)
+            .await
+            .status
+            .and_then(|st| st.usage)
+            .unwrap_or_else(|| panic!("{name} has status.usage"))
+    }
+
     async fn customer(&self, name: &str) -> CustomerSubscription {
         self.ns
             .api::<CustomerSubscription>()
@@ -364,7 +386,7 @@ fn expected_vcore_hours() -> BTreeMap<&'static str, Decimal> {
     ])
 }
 
-fn meter(usage: &azs_csp_operator::api::UsageTotals, id: &str) -> Decimal {
+fn meter(usage: &UsageTotals, id: &str) -> Decimal {
     usage
         .meters
         .iter()
@@ -392,12 +414,7 @@ async fn usage_is_billed_where_azure_bills_it_and_totalled_exactly() {
         Decimal::ZERO,
         "a Linux VM has no licence meter"
     );
-    let mid = s.customer("mid-period").await;
-    let usage = mid
-        .status
-        .as_ref()
-        .and_then(|st| st.usage.clone())
-        .expect("usage of mid-period");
+    let usage = s.customer_usage("mid-period").await;
     assert_eq!(dec(&usage.vcore_hours), expected[C2]);
     assert_eq!(
         meter(&usage, WINDOWS_VM),
@@ -428,12 +445,7 @@ async fn usage_is_billed_where_azure_bills_it_and_totalled_exactly() {
             .any(|c| c.type_ == "Ready" && c.reason == "Attached")
     }));
 
-    let status = registration.status.clone().expect("status");
-    let own = status
-        .usage
-        .as_ref()
-        .and_then(|u| u.registration_subscription.clone())
-        .expect("registration share");
+    let own = registration_share(&registration);
     assert_eq!(dec(&own.vcore_hours), expected[REG_SUB]);
     assert_eq!(
         usage_condition(&registration),
@@ -457,15 +469,11 @@ async fn usage_is_billed_where_azure_bills_it_and_totalled_exactly() {
     // The sink's de-duplicated totals are the same numbers.
     let totals = s.world.emulator.sink.totals();
     for (subject, want) in &expected {
-        let got: Decimal = totals
-            .totals
-            .iter()
-            .filter(|t| {
-                t.subject.eq_ignore_ascii_case(subject) && t.meter_id.eq_ignore_ascii_case(BASE_VM)
-            })
-            .map(|t| dec(&t.quantity))
-            .sum();
-        assert_eq!(got, *want, "sink total of {subject}");
+        assert_eq!(
+            sink_quantity(&totals, subject, BASE_VM),
+            *want,
+            "sink total of {subject}"
+        );
     }
     // Several pages were read for the fleet's window.
     let pages = s
@@ -482,6 +490,7 @@ async fn usage_is_billed_where_azure_bills_it_and_totalled_exactly() {
 
     // Idle once caught up: no usage status write until the next window is due (unless the
     // wall clock reaches the next hour meanwhile, which makes one due).
+    s.wait_windows_done(s.plan.windows as f64).await;
     let writes = s.metric(r#"azs_csp_status_writes_total{controller="usage"}"#);
     let hour_before = hour(Utc::now());
     tokio::time::sleep(Duration::from_secs(4)).await;
@@ -512,14 +521,9 @@ async fn a_failing_sink_is_retried_and_nothing_is_skipped_or_doubled() {
         usage_condition(&registration),
         Some(("True".to_string(), "Current".to_string()))
     );
-    let own = registration
-        .status
-        .and_then(|st| st.usage)
-        .and_then(|u| u.registration_subscription)
-        .expect("share");
+    let own = registration_share(&registration);
     assert_eq!(dec(&own.vcore_hours), expected_vcore_hours()[REG_SUB]);
-    let from_start = s.customer("from-start").await;
-    let usage = from_start.status.and_then(|st| st.usage).expect("usage");
+    let usage = s.customer_usage("from-start").await;
     assert_eq!(dec(&usage.vcore_hours), expected_vcore_hours()[C1]);
 }
 
@@ -575,7 +579,7 @@ fn expected_by_month(
     expected
 }
 
-fn month_totals(usage: &azs_csp_operator::api::UsageTotals) -> BTreeMap<String, Decimal> {
+fn month_totals(usage: &UsageTotals) -> BTreeMap<String, Decimal> {
     let mut months = BTreeMap::from([(usage.period.clone(), dec(&usage.vcore_hours))]);
     if let Some(previous) = &usage.previous {
         months.insert(previous.period.clone(), dec(&previous.vcore_hours));
@@ -606,19 +610,10 @@ fn want_by_month(plan: &Plan, origin: DateTime<Utc>, subject: &str) -> BTreeMap<
 async fn assert_status_totals_by_month(s: &Scenario, registration: Registration) {
     let want = |subject: &str| want_by_month(&s.plan, s.origin, subject);
     for (name, subject) in [("from-start", C1), ("mid-period", C2)] {
-        let usage = s
-            .customer(name)
-            .await
-            .status
-            .and_then(|st| st.usage)
-            .expect("usage");
+        let usage = s.customer_usage(name).await;
         assert_eq!(month_totals(&usage), want(subject), "{name}");
     }
-    let own = registration
-        .status
-        .and_then(|st| st.usage)
-        .and_then(|u| u.registration_subscription)
-        .expect("share");
+    let own = registration_share(&registration);
     assert_eq!(month_totals(&own), want(REG_SUB), "registration share");
 }
 
@@ -699,6 +694,16 @@ fn secs(time: DateTime<Utc>) -> String {
 }
 
 /// The sink's de-duplicated quantity of one meter billed to `subject`.
+/// The usage billed to the registration subscription, from a Registration's status.
+fn registration_share(registration: &Registration) -> UsageTotals {
+    registration
+        .status
+        .as_ref()
+        .and_then(|st| st.usage.as_ref())
+        .and_then(|u| u.registration_subscription.clone())
+        .expect("status.usage.registrationSubscription")
+}
+
 fn sink_quantity(
     totals: &azs_csp_operator::emulator::sink::Totals,
     subject: &str,
@@ -850,8 +855,7 @@ async fn bad_records_are_counted_per_cause_and_never_forwarded() {
             "{cause}"
         );
     }
-    let from_start = s.customer("from-start").await;
-    let usage = from_start.status.and_then(|st| st.usage).expect("usage");
+    let usage = s.customer_usage("from-start").await;
     assert_eq!(dec(&usage.vcore_hours), expected_vcore_hours()[C1]);
 }
 
@@ -888,7 +892,7 @@ fn at(text: &str) -> DateTime<Utc> {
 }
 
 /// (period, vcoreHours) of the current month and of `previous`.
-fn periods(usage: &azs_csp_operator::api::UsageTotals) -> Vec<(String, Decimal)> {
+fn periods(usage: &UsageTotals) -> Vec<(String, Decimal)> {
     let mut periods = vec![(usage.period.clone(), dec(&usage.vcore_hours))];
     if let Some(previous) = &usage.previous {
         periods.push((previous.period.clone(), dec(&previous.vcore_hours)));
@@ -937,19 +941,10 @@ async fn a_month_end_splits_into_previous_and_current_exactly() {
         // vm1: 4 vcores; of October only 23:00.
         ("mid-period", [(nov.clone(), d(16)), (oct.clone(), d(4))]),
     ] {
-        let usage = s
-            .customer(name)
-            .await
-            .status
-            .and_then(|st| st.usage)
-            .expect("usage");
+        let usage = s.customer_usage(name).await;
         assert_eq!(periods(&usage), want, "{name}");
     }
-    let own = registration
-        .status
-        .and_then(|st| st.usage)
-        .and_then(|u| u.registration_subscription)
-        .expect("share");
+    let own = registration_share(&registration);
     // vm1 20:00-23:00 (12), vm2 (1 vcore) and vm3 (2 vcores, another partner's customer).
     assert_eq!(
         periods(&own),
@@ -989,19 +984,10 @@ async fn a_sink_that_times_out_is_retried_and_nothing_is_doubled() {
         Some(("True".to_string(), "Current".to_string()))
     );
     let expected = expected_vcore_hours();
-    let own = registration
-        .status
-        .and_then(|st| st.usage)
-        .and_then(|u| u.registration_subscription)
-        .expect("share");
+    let own = registration_share(&registration);
     assert_eq!(dec(&own.vcore_hours), expected[REG_SUB]);
     for (name, subject) in [("from-start", C1), ("mid-period", C2)] {
-        let usage = s
-            .customer(name)
-            .await
-            .status
-            .and_then(|st| st.usage)
-            .expect("usage");
+        let usage = s.customer_usage(name).await;
         assert_eq!(dec(&usage.vcore_hours), expected[subject], "{name}");
     }
     let totals = s.world.emulator.sink.totals();
@@ -1024,9 +1010,8 @@ async fn catching_up_writes_each_customer_once_per_group_not_once_per_window() {
     s.create().await;
     s.start_operator();
     let registration = s.wait_caught_up().await;
+    let windows = s.wait_windows_done(48.0).await;
     let writes = s.metric(r#"azs_csp_status_writes_total{controller="usage"}"#);
-    let windows = s.metric(r#"azs_csp_usage_windows_total{result="done"}"#);
-    assert!(windows >= 48.0, "{windows} windows done");
     // from-start, mid-period and the Registration's own share; the other partner's customer is
     // not Attached and never written.
     let parties = 3.0;

@@ -1,7 +1,13 @@
 //! The Prometheus text exposition format, read: the operator's `/metrics` and
 //! kube-apiserver's. Comments and lines that are not samples are skipped.
 
-use std::collections::BTreeMap;
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
+
+use crate::{cluster::TIMEOUT, process::http_get};
 
 /// One sample line: `name{labels} value`.
 #[derive(Clone, Debug, PartialEq)]
@@ -69,6 +75,36 @@ pub fn samples_with_prefix(text: &str, prefix: &str) -> BTreeMap<String, f64> {
         .filter(|s| s.name.starts_with(prefix))
         .map(|s| (s.series.to_owned(), s.value))
         .collect()
+}
+
+/// Waits (up to [`TIMEOUT`]) until the sample `series` at `addr`'s `/metrics` satisfies
+/// `condition`, and returns its value. An absent series reads as 0, as a counter not yet
+/// incremented. Why waiting: the operator counts an outcome after its write returns, so a test
+/// that has seen the write (by a watch) can scrape before the count.
+pub async fn wait_for_sample(
+    addr: SocketAddr,
+    series: &str,
+    what: &str,
+    condition: impl Fn(f64) -> bool,
+) -> f64 {
+    let deadline = Instant::now() + TIMEOUT;
+    let mut last = None;
+    loop {
+        let value = http_get(addr, "/metrics")
+            .ok()
+            .map(|(_, text)| sample(&text, series).unwrap_or(0.0));
+        if let Some(value) = value
+            && condition(value)
+        {
+            return value;
+        }
+        last = value.or(last);
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {TIMEOUT:?} waiting for {series}: {what}; last seen: {last:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[cfg(test)]
