@@ -216,7 +216,10 @@ start_daemon kube-apiserver \
   --allow-privileged=true \
   --profiling=false
 
-# The controller manager waits for the apiserver by itself: start it right away.
+wait_for kube-apiserver "kube-apiserver /readyz" apiserver_ready
+log "kube-apiserver ready"
+# Only once the API server is ready: the controller manager gives up on an API server that is
+# not healthy within 10 s, which a loaded machine's (RBAC bootstrap) can take.
 log "starting kube-controller-manager (healthz on https://127.0.0.1:$KCM_PORT)"
 start_daemon kube-controller-manager \
   --kubeconfig="$CLUSTER_KUBECONFIG" \
@@ -232,8 +235,7 @@ start_daemon kube-controller-manager \
   --service-cluster-ip-range="$SERVICE_CIDR" \
   --controllers="$KCM_CONTROLLERS"
 
-wait_for kube-apiserver "kube-apiserver /readyz" apiserver_ready
-log "kube-apiserver ready; waiting for the controller manager"
+log "waiting for the controller manager"
 wait_for kube-controller-manager "kube-controller-manager /healthz" kcm_healthy
 wait_for kube-controller-manager "the default ServiceAccount (service account controller)" default_sa_exists
 
