@@ -2,6 +2,7 @@
 //! sink, one hourly window at a time. This module is the pure core: no client, no clock, no
 //! async. The source client, the sink and the controller that moves the checkpoint build on it.
 //!
+//! - [`borrowed`]: JSON text read without copying it;
 //! - [`meter`]: the built-in table of the documented meters (`azs-csp-operator meters`);
 //! - [`record`]: the source's records and their validation, every bad-record cause counted;
 //! - [`attribution`]: who is billed for a record (tenant, attach time, registration);
@@ -18,6 +19,7 @@
 //! (and its `Attached` reason) of a CustomerSubscription to learn since when a tenant is attached.
 
 pub mod attribution;
+pub mod borrowed;
 pub mod catch_up;
 pub mod cloudevents;
 pub mod ingest;

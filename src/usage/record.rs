@@ -9,7 +9,11 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{attribution::Directory, meter::parse_meter_id};
+use super::{
+    attribution::Directory,
+    borrowed::{AnyText, Str},
+    meter::parse_meter_id,
+};
 use crate::guid::Guid;
 
 /// One page of `subscriberUsageAggregates`.
@@ -55,6 +59,86 @@ pub struct RawProperties {
 /// The text of a property, `""` when it is absent or not a string.
 fn text(value: &Option<Value>) -> &str {
     value.as_ref().and_then(Value::as_str).unwrap_or("")
+}
+
+/// One page as the operator reads it: the same fields as [`UsagePage`], each record's text
+/// borrowed from the page's body (only a text with escapes, such as `instanceData`, is copied).
+#[derive(Deserialize, Debug, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PageRef<'a> {
+    #[serde(borrow, default)]
+    pub value: Vec<RecordRef<'a>>,
+    #[serde(default)]
+    pub continuation_token: Option<String>,
+}
+
+/// [`RawRecord`], borrowed: any property of any JSON type, a string kept.
+#[derive(Deserialize, Debug, Default)]
+pub struct RecordRef<'a> {
+    #[serde(borrow, default)]
+    pub id: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    pub properties: PropertiesRef<'a>,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PropertiesRef<'a> {
+    #[serde(borrow, default)]
+    pub subscription_id: AnyText<'a>,
+    #[serde(borrow, default)]
+    pub usage_start_time: AnyText<'a>,
+    #[serde(borrow, default)]
+    pub usage_end_time: AnyText<'a>,
+    #[serde(borrow, default)]
+    pub meter_id: AnyText<'a>,
+    #[serde(default)]
+    pub quantity: Option<RawQuantity>,
+    #[serde(borrow, default)]
+    pub instance_data: AnyText<'a>,
+}
+
+/// What validation reads of a record, however it was parsed: each property's text (`""`
+/// when absent or not a string) and the quantity.
+#[derive(Clone, Copy, Debug)]
+pub struct RecordView<'r> {
+    pub id: Option<&'r str>,
+    pub subscription_id: &'r str,
+    pub usage_start_time: &'r str,
+    pub usage_end_time: &'r str,
+    pub meter_id: &'r str,
+    pub quantity: Option<f64>,
+    pub instance_data: &'r str,
+}
+
+impl RawRecord {
+    pub fn view(&self) -> RecordView<'_> {
+        let p = &self.properties;
+        RecordView {
+            id: self.id.as_deref(),
+            subscription_id: text(&p.subscription_id),
+            usage_start_time: text(&p.usage_start_time),
+            usage_end_time: text(&p.usage_end_time),
+            meter_id: text(&p.meter_id),
+            quantity: p.quantity.map(|q| q.0),
+            instance_data: text(&p.instance_data),
+        }
+    }
+}
+
+impl RecordRef<'_> {
+    pub fn view(&self) -> RecordView<'_> {
+        let p = &self.properties;
+        RecordView {
+            id: self.id.as_ref().map(Str::as_str),
+            subscription_id: p.subscription_id.text(),
+            usage_start_time: p.usage_start_time.text(),
+            usage_end_time: p.usage_end_time.text(),
+            meter_id: p.meter_id.text(),
+            quantity: p.quantity.map(|q| q.0),
+            instance_data: p.instance_data.text(),
+        }
+    }
 }
 
 /// A quantity as written: a JSON number, or a text such as `"NaN"` or `"Infinity"` (JSON has
@@ -205,8 +289,8 @@ struct Resources {
     resource_uri: String,
 }
 
-fn reject(record: &RawRecord, cause: RejectCause, what: String) -> Rejection {
-    let id = record.id.as_deref().unwrap_or("(no id)");
+fn reject(record: &RecordView<'_>, cause: RejectCause, what: String) -> Rejection {
+    let id = record.id.unwrap_or("(no id)");
     Rejection {
         cause,
         message: format!("usage record {id}: {what}"),
@@ -219,11 +303,61 @@ fn parse_time(text: &str) -> Option<DateTime<Utc>> {
         .map(|t| t.with_timezone(&Utc))
 }
 
+/// The exact decimal of a finite `quantity`: the shortest text that reads back as the same
+/// f64 (what Rust prints), written on the stack when it fits.
+pub fn exact_decimal(quantity: f64) -> Option<Decimal> {
+    let mut text = StackText::default();
+    if fmt::Write::write_fmt(&mut text, format_args!("{quantity}")).is_ok() {
+        Decimal::from_str(text.as_str()).ok()
+    } else {
+        Decimal::from_str(&quantity.to_string()).ok()
+    }
+}
+
+/// A short text on the stack; a write that does not fit fails.
+struct StackText {
+    bytes: [u8; 64],
+    len: usize,
+}
+
+impl Default for StackText {
+    fn default() -> Self {
+        Self {
+            bytes: [0; 64],
+            len: 0,
+        }
+    }
+}
+
+impl StackText {
+    fn as_str(&self) -> &str {
+        // Only whole `str`s are ever copied in.
+        std::str::from_utf8(&self.bytes[..self.len]).unwrap_or_default()
+    }
+}
+
+impl fmt::Write for StackText {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let end = self.len + s.len();
+        let room = self.bytes.get_mut(self.len..end).ok_or(fmt::Error)?;
+        room.copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
+}
+
 /// The record checked, first failing cause wins: meter id, quantity, times, local
 /// subscription (known to `directory`), instanceData.
 pub fn validate(record: &RawRecord, directory: &Directory) -> Result<UsageRecord, Rejection> {
-    let p = &record.properties;
-    let meter_text = text(&p.meter_id);
+    validate_view(&record.view(), directory)
+}
+
+/// [`validate`] of a record however it was parsed.
+pub fn validate_view(
+    record: &RecordView<'_>,
+    directory: &Directory,
+) -> Result<UsageRecord, Rejection> {
+    let meter_text = record.meter_id;
     let meter_id = parse_meter_id(meter_text).ok_or_else(|| {
         reject(
             record,
@@ -232,7 +366,7 @@ pub fn validate(record: &RawRecord, directory: &Directory) -> Result<UsageRecord
         )
     })?;
 
-    let quantity = p.quantity.map_or(f64::NAN, |q| q.0);
+    let quantity = record.quantity.unwrap_or(f64::NAN);
     let quantity_cause = if quantity.is_nan() {
         Some(RejectCause::NanQuantity)
     } else if quantity.is_infinite() {
@@ -247,9 +381,7 @@ pub fn validate(record: &RawRecord, directory: &Directory) -> Result<UsageRecord
     // Rust prints the shortest text that reads back as the same f64: the decimal the source meant.
     let exact_quantity = match quantity_cause {
         Some(cause) => Err(cause),
-        None => {
-            Decimal::from_str(&quantity.to_string()).map_err(|_| RejectCause::QuantityOutOfRange)
-        }
+        None => exact_decimal(quantity).ok_or(RejectCause::QuantityOutOfRange),
     }
     .map_err(|cause| {
         reject(
@@ -260,16 +392,15 @@ pub fn validate(record: &RawRecord, directory: &Directory) -> Result<UsageRecord
     })?;
 
     let (Some(usage_start), Some(usage_end)) = (
-        parse_time(text(&p.usage_start_time)),
-        parse_time(text(&p.usage_end_time)),
+        parse_time(record.usage_start_time),
+        parse_time(record.usage_end_time),
     ) else {
         return Err(reject(
             record,
             RejectCause::MalformedTime,
             format!(
                 "usageStartTime {:?} or usageEndTime {:?} is not an RFC 3339 time",
-                text(&p.usage_start_time),
-                text(&p.usage_end_time)
+                record.usage_start_time, record.usage_end_time
             ),
         ));
     };
@@ -281,7 +412,7 @@ pub fn validate(record: &RawRecord, directory: &Directory) -> Result<UsageRecord
         ));
     }
 
-    let subscription_text = text(&p.subscription_id);
+    let subscription_text = record.subscription_id;
     let (local_subscription_id, tenant_id) = Guid::parse(subscription_text)
         .and_then(|id| Some((id, directory.tenant_of(id)?)))
         .ok_or_else(|| {
@@ -292,7 +423,7 @@ pub fn validate(record: &RawRecord, directory: &Directory) -> Result<UsageRecord
             )
         })?;
 
-    let resource_uri = serde_json::from_str::<InstanceData>(text(&p.instance_data))
+    let resource_uri = serde_json::from_str::<InstanceData>(record.instance_data)
         .ok()
         .map(|data| data.resources.resource_uri)
         .filter(|uri| !uri.is_empty())

@@ -396,3 +396,96 @@ proptest! {
         }
     }
 }
+
+mod borrowed_page {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn any_property() -> impl Strategy<Value = Option<Value>> {
+        proptest::option::of(prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            (-1e16f64..1e16).prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            Just(json!(LOCAL)),
+            Just(json!(BASE_VM_SIZE_HOURS)),
+            Just(json!("2026-03-04T10:00:00+00:00")),
+            Just(json!("2026-03-04T11:00:00Z")),
+            Just(json!(instance_data("/subscriptions/1/vm"))),
+            Just(json!({"nested": [1, "two"]})),
+            Just(json!(["a", {"b": null}])),
+            ".{0,12}".prop_map(Value::from),
+            "[0-9.eE+-]{0,8}|NaN|Infinity".prop_map(Value::from),
+        ])
+    }
+
+    fn any_record() -> impl Strategy<Value = Value> {
+        (
+            proptest::option::of(prop_oneof![".{0,8}".prop_map(Value::from), Just(json!(7))]),
+            prop::collection::vec(any_property(), 6),
+        )
+            .prop_map(|(id, values)| {
+                let names = [
+                    "subscriptionId",
+                    "usageStartTime",
+                    "usageEndTime",
+                    "meterId",
+                    "quantity",
+                    "instanceData",
+                ];
+                let properties: serde_json::Map<String, Value> = names
+                    .iter()
+                    .zip(values)
+                    .filter_map(|(name, value)| Some((name.to_string(), value?)))
+                    .collect();
+                let mut record = json!({"name": "n", "properties": properties});
+                if let Some(id) = id {
+                    record["id"] = id;
+                }
+                record
+            })
+    }
+
+    proptest! {
+        /// A page read borrowed is the page read into `Value`s: the same records parse (or
+        /// the page fails for both), and every record validates to the same answer.
+        #[test]
+        fn the_borrowed_page_reads_and_validates_as_the_owned_one(
+            records in prop::collection::vec(any_record(), 0..4),
+            token in proptest::option::of("[a-z0-9.]{0,6}"),
+        ) {
+            let mut page = json!({"value": records});
+            if let Some(token) = &token {
+                page["continuationToken"] = json!(token);
+            }
+            let text = page.to_string();
+            let owned = serde_json::from_str::<UsagePage>(&text);
+            let borrowed = serde_json::from_str::<PageRef>(&text);
+            prop_assert_eq!(owned.is_ok(), borrowed.is_ok(), "{}", text);
+            if let (Ok(owned), Ok(borrowed)) = (owned, borrowed) {
+                prop_assert_eq!(&owned.continuation_token, &borrowed.continuation_token);
+                prop_assert_eq!(owned.value.len(), borrowed.value.len());
+                for (o, b) in owned.value.iter().zip(&borrowed.value) {
+                    prop_assert_eq!(validate(o, &directory()), validate_view(&b.view(), &directory()));
+                }
+            }
+        }
+
+        #[test]
+        fn the_exact_decimal_is_that_of_the_printed_float(q in any::<f64>()) {
+            prop_assert_eq!(exact_decimal(q), Decimal::from_str(&q.to_string()).ok());
+        }
+    }
+
+    #[test]
+    fn the_exact_decimal_of_floats_too_long_for_the_stack() {
+        for q in [5e-324, 1e-30, 0.1 + 0.2, 1e15, f64::MAX] {
+            assert_eq!(
+                exact_decimal(q),
+                Decimal::from_str(&q.to_string()).ok(),
+                "{q}"
+            );
+        }
+    }
+}
