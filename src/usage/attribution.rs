@@ -128,11 +128,31 @@ impl Attachments {
 
     /// The attachment billing `tenant`'s usage that starts at `usage_start`.
     pub fn billing(&self, tenant: Guid, usage_start: DateTime<Utc>) -> Option<&Attachment> {
+        self.billing_slot(tenant, usage_start).map(|(_, a)| a)
+    }
+
+    /// [`Self::billing`], with a key that names the attachment among these: a party can be
+    /// looked up per record without building its [`BilledTo`].
+    pub fn billing_slot(
+        &self,
+        tenant: Guid,
+        usage_start: DateTime<Utc>,
+    ) -> Option<(Slot, &Attachment)> {
         self.by_tenant
             .get(&tenant)?
             .iter()
-            .find(|a| a.attached_since <= usage_start)
+            .enumerate()
+            .find(|(_, a)| a.attached_since <= usage_start)
+            .map(|(i, a)| (Slot::Customer(tenant, i), a))
     }
+}
+
+/// Who a record is billed to among one [`Attachments`]: one of its attachments, or the
+/// registration subscription.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Slot {
+    Customer(Guid, usize),
+    Registration,
 }
 
 /// Where a record is billed.
@@ -174,6 +194,16 @@ impl BilledTo {
     }
 }
 
+impl Attachment {
+    /// What a record billed to this attachment is billed to.
+    pub fn billed(&self) -> BilledTo {
+        BilledTo::Customer {
+            customer: self.customer.clone(),
+            subscription_id: self.subscription_id,
+        }
+    }
+}
+
 /// Who pays for usage of `tenant` starting at `usage_start`.
 pub fn attribute(
     tenant: Guid,
@@ -182,10 +212,7 @@ pub fn attribute(
     registration_subscription: Guid,
 ) -> BilledTo {
     match attachments.billing(tenant, usage_start) {
-        Some(attachment) => BilledTo::Customer {
-            customer: attachment.customer.clone(),
-            subscription_id: attachment.subscription_id,
-        },
+        Some(attachment) => attachment.billed(),
         None => BilledTo::Registration {
             subscription_id: registration_subscription,
         },

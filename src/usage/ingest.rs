@@ -2,15 +2,15 @@
 //! each good record becomes a CloudEvent for the caller to batch, and only per-party sums are
 //! kept, so memory grows with the parties and meters billed, never with the records.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 
 use super::{
-    attribution::{Attachments, BilledTo, Directory, attribute},
-    cloudevents::{Origin, Price, UsageEvent},
-    meter::lookup,
+    attribution::{Attachment, Attachments, BilledTo, Directory, Slot},
+    cloudevents::{Batch, EventWriter, Origin, Price, UsageEvent},
+    meter::{Meter, lookup},
     period::Bucket,
     rate_card::RateCard,
-    record::{RawRecord, RejectCounts, Rejection, validate},
+    record::{RawRecord, RejectCounts, Rejection, UsageRecord, validate},
     totals::WindowUsage,
     window::Window,
 };
@@ -47,22 +47,33 @@ impl Outcomes {
     }
 }
 
-/// The decisions of one window so far.
+/// The decisions of one window so far (against one [`Context`]).
 #[derive(Debug)]
 pub struct WindowIngest {
     window: Window,
-    usage: BTreeMap<BilledTo, WindowUsage>,
+    /// Each party billed in the window, in the order first billed.
+    usage: Vec<(BilledTo, WindowUsage)>,
+    /// Where each party is in `usage`, by its slot among the context's attachments.
+    parties: HashMap<Slot, usize>,
     pub outcomes: Outcomes,
     pub rejected: RejectCounts,
     /// The first rejection's cause and record, for the `Usage` condition's message.
     pub first_rejection: Option<Rejection>,
 }
 
+/// A good record decided: the party billed (its index in `usage`), the meter and the price.
+struct Decided<'c> {
+    party: usize,
+    meter: Option<&'static Meter>,
+    price: Option<Price<'c>>,
+}
+
 impl WindowIngest {
     pub fn new(window: Window) -> Self {
         Self {
             window,
-            usage: BTreeMap::new(),
+            usage: Vec::new(),
+            parties: HashMap::new(),
             outcomes: Outcomes::default(),
             rejected: RejectCounts::default(),
             first_rejection: None,
@@ -75,20 +86,77 @@ impl WindowIngest {
 
     /// Decides one record: the event to forward, or `None` for a rejected one (counted).
     pub fn ingest(&mut self, context: &Context<'_>, raw: &RawRecord) -> Option<UsageEvent> {
-        let record = match validate(raw, context.directory) {
-            Ok(record) => record,
+        let record = self.valid(validate(raw, context.directory))?;
+        let decided = self.decide(context, &record);
+        let event = UsageEvent::new(
+            context.origin,
+            &record,
+            &self.usage[decided.party].0,
+            decided.meter,
+            decided.price.clone(),
+        );
+        self.count(&record, decided);
+        Some(event)
+    }
+
+    /// [`Self::ingest`] of a record validated already (`validated`: what
+    /// [`validate`] answered), its event written into `batch` instead of built: `false` for a
+    /// rejected record (counted).
+    pub fn ingest_into(
+        &mut self,
+        context: &Context<'_>,
+        validated: Result<UsageRecord, Rejection>,
+        writer: &mut EventWriter,
+        batch: &mut Batch,
+    ) -> Result<bool, serde_json::Error> {
+        let Some(record) = self.valid(validated) else {
+            return Ok(false);
+        };
+        let decided = self.decide(context, &record);
+        writer.write(
+            batch,
+            &record,
+            &self.usage[decided.party].0,
+            decided.meter,
+            decided.price.clone(),
+        )?;
+        self.count(&record, decided);
+        Ok(true)
+    }
+
+    fn valid(&mut self, validated: Result<UsageRecord, Rejection>) -> Option<UsageRecord> {
+        match validated {
+            Ok(record) => Some(record),
             Err(rejection) => {
                 self.rejected.count(rejection.cause);
                 self.first_rejection.get_or_insert(rejection);
-                return None;
+                None
+            }
+        }
+    }
+
+    fn decide<'c>(&mut self, context: &Context<'c>, record: &UsageRecord) -> Decided<'c> {
+        let (slot, attachment) = match context
+            .attachments
+            .billing_slot(record.tenant_id, record.usage_start)
+        {
+            Some((slot, attachment)) => (slot, Some(attachment)),
+            None => (Slot::Registration, None),
+        };
+        let party = match self.parties.get(&slot) {
+            Some(party) => *party,
+            None => {
+                let billed = attachment.map_or(
+                    BilledTo::Registration {
+                        subscription_id: context.registration_subscription,
+                    },
+                    Attachment::billed,
+                );
+                self.usage.push((billed, WindowUsage::new(self.window)));
+                self.parties.insert(slot, self.usage.len() - 1);
+                self.usage.len() - 1
             }
         };
-        let billed = attribute(
-            record.tenant_id,
-            record.usage_start,
-            context.attachments,
-            context.registration_subscription,
-        );
         let meter = lookup(record.meter_id);
         let price = match (meter, context.rate_card) {
             (Some(_), Some(card)) => {
@@ -100,31 +168,33 @@ impl WindowIngest {
             }
             _ => None,
         };
-        let event = UsageEvent::new(context.origin, &record, &billed, meter, price.clone());
-        let bucket = self
-            .usage
-            .entry(billed)
-            .or_insert_with(|| WindowUsage::new(self.window))
-            .add(
-                record.usage_start,
-                record.meter_id,
-                record.exact_quantity,
-                price.map(|p| p.amount),
-            );
+        Decided {
+            party,
+            meter,
+            price,
+        }
+    }
+
+    fn count(&mut self, record: &UsageRecord, decided: Decided<'_>) {
+        let bucket = self.usage[decided.party].1.add(
+            record.usage_start,
+            record.meter_id,
+            record.exact_quantity,
+            decided.price.map(|p| p.amount),
+        );
         self.outcomes.forwarded += 1;
-        if meter.is_none() {
+        if decided.meter.is_none() {
             self.outcomes.unmapped_meter += 1;
         }
         if matches!(bucket, Bucket::Late | Bucket::Ahead) {
             self.outcomes.late += 1;
         }
-        Some(event)
     }
 
     /// Each billed party's usage in this window, to add to its totals once the window's
     /// batches were all acknowledged.
     pub fn usage(&self) -> impl Iterator<Item = (&BilledTo, &WindowUsage)> {
-        self.usage.iter()
+        self.usage.iter().map(|(billed, usage)| (billed, usage))
     }
 }
 

@@ -1,3 +1,5 @@
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, TimeDelta, Utc};
 use proptest::prelude::*;
 use rust_decimal::Decimal;
@@ -74,8 +76,12 @@ impl World {
 }
 
 fn raw(id: &str, local: Value, meter: &str, quantity: Value, start: &str) -> RawRecord {
+    serde_json::from_value(raw_json(id, local, meter, quantity, start)).unwrap()
+}
+
+fn raw_json(id: &str, local: Value, meter: &str, quantity: Value, start: &str) -> Value {
     let start_time = at(start);
-    serde_json::from_value(json!({
+    json!({
         "id": id,
         "properties": {
             "subscriptionId": local,
@@ -85,8 +91,7 @@ fn raw(id: &str, local: Value, meter: &str, quantity: Value, start: &str) -> Raw
             "quantity": quantity,
             "instanceData": json!({"Microsoft.Resources": {"resourceUri": format!("/vm/{id}")}}).to_string(),
         }
-    }))
-    .unwrap()
+    })
 }
 
 fn totals_of(ingest: &WindowIngest) -> BTreeMap<BilledTo, MonthToDate> {
@@ -349,5 +354,47 @@ proptest! {
             .sum();
         prop_assert_eq!(totalled + late, source_valid);
         prop_assert_eq!(ingest.outcomes.forwarded + ingest.rejected.total, records.len() as u64);
+    }
+}
+
+proptest! {
+    /// The operator's path (records validated ahead, events written straight into the batch)
+    /// decides as `ingest` does: the same events, byte for byte, the same parties' usage, the
+    /// same outcomes and rejections.
+    #[test]
+    fn ingest_into_a_batch_decides_as_ingest(records in proptest::collection::vec(
+        (0u8..6, 0u8..3, -2i64..50_000, 0i64..40), 0..60,
+    ), priced in any::<bool>()) {
+        use crate::usage::{
+            cloudevents::{Batch, EventWriter, batch_body},
+            record::{validate_view, RecordRef},
+        };
+        let world = World::new();
+        let context = Context {
+            rate_card: priced.then_some(&world.rate_card),
+            ..world.context()
+        };
+        let window = Window::starting_at(at("2026-03-04T11:00:00Z"));
+        let (mut built, mut written) = (WindowIngest::new(window), WindowIngest::new(window));
+        let mut writer = EventWriter::new(context.origin).unwrap();
+        let mut batch = Batch::with_capacity(0);
+        let mut events = Vec::new();
+        for (i, (local, meter, thousandths, hours_before)) in records.iter().enumerate() {
+            let meter = [BASE_VM_SIZE_HOURS, WINDOWS_VM_SIZE_HOURS, UNKNOWN_METER][usize::from(*meter)];
+            let start = window.start - TimeDelta::hours(*hours_before);
+            let quantity = json!(Decimal::new(*thousandths, 3).to_string().parse::<f64>().unwrap());
+            let text = raw_json(&format!("r{i}"), json!(guid(*local).to_string()), meter, quantity, &start.to_rfc3339()).to_string();
+            let owned: RawRecord = serde_json::from_str(&text).unwrap();
+            events.extend(built.ingest(&context, &owned));
+            let borrowed: RecordRef = serde_json::from_str(&text).unwrap();
+            let validated = validate_view(&borrowed.view(), context.directory);
+            written.ingest_into(&context, validated, &mut writer, &mut batch).unwrap();
+        }
+        prop_assert_eq!(batch.events(), events.len());
+        prop_assert_eq!(batch.into_body(), batch_body(&events).unwrap());
+        prop_assert_eq!(totals_of(&written), totals_of(&built));
+        prop_assert_eq!(&written.outcomes, &built.outcomes);
+        prop_assert_eq!(&written.rejected, &built.rejected);
+        prop_assert_eq!(&written.first_rejection, &built.first_rejection);
     }
 }
