@@ -1,10 +1,11 @@
 //! The usage controller (DESIGN.md §9), thin: every `--usage-interval`, per Registration with
 //! `spec.usageSource`, the due windows in order from `status.usage.ingestedThrough`, in groups
 //! while catching up (`usage::catch_up`, bounded by [`GROUP_MIN`]): directory once per group →
-//! each window's pages streamed through `usage::ingest` → CloudEvents batches to the sink, its
-//! usage folded in memory → only once every batch of the group was acknowledged, each changed
-//! CustomerSubscription's `status.usage` once (guarded by `through`), then the Registration's
-//! `status.usage` and `Usage` condition.
+//! each window's pages fetched and validated ahead, decided by `usage::ingest`, its events
+//! written straight into CloudEvents batches to the sink, its usage folded in memory → only
+//! once every batch of the group was acknowledged, each changed CustomerSubscription's
+//! `status.usage` once (guarded by `through`), then the Registration's `status.usage` and
+//! `Usage` condition; the next group is read meanwhile, and written after.
 //!
 //! Its status is applied under a field manager of its own and holds only `status.usage` (and,
 //! on the Registration, the `Usage` condition): the decision controllers' applies leave both
@@ -12,7 +13,10 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex, PoisonError},
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -41,10 +45,10 @@ use crate::{
     usage::{
         attribution::{Attachment, Attachments, BilledTo, Directory},
         catch_up::CatchUp,
-        cloudevents::{Origin, UsageEvent, batch_body},
+        cloudevents::{Batch, EventWriter, Origin},
         ingest::{self, WindowIngest},
         rate_card::RateCard,
-        record::UsagePage,
+        record::{PageRef, Rejection, UsageRecord, validate_view},
         totals::MonthToDate,
         window::{Window, due_windows, first_checkpoint},
     },
@@ -55,6 +59,8 @@ use crate::{
 pub const MANAGER: &str = "azs-csp-operator-usage";
 /// Events per POST to the sink.
 const BATCH: usize = 500;
+/// What a batch body is allocated with: about 700 bytes an event.
+const BATCH_BYTES: usize = BATCH * 768;
 
 /// What the usage controller runs with (`run --usage-*`, `--rate-card`).
 pub struct UsageMode {
@@ -253,18 +259,79 @@ async fn process(ctx: &Context, usage: &UsageMode, registration: &Registration) 
     };
     let mut done_any = false;
     let mut next = Window::starting_at(checkpoint);
-    while next.is_due(at, usage.delay) {
-        let outcome = group_once(ctx, usage, registration, &endpoint, next, at, &mut status).await;
-        done_any |= outcome.through.is_some();
-        if let Some(through) = outcome.through {
-            next = Window::starting_at(through);
+    // A group read and not yet written, and the failure that ended the reading.
+    let mut pending: Option<ReadGroup> = None;
+    let mut failed: Option<(Window, Failure)> = None;
+    loop {
+        let read_next = failed.is_none() && next.is_due(at, usage.delay);
+        if !read_next && pending.is_none() {
+            break;
         }
-        let Some((window, failure)) = outcome.failure else {
-            if outcome.through.is_none() {
-                break;
-            }
-            continue;
+        // The next group is read while the one before is written: its fold starts from the
+        // totals being written, and its own write waits for that one (see [`GROUP_MIN`]).
+        let registration_start = match &pending {
+            Some(previous) => Ok(previous.group.totals(&Party::Registration).cloned()),
+            None => totals_of(status.registration_subscription.as_ref()),
         };
+        let previous_written = AtomicBool::new(pending.is_none());
+        let (read, written) = tokio::join!(
+            async {
+                if !read_next {
+                    return None;
+                }
+                let end = GroupEnd {
+                    started: Instant::now(),
+                    key: &key,
+                    previous_written: &previous_written,
+                };
+                let previous = pending.as_ref().map(|p| &p.group);
+                Some(
+                    read_group(
+                        ctx,
+                        usage,
+                        registration,
+                        &endpoint,
+                        (next, at),
+                        previous,
+                        registration_start,
+                        &end,
+                    )
+                    .await,
+                )
+            },
+            async {
+                let result = match &pending {
+                    Some(group) => write_group(ctx, usage, registration, group, &mut status).await,
+                    None => Ok(()),
+                };
+                previous_written.store(true, Ordering::Release);
+                result
+            },
+        );
+        if let Err(error) = written {
+            // The group read meanwhile is dropped: its windows are read again, from the
+            // checkpoint that did not move (the sink de-duplicates what was sent).
+            warn!(%error, "usage status not written; the windows after the checkpoint are retried");
+            return;
+        }
+        done_any |= pending.take().is_some();
+        match read {
+            None => {}
+            Some(Err(failure)) => failed = Some(failure),
+            Some(Ok(mut group)) => {
+                failed = group.failure.take();
+                match group.group.through() {
+                    Some(through) => {
+                        next = Window::starting_at(through);
+                        pending = Some(group);
+                    }
+                    None if failed.is_none() => break,
+                    None => {}
+                }
+            }
+        }
+    }
+    if let Some((window, failure)) = failed {
         let (reason, result, what) = match &failure {
             Failure::Source(_) => (Reason::SourceFailed, "source_failed", "Reading usage from"),
             Failure::Sink(_) => (Reason::SinkFailed, "sink_failed", "Forwarding usage from"),
@@ -342,27 +409,49 @@ enum Party {
 }
 
 /// A group of windows is folded until it has run this long: at least [`GROUP_MIN`], at most
-/// [`GROUP_MAX`], and [`GROUP_PER_COMMIT`] times as long as the Registration's last commit took.
-/// Every customer is written once per group, not once per window, so while catching up the
-/// status writes (1,000 customers: about 2 s a commit) take at most about a tenth of the time;
-/// a group ends within a minute so that `status.usage` and the lag visibly move while catching
-/// up and a crash re-does little (its windows are sent again, and the sink de-duplicates them).
-/// Once caught up, one window is due at a time and a group is that window.
+/// [`GROUP_MAX`], and [`GROUP_PER_COMMIT`] times as long as the Registration's last commit took;
+/// and never before the group before it is written. Every customer is written once per group,
+/// not once per window, and a group's statuses are written while the next group is read (its
+/// fold starting from the totals being written), so while catching up the writes are off the
+/// clock but for the last group's. The checkpoint still moves only once every customer of a
+/// group is written, and a group is written only after the group before it: a crash at any
+/// moment re-does the windows after the checkpoint, whose events the sink de-duplicates and
+/// whose totals each customer's `through` guards. A group ends within a minute so that
+/// `status.usage` and the lag visibly move while catching up and a crash re-does little. Once
+/// caught up, one window is due at a time and a group is that window.
 const GROUP_MIN: Duration = Duration::from_secs(1);
 const GROUP_MAX: Duration = Duration::from_secs(60);
 const GROUP_PER_COMMIT: u32 = 10;
 
-/// What one group did: the end of its windows written, and the window that failed (the
-/// group's windows before it were written).
-struct GroupOutcome {
-    through: Option<DateTime<Utc>>,
+/// A group read: what it was decided against, its windows folded, and the window whose
+/// failure ended it (the windows before it are in the fold, and are written).
+struct ReadGroup {
+    setup: Setup,
+    group: CatchUp<Party>,
     failure: Option<(Window, Failure)>,
+    started: Instant,
+}
+
+/// When a group being read ends (after a window): once the group before it is written and
+/// its budget ([`UsageMode::group_budget`]) is spent.
+struct GroupEnd<'a> {
+    started: Instant,
+    key: &'a ObjKey,
+    previous_written: &'a AtomicBool,
+}
+
+impl GroupEnd<'_> {
+    fn reached(&self, usage: &UsageMode) -> bool {
+        self.previous_written.load(Ordering::Acquire)
+            && self.started.elapsed() >= usage.group_budget(self.key)
+    }
 }
 
 /// What a group's windows are decided against, read once per group.
 struct Setup {
     origin: Origin,
-    directory: Directory,
+    /// Shared with the task that fetches and validates the pages.
+    directory: Arc<Directory>,
     attachments: Attachments,
     registration_subscription: Guid,
     customers: HashMap<String, Arc<CustomerSubscription>>,
@@ -422,7 +511,7 @@ impl Setup {
                 name,
                 cloud_id,
             },
-            directory,
+            directory: Arc::new(directory),
             attachments,
             registration_subscription,
             customers,
@@ -455,74 +544,75 @@ fn totals_of(current: Option<&UsageTotals>) -> Result<Option<MonthToDate>, Failu
 }
 
 /// One group of the windows due from `first` at `at` (see [`GROUP_MIN`]): each window's
-/// batches acknowledged and its usage folded in memory, then every changed customer written
-/// once and the checkpoint.
-async fn group_once(
+/// batches acknowledged and its usage folded in memory, from the totals of `previous` (the
+/// group being written meanwhile) for its parties and from the statuses for the others.
+/// `Err` is a failure before any window was folded.
+#[allow(clippy::too_many_arguments)]
+async fn read_group(
     ctx: &Context,
     usage: &UsageMode,
     registration: &Registration,
     endpoint: &SourceEndpoint,
-    first: Window,
-    at: DateTime<Utc>,
-    status: &mut RegistrationUsageStatus,
-) -> GroupOutcome {
+    (first, at): (Window, DateTime<Utc>),
+    previous: Option<&CatchUp<Party>>,
+    registration_start: Result<Option<MonthToDate>, Failure>,
+    end: &GroupEnd<'_>,
+) -> Result<ReadGroup, (Window, Failure)> {
     let started = Instant::now();
-    let key = ObjKey::of(registration);
-    let fail = |failure| GroupOutcome {
-        through: None,
-        failure: Some((first, failure)),
-    };
-    let setup = match Setup::read(ctx, usage, registration, endpoint).await {
-        Ok(setup) => setup,
-        Err(failure) => return fail(failure),
-    };
+    let setup = Setup::read(ctx, usage, registration, endpoint)
+        .await
+        .map_err(|failure| (first, failure))?;
     let mut group = CatchUp::new();
     for (name, object) in &setup.customers {
-        let cached = object.status.as_ref().and_then(|s| s.usage.as_ref());
-        let current = current_totals(usage, &ObjKey::of(object.as_ref()), cached);
-        match totals_of(current.as_ref()) {
-            Ok(totals) => group.party(Party::Customer(name.clone()), totals),
-            Err(failure) => return fail(failure),
-        }
-    }
-    match totals_of(status.registration_subscription.as_ref()) {
-        Ok(totals) => group.party(Party::Registration, totals),
-        Err(failure) => return fail(failure),
-    }
-    let deadline = started + usage.group_budget(&key);
-    let failure = forward(
-        ctx, usage, &setup, endpoint, first, at, deadline, &mut group,
-    )
-    .await
-    .err();
-    let Some(through) = group.through() else {
-        return GroupOutcome {
-            through: None,
-            failure,
+        let party = Party::Customer(name.clone());
+        let totals = match previous.and_then(|p| p.carried(&party)) {
+            Some(totals) => totals,
+            None => {
+                let cached = object.status.as_ref().and_then(|s| s.usage.as_ref());
+                let current = current_totals(usage, &ObjKey::of(object.as_ref()), cached);
+                totals_of(current.as_ref()).map_err(|failure| (first, failure))?
+            }
         };
-    };
-    let committing = Instant::now();
-    if let Err(error) = commit(ctx, usage, registration, &setup, &group, status).await {
-        return GroupOutcome {
-            through: None,
-            failure: Some((first, error)),
-        };
+        group.party(party, totals);
     }
-    usage.committed(&key, committing.elapsed());
-    debug!(
-        windows = group.windows(),
-        seconds = started.elapsed().as_secs_f64(),
-        "usage group written"
-    );
-    GroupOutcome {
-        through: Some(through),
+    let registration_start = registration_start.map_err(|failure| (first, failure))?;
+    group.party(Party::Registration, registration_start);
+    let failure = forward(ctx, usage, &setup, endpoint, first, at, end, &mut group)
+        .await
+        .err();
+    Ok(ReadGroup {
+        setup,
+        group,
         failure,
-    }
+        started,
+    })
 }
 
-/// The group's windows, from `first`, until `deadline` is past after a window: pages fetched
-/// ahead, records decided, batches forwarded one in flight, each window folded into `group`
-/// once its batches are all acknowledged. `Err` names the window that failed.
+/// Writes a group read (see [`commit`]) and remembers how long it took (the next group's
+/// budget).
+async fn write_group(
+    ctx: &Context,
+    usage: &UsageMode,
+    registration: &Registration,
+    read: &ReadGroup,
+    status: &mut RegistrationUsageStatus,
+) -> Result<(), Failure> {
+    let committing = Instant::now();
+    commit(ctx, usage, registration, &read.setup, &read.group, status).await?;
+    let key = ObjKey::of(registration);
+    usage.committed(&key, committing.elapsed());
+    debug!(
+        windows = read.group.windows(),
+        seconds = read.started.elapsed().as_secs_f64(),
+        commit_seconds = committing.elapsed().as_secs_f64(),
+        "usage group written"
+    );
+    Ok(())
+}
+
+/// The group's windows, from `first`, until `end` is reached after a window: pages fetched
+/// and validated ahead, records decided, batches forwarded one in flight, each window folded
+/// into `group` once its batches are all acknowledged. `Err` names the window that failed.
 #[allow(clippy::too_many_arguments)]
 async fn forward(
     ctx: &Context,
@@ -531,14 +621,16 @@ async fn forward(
     endpoint: &SourceEndpoint,
     first: Window,
     at: DateTime<Utc>,
-    deadline: Instant,
+    end: &GroupEnd<'_>,
     group: &mut CatchUp<Party>,
 ) -> Result<(), (Window, Failure)> {
     let context = setup.context(usage);
-    let (mut pages, _fetching) = prefetch(usage, endpoint, first, at);
+    let (mut pages, _fetching) = prefetch(usage, endpoint, &setup.directory, first, at);
     let mut forwarder = Forwarder::new(ctx, usage);
+    let mut writer = EventWriter::new(&setup.origin)
+        .map_err(|e| (first, Failure::Sink(format!("cannot write an event: {e}"))))?;
     let mut decided = WindowIngest::new(first);
-    let mut batch: Vec<UsageEvent> = Vec::with_capacity(BATCH);
+    let mut batch = Batch::with_capacity(BATCH_BYTES);
     let mut page_count = 0u64;
     while let Some(fetched) = pages.recv().await {
         let fetched = match fetched {
@@ -549,13 +641,18 @@ async fn forward(
             }
         };
         page_count += 1;
-        for raw in &fetched.page.value {
-            if let Some(event) = decided.ingest(&context, raw) {
-                batch.push(event);
-                if batch.len() >= BATCH {
-                    let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
-                    forwarder.send(group, decided.window(), full, None).await?;
-                }
+        for validated in fetched.records {
+            let written = decided
+                .ingest_into(&context, validated, &mut writer, &mut batch)
+                .map_err(|e| {
+                    (
+                        decided.window(),
+                        Failure::Sink(format!("cannot write an event: {e}")),
+                    )
+                })?;
+            if written && batch.events() >= BATCH {
+                let full = std::mem::replace(&mut batch, Batch::with_capacity(BATCH_BYTES));
+                forwarder.send(group, decided.window(), full, None).await?;
             }
         }
         if fetched.last {
@@ -563,9 +660,9 @@ async fn forward(
             debug!(window = %rfc3339(window.start), pages = page_count, forwarded = decided.outcomes.forwarded, "window decided");
             page_count = 0;
             let done = std::mem::replace(&mut decided, WindowIngest::new(window.next()));
-            let rest = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+            let rest = std::mem::replace(&mut batch, Batch::with_capacity(BATCH_BYTES));
             forwarder.send(group, window, rest, Some(done)).await?;
-            if Instant::now() >= deadline {
+            if end.reached(usage) {
                 break;
             }
         }
@@ -573,9 +670,11 @@ async fn forward(
     forwarder.settle(group).await
 }
 
-/// A page of a window's records, fetched and parsed ahead of its use (in the windows' order).
+/// A page of a window's records, fetched, parsed and validated ahead of its use (in the
+/// windows' order).
 struct Fetched {
-    page: UsagePage,
+    /// Each record as [`validate_view`] found it.
+    records: Vec<Result<UsageRecord, Rejection>>,
     /// The window's last page.
     last: bool,
 }
@@ -589,36 +688,45 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Pages ahead of the one being decided: the fetch and JSON parse of the next pages run on a
-/// task of their own, beside the deciding and forwarding of this one (a page is about 0.8 MB
-/// of JSON, so two ahead bound what is held).
+/// Pages ahead of the one being decided: the fetch, parse and validation of the next pages
+/// run on a task of their own, beside the deciding and forwarding of this one (a page is about
+/// 0.8 MB of JSON, its validated records about a fifth of that, so two ahead bound what is held).
 const PAGES_AHEAD: usize = 1;
 
-/// Fetches and parses the pages of the windows due from `first`, in order, a page ahead of
-/// the consumer; an error ends the stream.
+/// Fetches, parses and validates the pages of the windows due from `first`, in order, a page
+/// ahead of the consumer; an error ends the stream.
 fn prefetch(
     usage: &UsageMode,
     endpoint: &SourceEndpoint,
+    directory: &Arc<Directory>,
     first: Window,
     at: DateTime<Utc>,
 ) -> (mpsc::Receiver<Result<Fetched, Failure>>, AbortOnDrop) {
     let (tx, rx) = mpsc::channel(PAGES_AHEAD);
     let (source, endpoint, delay) = (usage.source.clone(), endpoint.clone(), usage.delay);
+    let directory = directory.clone();
     let task = tokio::spawn(async move {
         for window in due_windows(first.start, at, delay) {
             let mut continuation: Option<String> = None;
             loop {
-                let page = fetch_page(&source, &endpoint, window, continuation.as_deref()).await;
-                let page = match page {
+                let page = fetch_page(
+                    &source,
+                    &endpoint,
+                    &directory,
+                    window,
+                    continuation.as_deref(),
+                )
+                .await;
+                let (records, next) = match page {
                     Ok(page) => page,
                     Err(failure) => {
                         let _ = tx.send(Err(failure)).await;
                         return;
                     }
                 };
-                continuation = page.continuation_token.clone().filter(|t| !t.is_empty());
+                continuation = next.filter(|t| !t.is_empty());
                 let last = continuation.is_none();
-                if tx.send(Ok(Fetched { page, last })).await.is_err() {
+                if tx.send(Ok(Fetched { records, last })).await.is_err() {
                     return;
                 }
                 if last {
@@ -630,22 +738,30 @@ fn prefetch(
     (rx, AbortOnDrop(task))
 }
 
+/// One page: its records validated against `directory`, and its continuation token.
 async fn fetch_page(
     source: &SourceClient,
     endpoint: &SourceEndpoint,
+    directory: &Directory,
     window: Window,
     continuation: Option<&str>,
-) -> Result<UsagePage, Failure> {
+) -> Result<(Vec<Result<UsageRecord, Rejection>>, Option<String>), Failure> {
     let body = source
         .records_page(endpoint, window.start, window.end, continuation)
         .await
         .map_err(|e| Failure::Source(e.to_string()))?;
-    serde_json::from_slice(&body).map_err(|e| {
+    let page: PageRef<'_> = serde_json::from_slice(&body).map_err(|e| {
         Failure::Source(format!(
             "a page of {} is not the documented JSON: {e}",
             endpoint.endpoint
         ))
-    })
+    })?;
+    let records = page
+        .value
+        .iter()
+        .map(|raw| validate_view(&raw.view(), directory))
+        .collect();
+    Ok((records, page.continuation_token))
 }
 
 /// One batch POST in flight at a time, the next batch built meanwhile; a window is folded into
@@ -659,8 +775,8 @@ struct Forwarder<'a> {
 struct InFlight {
     /// The window the batch is of.
     window: Window,
-    /// The POST: its answer, or why the batch could not be written.
-    task: tokio::task::JoinHandle<Result<Result<u16, SinkError>, String>>,
+    /// The POST and its answer.
+    task: tokio::task::JoinHandle<Result<u16, SinkError>>,
     /// The window this batch completes, folded once it is acknowledged.
     completes: Option<WindowIngest>,
 }
@@ -680,8 +796,7 @@ impl<'a> Forwarder<'a> {
             return Ok(());
         };
         let result = match in_flight.task.await {
-            Ok(Ok(result)) => result,
-            Ok(Err(error)) => return Err((in_flight.window, Failure::Sink(error))),
+            Ok(result) => result,
             Err(error) => {
                 return Err((
                     in_flight.window,
@@ -710,7 +825,7 @@ impl<'a> Forwarder<'a> {
         &mut self,
         group: &mut CatchUp<Party>,
         window: Window,
-        batch: Vec<UsageEvent>,
+        batch: Batch,
         completes: Option<WindowIngest>,
     ) -> Result<(), (Window, Failure)> {
         self.settle(group).await?;
@@ -723,12 +838,9 @@ impl<'a> Forwarder<'a> {
                 return Ok(());
             }
         };
-        // Serialized on the task too: beside the next batch's records being decided.
         let task = tokio::spawn(async move {
-            let body = batch_body(&batch).map_err(|e| e.to_string())?;
-            let events = batch.len();
-            drop(batch);
-            Ok(sink.send(body, events).await)
+            let events = batch.events();
+            sink.send(batch.into_body(), events).await
         });
         self.in_flight = Some(InFlight {
             window,

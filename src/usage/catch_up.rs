@@ -150,6 +150,12 @@ impl<K: Ord> CatchUp<K> {
     pub fn totals(&self, key: &K) -> Option<&MonthToDate> {
         self.parties.get(key).and_then(|p| p.now.as_ref())
     }
+
+    /// What the next group starts a party of this one from: its totals now (`Some(None)`: a
+    /// party with no totals yet), `None` for a key that is no party here.
+    pub fn carried(&self, key: &K) -> Option<Option<MonthToDate>> {
+        self.parties.get(key).map(|p| p.now.clone())
+    }
 }
 
 #[cfg(test)]

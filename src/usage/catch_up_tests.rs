@@ -299,3 +299,83 @@ proptest! {
         prop_assert_eq!(store, expected);
     }
 }
+
+proptest! {
+    /// The controller reads a group while the group before it is written, the new fold
+    /// starting from the totals being written (`carried`), and writes the groups in order; a
+    /// crash while a group is written leaves some of its parties written, loses the group read
+    /// meanwhile, and restarts from the checkpoint. For any windows, splits and crash points
+    /// the totals are the one-window-at-a-time fold's.
+    #[test]
+    fn groups_read_while_the_one_before_is_written_total_as_one_window_at_a_time(
+        (offset, plan, attempts) in plans(),
+    ) {
+        let start = &(at("2026-10-30T00:00:00Z") + TimeDelta::hours(offset)).to_rfc3339();
+        let n = plan.len();
+        let usage: Vec<Vec<(usize, WindowUsage)>> = (0..n).map(|i| plan_usage(&plan, start, i)).collect();
+
+        let mut expected: Vec<Option<MonthToDate>> = vec![None; PARTIES];
+        for (i, window_usage) in usage.iter().enumerate() {
+            let w = window(start, i as i64);
+            for (p, totals) in expected.iter_mut().enumerate() {
+                let billed = window_usage.iter().find(|(q, _)| *q == p).map(|(_, u)| u);
+                *totals = fold_window(totals.take(), billed, w);
+            }
+        }
+
+        let mut store: Vec<Option<MonthToDate>> = vec![None; PARTIES];
+        let mut checkpoint = 0;
+        // The group read and not yet written, and the end of its windows.
+        let mut pending: Option<(CatchUp<usize>, usize)> = None;
+        let rest = (n, None);
+        for (len, crash) in attempts.into_iter().chain(std::iter::repeat(rest)) {
+            if checkpoint >= n {
+                break;
+            }
+            let begin = pending.as_ref().map_or(checkpoint, |(_, end)| *end);
+            let next = (begin < n).then(|| {
+                let end = (begin + len).min(n);
+                let mut group = CatchUp::new();
+                for (p, stored) in store.iter().enumerate() {
+                    let totals = match &pending {
+                        Some((previous, _)) => previous.carried(&p).unwrap_or(None),
+                        None => stored.clone(),
+                    };
+                    group.party(p, totals);
+                }
+                for (i, window_usage) in usage.iter().enumerate().take(end).skip(begin) {
+                    group.fold(window(start, i as i64), window_usage.iter().map(|(p, u)| (*p, u)));
+                }
+                (group, end)
+            });
+            if let Some((previous, end)) = pending.take() {
+                let written: Vec<(usize, MonthToDate)> =
+                    previous.changed().map(|(p, t)| (*p, t.clone())).collect();
+                for (p, totals) in written {
+                    if crash.is_none_or(|mask| mask & (1 << p) != 0) {
+                        store[p] = Some(totals);
+                    }
+                }
+                if crash.is_some() {
+                    continue;
+                }
+                checkpoint = end;
+            }
+            pending = next;
+        }
+        prop_assert_eq!(store, expected);
+    }
+}
+
+#[test]
+fn carried_is_a_partys_totals_now_and_nothing_for_no_party() {
+    let w = window("2026-03-04T00:00:00Z", 0);
+    let mut group = CatchUp::new();
+    group.party("a", None);
+    group.party("b", None);
+    group.fold(w, [("a", &usage_of(w, &[(0, 0, 2)]))]);
+    assert_eq!(group.carried(&"a").flatten().as_ref(), group.totals(&"a"));
+    assert!(group.carried(&"a").flatten().is_some());
+    assert_eq!(group.carried(&"b"), Some(None));
+    assert_eq!(group.carried(&"z"), None);
+}
