@@ -10,9 +10,7 @@
 //! bearer token; the totals stay readable without one.
 
 use std::{
-    borrow::Cow,
-    collections::{BTreeMap, HashSet},
-    str::FromStr,
+    collections::{HashMap, HashSet},
     sync::Mutex,
 };
 
@@ -29,23 +27,30 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::Shared;
-use crate::usage::{cloudevents::BATCH_CONTENT_TYPE, meter::parse_meter_id};
+use crate::{
+    guid::Guid,
+    usage::{
+        borrowed::Str, cloudevents::BATCH_CONTENT_TYPE, meter::parse_meter_id,
+        record::exact_decimal,
+    },
+};
 
 pub const EVENT_CONTENT_TYPE: &str = "application/cloudevents+json";
 
-/// An event as the sink reads it: what it checks and sums, the rest ignored.
+/// An event as the sink reads it: what it checks and sums, the rest ignored. The texts are
+/// borrowed from the body: the sink shares the bench's process with the emulator's pages.
 #[derive(Deserialize)]
 struct Incoming<'a> {
     #[serde(borrow, default)]
-    specversion: Option<Cow<'a, str>>,
+    specversion: Option<Str<'a>>,
     #[serde(borrow, default)]
-    id: Option<Cow<'a, str>>,
+    id: Option<Str<'a>>,
     #[serde(borrow, default)]
-    source: Option<Cow<'a, str>>,
+    source: Option<Str<'a>>,
     #[serde(borrow, default, rename = "type")]
-    type_: Option<Cow<'a, str>>,
+    type_: Option<Str<'a>>,
     #[serde(borrow, default)]
-    subject: Option<Cow<'a, str>>,
+    subject: Option<Str<'a>>,
     #[serde(borrow, default)]
     data: Option<IncomingData<'a>>,
 }
@@ -54,23 +59,40 @@ struct Incoming<'a> {
 #[serde(rename_all = "camelCase")]
 struct IncomingData<'a> {
     #[serde(borrow, default)]
-    meter_id: Option<Cow<'a, str>>,
+    meter_id: Option<Str<'a>>,
     #[serde(default)]
     quantity: Option<f64>,
+}
+
+/// A subject or meter as totals key it: a GUID in any letter case, with or without its
+/// dashes, is one key; any other text is itself. Two keys are equal exactly when their texts
+/// ([`Key::text`]) are.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Key {
+    Guid(Guid),
+    Text(String),
+}
+
+impl Key {
+    fn of(text: &str) -> Self {
+        parse_meter_id(text).map_or_else(|| Key::Text(text.to_owned()), Key::Guid)
+    }
+
+    /// A GUID in its canonical form, any other text as written.
+    fn text(&self) -> String {
+        match self {
+            Key::Guid(guid) => guid.to_string(),
+            Key::Text(text) => text.clone(),
+        }
+    }
 }
 
 /// An event that passed the checks.
 struct Accepted {
     key: u128,
-    subject: String,
-    meter_id: String,
+    subject: Key,
+    meter_id: Key,
     quantity: Decimal,
-}
-
-/// A GUID in its canonical form, any other text as written: totals of one subscription or
-/// meter meet under one key whatever letter case a client wrote.
-fn canonical(text: &str) -> String {
-    parse_meter_id(text).map_or_else(|| text.to_owned(), |g| g.to_string())
 }
 
 /// (source, id) as 128 bits of SHA-256 over both, length-prefixed: a month of a thousand
@@ -88,13 +110,13 @@ fn dedup_key(source: &str, id: &str) -> u128 {
 }
 
 fn check(event: &Incoming<'_>) -> Result<Accepted, String> {
-    let text = |value: &Option<Cow<'_, str>>, name: &str| -> Result<String, String> {
-        match value.as_deref().map(str::trim) {
-            Some(text) if !text.is_empty() => Ok(text.to_owned()),
+    fn text<'t>(value: &'t Option<Str<'_>>, name: &str) -> Result<&'t str, String> {
+        match value.as_ref().map(|s| s.as_str().trim()) {
+            Some(text) if !text.is_empty() => Ok(text),
             _ => Err(format!("{name} is missing or empty")),
         }
-    };
-    if event.specversion.as_deref() != Some("1.0") {
+    }
+    if event.specversion.as_ref().map(Str::as_str) != Some("1.0") {
         return Err("specversion is not 1.0".to_owned());
     }
     let id = text(&event.id, "id")?;
@@ -109,12 +131,12 @@ fn check(event: &Incoming<'_>) -> Result<Accepted, String> {
     let quantity = data
         .quantity
         .filter(|q| q.is_finite())
-        .and_then(|q| Decimal::from_str(&q.to_string()).ok())
+        .and_then(exact_decimal)
         .ok_or_else(|| "data.quantity is not a finite number".to_owned())?;
     Ok(Accepted {
-        key: dedup_key(&source, &id),
-        subject: canonical(&subject),
-        meter_id: canonical(&meter_id),
+        key: dedup_key(source, id),
+        subject: Key::of(subject),
+        meter_id: Key::of(meter_id),
         quantity,
     })
 }
@@ -124,7 +146,7 @@ struct SinkState {
     seen: HashSet<u128>,
     received: u64,
     duplicates: u64,
-    totals: BTreeMap<(String, String), Decimal>,
+    totals: HashMap<(Key, Key), Decimal>,
 }
 
 /// The sink's state: what it has taken, and the token a POST must carry (if any).
@@ -259,8 +281,9 @@ impl Sink {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let count = accepted.len();
         let mut state = self.lock();
-        for event in &accepted {
+        for event in accepted {
             state.received += 1;
             if !state.seen.insert(event.key) {
                 state.duplicates += 1;
@@ -268,27 +291,29 @@ impl Sink {
             }
             *state
                 .totals
-                .entry((event.subject.clone(), event.meter_id.clone()))
+                .entry((event.subject, event.meter_id))
                 .or_insert(Decimal::ZERO) += event.quantity;
         }
-        Ok(accepted.len())
+        Ok(count)
     }
 
     /// What the sink has taken so far, totals ordered by subject and meter.
     pub fn totals(&self) -> Totals {
         let state = self.lock();
+        let mut totals: Vec<Total> = state
+            .totals
+            .iter()
+            .map(|((subject, meter_id), quantity)| Total {
+                subject: subject.text(),
+                meter_id: meter_id.text(),
+                quantity: quantity.normalize().to_string(),
+            })
+            .collect();
+        totals.sort_by(|a, b| (&a.subject, &a.meter_id).cmp(&(&b.subject, &b.meter_id)));
         Totals {
             received: state.received,
             duplicates: state.duplicates,
-            totals: state
-                .totals
-                .iter()
-                .map(|((subject, meter_id), quantity)| Total {
-                    subject: subject.clone(),
-                    meter_id: meter_id.clone(),
-                    quantity: quantity.normalize().to_string(),
-                })
-                .collect(),
+            totals,
         }
     }
 }

@@ -206,3 +206,58 @@ fn the_operators_own_batches_are_taken_once() {
     assert_eq!((totals.received, totals.duplicates), (6, 3));
     assert_eq!(total(&sink, SUBJECT, METER).as_deref(), Some("7.5"));
 }
+
+mod keys {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// What the totals were keyed by before: the text, a GUID's in its canonical form.
+    fn canonical(text: &str) -> String {
+        parse_meter_id(text).map_or_else(|| text.to_owned(), |g| g.to_string())
+    }
+
+    fn any_key_text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just(SUBJECT.to_owned()),
+            Just(SUBJECT.to_uppercase()),
+            Just(SUBJECT.replace('-', "")),
+            Just(METER.to_owned()),
+            Just(METER.to_uppercase().replace('-', "")),
+            "[0-9a-fA-F-]{30,37}",
+            ".{0,8}",
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn keys_meet_exactly_when_their_canonical_texts_do(a in any_key_text(), b in any_key_text()) {
+            prop_assert_eq!(Key::of(&a) == Key::of(&b), canonical(&a) == canonical(&b));
+            prop_assert_eq!(Key::of(&a).text(), canonical(&a));
+        }
+    }
+
+    #[test]
+    fn totals_are_ordered_by_subject_then_meter() {
+        let sink = Sink::default();
+        let subjects = ["b-subject", SUBJECT, "a-subject"];
+        let meters = ["z-meter", METER, "a-meter"];
+        let events: Vec<Value> = subjects
+            .iter()
+            .flat_map(|s| meters.iter().map(move |m| (*s, *m)))
+            .enumerate()
+            .map(|(i, (s, m))| event("/s", &i.to_string(), s, m, json!(1)))
+            .collect();
+        batch(&sink, &events).unwrap();
+        let got: Vec<(String, String)> = sink
+            .totals()
+            .totals
+            .into_iter()
+            .map(|t| (t.subject, t.meter_id))
+            .collect();
+        let mut want = got.clone();
+        want.sort();
+        assert_eq!(got, want);
+        assert_eq!(got.len(), 9);
+    }
+}
