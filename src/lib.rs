@@ -21,7 +21,7 @@ pub mod verify;
 #[cfg(test)]
 mod layering_tests;
 
-// The test glue shared with the integration tests and the bench (`tests/emulated`) names this
-// crate as they do.
+// The test glue shared with the integration tests (`tests/emulated`) names this crate as they
+// do.
 #[cfg(test)]
 extern crate self as azs_csp_operator;

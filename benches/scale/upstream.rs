@@ -1,12 +1,17 @@
 //! The metadata server of the http mode: the emulator's `/resolver` (DESIGN.md §4, §10) behind
-//! the test kit's fault layer, as in the tests (`tests/emulated`), answering from the generated
-//! catalog over plain HTTP on 127.0.0.1; what it answered is counted from the layer's record.
-//! It runs on the bench's runtime (its CPU is the bench's CPU).
+//! the test kit's fault layer, answering from the generated catalog over plain HTTP on
+//! 127.0.0.1; what it answered is counted by the test kit from the layer's record. No catalog
+//! editor (the tests' `tests/emulated`): the bench never edits this catalog. It runs on the
+//! bench's runtime (its CPU is the bench's CPU).
 
-#[path = "../../tests/emulated/mod.rs"]
-mod emulated;
-
-use emulated::{Metadata, ResolverCounts};
+use azs_csp_operator::emulator::{
+    self,
+    in_process::{InProcess, InProcessOptions},
+};
+use azs_csp_testkit::upstream::{
+    Upstream,
+    resolver::{self, ResolverCounts},
+};
 use serde_json::{Value, json};
 
 use crate::{Result, measure::round2, plan::Plan};
@@ -17,22 +22,25 @@ pub const FANOUT_SKIPPED_HTTP: &str = "skipped with --resolver http: the http ba
     (--cache-ttl) and their refresh re-check runs; the time measured would be the TTL";
 
 pub struct MetadataServer {
+    /// The operator's `--resolver-url`.
     pub url: String,
-    upstream: Metadata,
+    upstream: Upstream,
 }
 
 impl MetadataServer {
     /// Serves the catalog the catalog mode would load.
     pub async fn start(catalog: &str) -> Result<Self> {
-        let upstream = Metadata::with_catalog(catalog).await?;
+        let started = InProcess::start(catalog, InProcessOptions::default()).await?;
+        let upstream =
+            Upstream::serve_on(started.listener, emulator::router(started.emulator), None);
         Ok(Self {
-            url: upstream.url(),
+            url: resolver::url(&upstream),
             upstream,
         })
     }
 
     pub fn snapshot(&self) -> ResolverCounts {
-        self.upstream.counts()
+        ResolverCounts::of(&self.upstream.exchanges())
     }
 }
 

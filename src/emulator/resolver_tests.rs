@@ -1,7 +1,7 @@
 //! The http backend against the emulator's `/resolver` behind the test kit's fault layer (the
 //! glue the integration tests use, `tests/emulated`): every documented answer, every failure
 //! mode, coalescing, the in-flight bound, the TTL, the bearer token and a private CA; and how
-//! that glue edits the catalog and counts the requests.
+//! that glue edits the catalog and the test kit counts the requests.
 
 use std::{sync::Arc, time::Duration};
 
@@ -13,8 +13,11 @@ use crate::resolver::{
     MetadataResolver, RegistrationKey, ResolveError, SubscriptionState,
     http::{HttpResolver, HttpResolverError, HttpResolverOptions},
 };
-use azs_csp_testkit::upstream::{Mode, Upstream};
-use emulated::{Metadata, ResolverCounts};
+use azs_csp_testkit::upstream::{
+    Mode, Upstream,
+    resolver::{ResolverCounts, subscription_lookups},
+};
+use emulated::Metadata;
 
 const SUB: &str = "e09a4e93-29a7-4eba-a7f2-3b2c1d0e9f8a";
 const OTHER: &str = "6d3c4b9e-1f3a-4c6e-9b7a-2d1e0f9a8b7c";
@@ -426,9 +429,7 @@ fn private_ca() -> (String, tokio_rustls::TlsAcceptor) {
 #[tokio::test]
 async fn https_with_a_private_ca() {
     let (ca_pem, acceptor) = private_ca();
-    let server = Metadata::serve("{}", Some(acceptor))
-        .await
-        .expect("an emulator");
+    let server = Metadata::serve(Some(acceptor)).await.expect("an emulator");
     server.add_subscription(SUB, subscription_value(SUB));
     let dir = tempfile::tempdir().expect("tempdir");
     let ca_file = dir.path().join("ca.pem");
@@ -517,7 +518,7 @@ async fn the_catalog_is_edited_while_it_runs_and_requests_are_counted_by_kind_an
     assert_eq!(fresh().subscription(g(OTHER)).await, Ok(None));
 
     assert_eq!(
-        server.counts(),
+        ResolverCounts::of(&server.exchanges()),
         ResolverCounts {
             subscription_lookups: 3,
             approval_lookups: 2,
@@ -527,7 +528,10 @@ async fn the_catalog_is_edited_while_it_runs_and_requests_are_counted_by_kind_an
             distinct_registrations: 1,
         }
     );
-    assert_eq!(server.subscription_lookups(&SUB.to_uppercase()), 2);
+    assert_eq!(
+        subscription_lookups(&server.exchanges(), &SUB.to_uppercase()),
+        2
+    );
 }
 
 #[tokio::test]

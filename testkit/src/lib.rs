@@ -5,8 +5,9 @@
 //!   delays, hangs, dropped and refused connections, malformed bodies, flapping) in front of a
 //!   handler, recording every exchange. The handler is the operator's emulator of DESIGN.md
 //!   §10, whose `/resolver` routes serve the http-resolver contract of §4 (the operator's
-//!   tests and bench put it there, `tests/emulated`); this crate holds no second
-//!   implementation of that contract.
+//!   tests put it there through `tests/emulated`, the bench directly); this crate holds no
+//!   second implementation of that contract, only the counting of what it was asked
+//!   ([`upstream::resolver`]).
 //! - [`metrics`]: the Prometheus text format, read (the operator's and kube-apiserver's).
 //! - [`cluster`]: a client for the test cluster, CRDs installed and established, namespaces,
 //!   many objects created concurrently, waiting on a condition with a timeout.

@@ -7,7 +7,9 @@
 //! [`Upstream::serve`] by the operator's tests and bench, which alone know it; or, from
 //! [`Upstream::start`], nothing at all (a 404 for every path). The layer records every request
 //! it sees (method, path, `Authorization` header, the answer's status) and how many were in
-//! flight at most.
+//! flight at most; [`resolver`] counts that record by the kinds of the http-resolver contract.
+
+pub mod resolver;
 
 use std::{
     convert::Infallible,
