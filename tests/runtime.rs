@@ -1,6 +1,7 @@
 //! The process around the controllers, against the real API server: the metrics and health
 //! endpoints, leader election between two operator processes (one writer; takeover after the
-//! leader is killed), and a clean SIGTERM that hands the Lease over at once.
+//! leader is killed), a clean SIGTERM that hands the Lease over at once, and a restart after
+//! which nothing is decided until both kinds' caches have listed.
 //! Each test has its own namespace, and its operators watch and elect only there.
 
 mod common {
@@ -12,15 +13,22 @@ mod common {
 }
 
 use std::{
+    collections::{BTreeMap, BTreeSet},
     net::SocketAddr,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
-use azs_csp_operator::api::{CustomerSubscription, Registration};
+use azs_csp_operator::{
+    api::{Condition, CustomerSubscription, Registration},
+    emulator::tls,
+};
 use azs_csp_testkit::{
-    cluster::{TestNamespace, wait_for},
+    api_proxy::ApiProxy,
+    cluster::{TIMEOUT, TestNamespace, wait_for},
     metrics::sample,
     process::{Operator, http_get},
+    upstream::Mode,
 };
 use common::{
     crds::ensure_crds,
@@ -461,6 +469,137 @@ async fn sigterm_releases_the_lease_and_the_standby_takes_over_at_once() {
         value(&scrape(standby.metrics_addr()), "azs_csp_leader"),
         1.0
     );
+}
+
+/// Every object's Ready condition, by kind and name.
+async fn ready_conditions(ns: &TestNamespace) -> BTreeMap<String, Option<Condition>> {
+    let ready = |conditions: &[Condition]| conditions.iter().find(|c| c.type_ == "Ready").cloned();
+    let mut found = BTreeMap::new();
+    let registrations = ns.api::<Registration>().list(&ListParams::default()).await;
+    for r in registrations.expect("list Registrations") {
+        let condition = r.status.as_ref().and_then(|s| ready(&s.conditions));
+        found.insert(
+            format!("Registration/{}", r.metadata.name.unwrap_or_default()),
+            condition,
+        );
+    }
+    let customers = ns
+        .api::<CustomerSubscription>()
+        .list(&ListParams::default())
+        .await;
+    for c in customers.expect("list CustomerSubscriptions") {
+        let condition = c.status.as_ref().and_then(|s| ready(&s.conditions));
+        let name = c.metadata.name.unwrap_or_default();
+        found.insert(format!("CustomerSubscription/{name}"), condition);
+    }
+    found
+}
+
+/// The names of the Events in `ns` that report a RegistrationNotFound decision.
+async fn registration_not_found_events(ns: &TestNamespace) -> BTreeSet<String> {
+    let events = ns.api::<Event>().list(&ListParams::default()).await;
+    events
+        .expect("list Events")
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("RegistrationNotFound"))
+        .filter_map(|e| e.metadata.name)
+        .collect()
+}
+
+/// How long each of the restarted operator's Registration requests is held back (its start-up
+/// probe, its list and watch, a status write: the restart takes a few of these). Its
+/// CustomerSubscriptions list within milliseconds, so without the wait for both caches it
+/// would decide them against an empty Registration cache well before the list is let through.
+const REGISTRATIONS_HELD: Duration = Duration::from_secs(2);
+
+/// kube-runtime starts each controller once its own cache has listed, but a decision reads
+/// both kinds: a CustomerSubscription decided before the Registrations listed would be
+/// RegistrationNotFound for a moment after every restart (an Event, and a new Ready transition
+/// time, which usage attribution takes as the attach time). The restarted operator reaches the
+/// API server through the test kit's proxy, which holds back its Registration list (and watch)
+/// while its CustomerSubscriptions list at once; once both have listed, it decides every object
+/// as before and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_restart_nothing_is_decided_until_the_registrations_have_listed() {
+    let ns = TestNamespace::new("rt-synced").await;
+    ensure_crds(&ns.client).await;
+    let catalog = CatalogFile::new(CATALOG);
+    let args = [
+        "--catalog-file",
+        catalog.path_str(),
+        "--watch-namespace",
+        &ns.name,
+    ];
+    let mut first = start_operator(&args);
+    create_and_settle(&ns).await;
+    // Its Events of the first decisions (5 CustomerSubscriptions and the Registration) are
+    // published in the background: all of them in place before they are compared.
+    let first_addr = tokio::task::block_in_place(|| first.metrics_addr());
+    poll("the Events to be published", TIMEOUT, async || {
+        (sample(
+            &scrape(first_addr),
+            r#"azs_csp_events_total{outcome="published"}"#,
+        ) >= Some(6.0))
+        .then_some(())
+    })
+    .await;
+    tokio::task::block_in_place(|| first.stop());
+    let settled = ready_conditions(&ns).await;
+    let not_found_events = registration_not_found_events(&ns).await;
+
+    let tls_dir = tempfile::tempdir().expect("temp dir");
+    let (config, _) = tls::server_config(tls_dir.path()).expect("a certificate for 127.0.0.1");
+    let proxy = ApiProxy::start(
+        ns.client.clone(),
+        tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+        &tls_dir.path().join(tls::CA_FILE),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("the API proxy: {e}"));
+    proxy.set_mode_for("/registrations", Mode::Delay(REGISTRATIONS_HELD));
+    let kubeconfig = proxy.kubeconfig().to_str().expect("a UTF-8 path");
+    let restarted = start_operator_with_env(&args, &[("KUBECONFIG", kubeconfig)]);
+    let addr = tokio::task::block_in_place(|| restarted.metrics_addr());
+    poll("/readyz to answer 200", TIMEOUT, async || {
+        (status(addr, "/readyz").0 == 200).then_some(())
+    })
+    .await;
+    let reconciled = |controller: &str| {
+        format!(r#"azs_csp_reconcile_total{{controller="{controller}",result="success"}}"#)
+    };
+    poll("every object to be decided again", TIMEOUT, async || {
+        let text = scrape(addr);
+        (sample(&text, &reconciled("registration")) >= Some(1.0)
+            && sample(&text, &reconciled("customersubscription")) >= Some(CUSTOMERS.len() as f64))
+        .then_some(())
+    })
+    .await;
+
+    // The restarted operator did go through the proxy for both kinds.
+    let paths = proxy.paths();
+    for kind in ["/registrations", "/customersubscriptions"] {
+        assert!(
+            paths.iter().any(|p| p.ends_with(kind)),
+            "no {kind} in {paths:?}"
+        );
+    }
+    let logs = restarted.logs();
+    let changed: Vec<&str> = logs
+        .lines()
+        .filter(|line| line.contains("decision changed"))
+        .collect();
+    assert!(
+        changed.is_empty(),
+        "the restarted operator changed decisions:\n{}",
+        changed.join("\n")
+    );
+    assert_eq!(
+        ready_conditions(&ns).await,
+        settled,
+        "a Ready condition changed across the restart"
+    );
+    assert_eq!(registration_not_found_events(&ns).await, not_found_events);
 }
 
 /// A stored object that does not deserialize into the operator's types is skipped — logged,

@@ -11,6 +11,8 @@
 //! - [`metrics`]: the Prometheus text format, read (the operator's and kube-apiserver's).
 //! - [`cluster`]: a client for the test cluster, CRDs installed and established, namespaces,
 //!   many objects created concurrently, waiting on a condition with a timeout.
+//! - [`api_proxy`]: the test cluster's API server behind that same fault layer, for one
+//!   operator process (its requests of one kind held back, say).
 //! - [`process`]: the operator binary as a child process (or, with
 //!   `AZS_CSP_TEST_OPERATOR=external`, an operator someone else started).
 //!
@@ -25,6 +27,7 @@
 //! compiled only where it is used. The fault-test helpers (API server restarts, generated
 //! populations) are in `tests/fault_kit/`, compiled only into that binary.
 
+pub mod api_proxy;
 pub mod cluster;
 pub mod metrics;
 pub mod process;
