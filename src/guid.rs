@@ -44,6 +44,11 @@ impl Guid {
     pub fn as_u128(self) -> u128 {
         self.0
     }
+
+    /// The GUID of these 128 bits (the inverse of [`Guid::as_u128`]).
+    pub const fn from_u128(bits: u128) -> Self {
+        Self(bits)
+    }
 }
 
 impl Guid {

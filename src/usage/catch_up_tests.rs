@@ -233,6 +233,22 @@ fn plan_usage(plan: &Plan, start: &str, i: usize) -> Vec<(usize, WindowUsage)> {
 /// writing some of its parties (the bits of the mask) and before the checkpoint.
 type Attempt = (usize, Option<u8>);
 
+/// Each party's totals folded one window at a time: what any grouping must give.
+fn one_window_at_a_time(
+    usage: &[Vec<(usize, WindowUsage)>],
+    start: &str,
+) -> Vec<Option<MonthToDate>> {
+    let mut expected: Vec<Option<MonthToDate>> = vec![None; PARTIES];
+    for (i, window_usage) in usage.iter().enumerate() {
+        let w = window(start, i as i64);
+        for (p, totals) in expected.iter_mut().enumerate() {
+            let billed = window_usage.iter().find(|(q, _)| *q == p).map(|(_, u)| u);
+            *totals = fold_window(totals.take(), billed, w);
+        }
+    }
+    expected
+}
+
 fn plans() -> impl Strategy<Value = (i64, Plan, Vec<Attempt>)> {
     let records = prop::collection::vec((0i64..3, 0usize..2, 0i64..50), 0..3);
     (1usize..40).prop_flat_map(move |n| {
@@ -260,14 +276,7 @@ proptest! {
         let n = plan.len();
         let usage: Vec<Vec<(usize, WindowUsage)>> = (0..n).map(|i| plan_usage(&plan, start, i)).collect();
 
-        let mut expected: Vec<Option<MonthToDate>> = vec![None; PARTIES];
-        for (i, window_usage) in usage.iter().enumerate() {
-            let w = window(start, i as i64);
-            for (p, totals) in expected.iter_mut().enumerate() {
-                let billed = window_usage.iter().find(|(q, _)| *q == p).map(|(_, u)| u);
-                *totals = fold_window(totals.take(), billed, w);
-            }
-        }
+        let expected = one_window_at_a_time(&usage, start);
 
         let mut store: Vec<Option<MonthToDate>> = vec![None; PARTIES];
         let mut checkpoint = 0;
@@ -314,14 +323,7 @@ proptest! {
         let n = plan.len();
         let usage: Vec<Vec<(usize, WindowUsage)>> = (0..n).map(|i| plan_usage(&plan, start, i)).collect();
 
-        let mut expected: Vec<Option<MonthToDate>> = vec![None; PARTIES];
-        for (i, window_usage) in usage.iter().enumerate() {
-            let w = window(start, i as i64);
-            for (p, totals) in expected.iter_mut().enumerate() {
-                let billed = window_usage.iter().find(|(q, _)| *q == p).map(|(_, u)| u);
-                *totals = fold_window(totals.take(), billed, w);
-            }
-        }
+        let expected = one_window_at_a_time(&usage, start);
 
         let mut store: Vec<Option<MonthToDate>> = vec![None; PARTIES];
         let mut checkpoint = 0;

@@ -210,16 +210,7 @@ mod written_straight {
     use crate::usage::meter::{METERS, VM_SIZE_HOURS};
 
     fn any_guid() -> impl Strategy<Value = Guid> {
-        any::<u128>().prop_map(|bits| {
-            guid(&format!(
-                "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
-                bits >> 96,
-                (bits >> 80) & 0xffff,
-                (bits >> 64) & 0xffff,
-                (bits >> 48) & 0xffff,
-                bits & 0xffff_ffff_ffff
-            ))
-        })
+        any::<u128>().prop_map(Guid::from_u128)
     }
 
     fn any_time() -> impl Strategy<Value = DateTime<Utc>> {
