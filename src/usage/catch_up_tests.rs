@@ -233,6 +233,19 @@ fn plan_usage(plan: &Plan, start: &str, i: usize) -> Vec<(usize, WindowUsage)> {
 /// writing some of its parties (the bits of the mask) and before the checkpoint.
 type Attempt = (usize, Option<u8>);
 
+/// Each window's usage by party, in window order.
+type PlanUsage = Vec<Vec<(usize, WindowUsage)>>;
+
+/// A plan's start, each window's usage, and the totals any grouping must give.
+fn scenario(offset: i64, plan: &Plan) -> (String, PlanUsage, Vec<Option<MonthToDate>>) {
+    let start = (at("2026-10-30T00:00:00Z") + TimeDelta::hours(offset)).to_rfc3339();
+    let usage: Vec<_> = (0..plan.len())
+        .map(|i| plan_usage(plan, &start, i))
+        .collect();
+    let expected = one_window_at_a_time(&usage, &start);
+    (start, usage, expected)
+}
+
 /// Each party's totals folded one window at a time: what any grouping must give.
 fn one_window_at_a_time(
     usage: &[Vec<(usize, WindowUsage)>],
@@ -272,12 +285,8 @@ proptest! {
     fn groups_and_crashes_total_as_one_window_at_a_time(
         (offset, plan, attempts) in plans(),
     ) {
-        let start = &(at("2026-10-30T00:00:00Z") + TimeDelta::hours(offset)).to_rfc3339();
-        let n = plan.len();
-        let usage: Vec<Vec<(usize, WindowUsage)>> = (0..n).map(|i| plan_usage(&plan, start, i)).collect();
-
-        let expected = one_window_at_a_time(&usage, start);
-
+        let (start, usage, expected) = &scenario(offset, &plan);
+        let (start, n) = (start.as_str(), usage.len());
         let mut store: Vec<Option<MonthToDate>> = vec![None; PARTIES];
         let mut checkpoint = 0;
         let rest = (n, None);
@@ -305,7 +314,7 @@ proptest! {
                 checkpoint = end;
             }
         }
-        prop_assert_eq!(store, expected);
+        prop_assert_eq!(&store, expected);
     }
 }
 
@@ -319,12 +328,8 @@ proptest! {
     fn groups_read_while_the_one_before_is_written_total_as_one_window_at_a_time(
         (offset, plan, attempts) in plans(),
     ) {
-        let start = &(at("2026-10-30T00:00:00Z") + TimeDelta::hours(offset)).to_rfc3339();
-        let n = plan.len();
-        let usage: Vec<Vec<(usize, WindowUsage)>> = (0..n).map(|i| plan_usage(&plan, start, i)).collect();
-
-        let expected = one_window_at_a_time(&usage, start);
-
+        let (start, usage, expected) = &scenario(offset, &plan);
+        let (start, n) = (start.as_str(), usage.len());
         let mut store: Vec<Option<MonthToDate>> = vec![None; PARTIES];
         let mut checkpoint = 0;
         // The group read and not yet written, and the end of its windows.
@@ -365,7 +370,7 @@ proptest! {
             }
             pending = next;
         }
-        prop_assert_eq!(store, expected);
+        prop_assert_eq!(&store, expected);
     }
 }
 
