@@ -22,7 +22,7 @@ cluster-up: ## Start the local cluster (no-op when it is already running); NODE=
 	$(HACK)/cluster-up.sh
 
 .PHONY: cluster-down
-cluster-down: ## Stop the local cluster and delete its etcd data
+cluster-down: ## Stop the local cluster (and the local node on it, if one runs) and delete its etcd data
 	$(HACK)/cluster-down.sh
 
 .PHONY: cluster-status
@@ -95,7 +95,7 @@ node-down: ## Stop the local node and remove every trace of it on the host (the 
 	$(HACK)/node-down.sh
 
 .PHONY: node-safety
-node-safety: ## Test the node's two rules: no packet leaves the machine; node-down leaves the host as it was
+node-safety: ## Test the node's two rules (no packet leaves the machine; node-down leaves the host as it was) and that cluster-down stops the node
 	$(HACK)/node-safety.sh
 
 # ---- Benchmark (not part of make test) ----

@@ -1,10 +1,17 @@
 #!/usr/bin/env bash
 # Stops the local control plane started by cluster-up.sh (TERM, then KILL after
-# $STOP_GRACE_SECONDS) and removes its etcd data. The PKI and the logs are kept.
+# $STOP_GRACE_SECONDS) and removes its etcd data. The PKI and the logs are kept. A local node
+# that serves this cluster (make node-up) is stopped first: it depends on the cluster, and its
+# API server forward would keep the API server's port.
 set -euo pipefail
-# shellcheck source=cluster-lib.sh
-. "$(dirname "${BASH_SOURCE[0]}")/cluster-lib.sh"
+# shellcheck source=node-lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/node-lib.sh"
 
+# Before the cluster lock: node-up takes the node lock and then the cluster's.
+if [ "$(cat "$NODE_OWNER" 2>/dev/null || true)" = "$NODE_DIR" ]; then
+  log "stopping the local node first (it runs on this cluster)"
+  "$HACK_DIR/node-down.sh"
+fi
 cluster_lock
 ports=()
 if load_cluster_env; then
@@ -22,6 +29,9 @@ for port in "${ports[@]}"; do
     port_listening "$port" || break
     sleep 0.1
   done
-  port_listening "$port" && die "port $port is still listening after stopping the cluster"
+  if port_listening "$port"; then
+    ss -Hltnp "sport = :$port" >&2 || true
+    die "port $port is still listening after stopping the cluster"
+  fi
 done
 log "cluster stopped (logs kept in $LOG_DIR)"

@@ -18,7 +18,11 @@ netns_exists || started_node=1
 cleanup() {
   local rc=$?
   if [ "${KEEP:-0}" != 1 ]; then
-    if [ -n "$started_node" ]; then "$HACK_DIR/node-down.sh" || true; fi
+    if [ -n "$started_node" ]; then
+      "$HACK_DIR/node-down.sh" || true
+    else
+      log "leaving the node running: it ran before make e2e"
+    fi
     if [ -n "$started_cluster" ]; then "$HACK_DIR/cluster-down.sh" >/dev/null 2>&1 || true; fi
   fi
   [ "$rc" -eq 0 ] && log "make e2e passed in $(((SECONDS - started) / 60))m$(((SECONDS - started) % 60))s"

@@ -56,13 +56,20 @@ cgroup_hierarchies() {
   done
 }
 
-# Every pid in the node's cgroup tree (the pids hierarchy holds all of them, or any other).
+# Every pid of the node: its cgroup tree (the pids hierarchy holds all of them, or any other),
+# and, should a process have left that tree, whatever runs in its network namespace and the
+# API server forward on the host (a node-down that missed them would leave a node running on
+# a cluster about to stop: CI saw the forward still holding the API server's port).
 node_pids() {
   local h
-  while read -r h; do
-    [ -d "$h/$NODE_CGROUP" ] || continue
-    find "$h/$NODE_CGROUP" -name cgroup.procs -exec cat {} + 2>/dev/null
-  done < <(cgroup_hierarchies) | sort -un
+  {
+    while read -r h; do
+      [ -d "$h/$NODE_CGROUP" ] || continue
+      find "$h/$NODE_CGROUP" -name cgroup.procs -exec cat {} + 2>/dev/null
+    done < <(cgroup_hierarchies)
+    if netns_exists; then ip netns pids "$NODE_NETNS" 2>/dev/null || true; fi
+    pgrep -f -- "TCP-LISTEN:[0-9]+,bind=$NODE_HOST_IP," || true
+  } | sort -un
 }
 
 # No grep -q in a pipe: its early exit can fail the writer with SIGPIPE (pipefail).

@@ -7,8 +7,10 @@
 #  2. node-down leaves the host exactly as node-up found it: sysctls, iptables/nft rules,
 #     links, addresses, routes, network namespaces, mounts, cgroups, listening sockets and
 #     the files a kubelet node would touch are snapshotted before node-up and compared
-#     after node-down.
-# Needs root; starts the cluster (NODE=1) when it is not running and leaves it running; the
+#     after node-down; even a node process that left the node's cgroup is stopped.
+#  3. cluster-down stops a node that runs on the cluster before the control plane: no node
+#     process and no port of the cluster is left.
+# Needs root; starts the cluster (NODE=1) when it is not running and stops it at the end; the
 # node must not be running. Prints node-up's seconds.
 set -euo pipefail
 # shellcheck source=node-lib.sh
@@ -139,6 +141,11 @@ done
 [ "$failures" -eq 0 ] && log "egress: pods reach the API server and nothing outside the node"
 
 # --- 2. node-down restores the host ---
+# Even a node process outside the node's cgroup (CI once saw the API server forward outlive
+# the node) goes: the forward is moved to each hierarchy's root first.
+forward="$(pgrep -f -- "TCP-LISTEN:[0-9]+,bind=$NODE_HOST_IP," | head -n 1 || true)"
+[ -n "$forward" ] || die "the node's API server forward is not running"
+while read -r h; do echo "$forward" >"$h/cgroup.procs"; done < <(cgroup_hierarchies)
 "$HACK_DIR/node-down.sh"
 node_started=""
 snapshot "$work/after"
@@ -148,6 +155,18 @@ if ! diff -r -u "$work/before" "$work/after" >"$work/diff"; then
   failures=$((failures + 1))
 else
   log "host unchanged after node-down: $(cat "$work"/before/* | wc -l) lines of state compared"
+fi
+
+# --- 3. cluster-down stops the node first ---
+node_started=1
+"$HACK_DIR/node-up.sh" >/dev/null
+"$HACK_DIR/cluster-down.sh"
+node_started=""
+if [ -n "$(node_pids)" ] || netns_exists; then
+  log "FAIL: cluster-down left the node running: $(node_pids | tr '\n' ' ')"
+  failures=$((failures + 1))
+else
+  log "cluster-down stopped the node, then the cluster"
 fi
 [ "$failures" -eq 0 ] || die "$failures node safety check(s) failed"
 log "node safety: passed"
