@@ -68,9 +68,12 @@ node_pids() {
       find "$h/$NODE_CGROUP" -name cgroup.procs -exec cat {} + 2>/dev/null
     done < <(cgroup_hierarchies)
     if netns_exists; then ip netns pids "$NODE_NETNS" 2>/dev/null || true; fi
-    pgrep -f -- "TCP-LISTEN:[0-9]+,bind=$NODE_HOST_IP," || true
+    forward_pids
   } | sort -un
 }
+
+# The API server forward on the host (node-run.sh proxy: socat, a child per connection).
+forward_pids() { pgrep -f -- "TCP-LISTEN:[0-9]+,bind=$NODE_HOST_IP," || true; }
 
 # No grep -q in a pipe: its early exit can fail the writer with SIGPIPE (pipefail).
 netns_exists() { ip netns list | awk -v ns="$NODE_NETNS" '$1 == ns {found = 1} END {exit !found}'; }

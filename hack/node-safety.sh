@@ -143,7 +143,7 @@ done
 # --- 2. node-down restores the host ---
 # Even a node process outside the node's cgroup (CI once saw the API server forward outlive
 # the node) goes: the forward is moved to each hierarchy's root first.
-forward="$(pgrep -f -- "TCP-LISTEN:[0-9]+,bind=$NODE_HOST_IP," | head -n 1 || true)"
+forward="$(forward_pids | head -n 1 || true)"
 [ -n "$forward" ] || die "the node's API server forward is not running"
 while read -r h; do echo "$forward" >"$h/cgroup.procs"; done < <(cgroup_hierarchies)
 "$HACK_DIR/node-down.sh"
