@@ -141,7 +141,9 @@ impl Inner {
             reason: error_chain(&e),
         })?;
         let status = response.status().as_u16();
-        if response.status().is_success() {
+        let acknowledged = response.status().is_success();
+        drain(response).await;
+        if acknowledged {
             return Ok(status);
         }
         Err(SinkError::Refused {
@@ -152,9 +154,89 @@ impl Inner {
     }
 }
 
+/// Answer bytes read at most, to keep the connection.
+const DRAINED_AT_MOST: usize = 64 * 1024;
+
+/// Reads the answer to its end: hyper puts a connection back in the pool only then, and a new
+/// TLS handshake for every batch cost the operator more CPU than the batch (docs/benchmarks.md,
+/// U5). A longer answer is dropped, and its connection with it.
+async fn drain(mut response: reqwest::Response) {
+    let mut read = 0;
+    while let Ok(Some(chunk)) = response.chunk().await {
+        read += chunk.len();
+        if read > DRAINED_AT_MOST {
+            return;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use axum::serve::ListenerExt;
+    use futures::StreamExt;
+
     use super::*;
+
+    /// A sink on loopback answering `status` with a body whose second half comes later (so
+    /// that the client cannot have read it with the head), counting the connections it
+    /// accepts.
+    async fn counting_sink(status: u16) -> (String, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}/events", listener.local_addr().expect("addr"));
+        let connections = Arc::new(AtomicUsize::new(0));
+        let counted = connections.clone();
+        let listener = listener.tap_io(move |_| {
+            counted.fetch_add(1, Ordering::SeqCst);
+        });
+        let code = axum::http::StatusCode::from_u16(status).expect("status");
+        let answer = move || async move {
+            let halves =
+                futures::stream::iter([r#"{"accepted":"#, "500}"]).then(|half| async move {
+                    if half == "500}" {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    Ok::<_, std::convert::Infallible>(axum::body::Bytes::from_static(
+                        half.as_bytes(),
+                    ))
+                });
+            (code, axum::body::Body::from_stream(halves))
+        };
+        let app = axum::Router::new().route("/events", axum::routing::post(answer));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (url, connections)
+    }
+
+    fn client(url: &str) -> SinkClient {
+        SinkClient::new(SinkSettings {
+            url: url.to_string(),
+            token_file: None,
+            ca_file: None,
+            timeout: Duration::from_secs(5),
+            breaker: BreakerSettings::default(),
+        })
+        .expect("client")
+    }
+
+    #[tokio::test]
+    async fn batches_share_one_connection_whatever_the_answer() {
+        for (status, acknowledged) in [(202, true), (400, false)] {
+            let (url, connections) = counting_sink(status).await;
+            let sink = client(&url);
+            for _ in 0..5 {
+                let sent = sink.send(b"[]".to_vec(), 0).await;
+                assert_eq!(sent.is_ok(), acknowledged, "{status}: {sent:?}");
+            }
+            assert_eq!(
+                connections.load(Ordering::SeqCst),
+                1,
+                "five batches answered {status} opened more than one connection"
+            );
+        }
+    }
 
     #[test]
     fn codes_and_outages() {
