@@ -8,7 +8,8 @@ use std::sync::Arc;
 use azure_core::{
     credentials::TokenCredential,
     http::{
-        ClientOptions, Context, Method, Pipeline, PipelineSendOptions, RetryOptions, Transport, Url,
+        ClientOptions, Context, Method, Pipeline, PipelineSendOptions, RetryOptions, Transport,
+        Url, response::ResponseBody,
     },
 };
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -211,14 +212,14 @@ impl SourceClient {
     }
 
     /// One page of a window's records, as the source wrote it (the caller parses it, and
-    /// follows its `continuationToken`).
+    /// follows its `continuationToken`): the body the pipeline collected, not a copy of it.
     pub async fn records_page(
         &self,
         source: &SourceEndpoint,
         start: DateTime<Utc>,
         end: DateTime<Utc>,
         continuation: Option<&str>,
-    ) -> Result<Vec<u8>, SourceError> {
+    ) -> Result<ResponseBody, SourceError> {
         let url = source.records_url(start, end, continuation)?;
         self.get(source, url).await
     }
@@ -257,7 +258,7 @@ impl SourceClient {
         })
     }
 
-    async fn get(&self, source: &SourceEndpoint, url: Url) -> Result<Vec<u8>, SourceError> {
+    async fn get(&self, source: &SourceEndpoint, url: Url) -> Result<ResponseBody, SourceError> {
         if let Err(down) = self.breaker.admit() {
             return Err(SourceError::Down { cause: down.cause });
         }
@@ -290,7 +291,7 @@ fn redact(url: &Url) -> String {
 }
 
 impl Sender {
-    async fn get(&self, scope: &str, url: Url) -> Result<Vec<u8>, SourceError> {
+    async fn get(&self, scope: &str, url: Url) -> Result<ResponseBody, SourceError> {
         let credential = self
             .credential
             .as_ref()
@@ -320,7 +321,7 @@ impl Sender {
                 reason: error_chain(&e),
             })?;
         let status: u16 = response.status().into();
-        let body = response.into_body().as_ref().to_vec();
+        let body = response.into_body();
         if (200..300).contains(&status) {
             return Ok(body);
         }
