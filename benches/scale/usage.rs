@@ -207,6 +207,9 @@ impl UsageWorld {
             dir,
         )
         .await?;
+        // A stamp's admin endpoint and a metering system keep their connections: without this
+        // every page and every batch would begin with a TLS handshake.
+        served.upstream.keep_connections();
         Ok(Self {
             upstream: served.upstream,
             emulator: served.emulator,
@@ -218,6 +221,11 @@ impl UsageWorld {
 
     pub fn url(&self) -> String {
         self.upstream.url()
+    }
+
+    /// The connections the emulator accepted so far.
+    pub fn connections(&self) -> u64 {
+        self.upstream.connections()
     }
 
     /// The usage requests the emulator answered so far.
@@ -640,7 +648,9 @@ pub async fn run(s: &Settings) -> Result<Map<String, Value>> {
 
     let cpu_before = cpu_seconds(me, ticks);
     let limit_load_before = load_average();
+    let connections_before = world.connections();
     let fetched = fetch_and_parse(&world, &month).await?;
+    let limit_connections = world.connections() - connections_before;
     let cpu = cpu_seconds(me, ticks)
         .zip(cpu_before)
         .map(|(after, before)| round2(after - before));
@@ -668,6 +678,7 @@ pub async fn run(s: &Settings) -> Result<Map<String, Value>> {
             "records": fetched.records,
             "pages": fetched.pages,
             "usage_requests_answered": world.usage_requests(),
+            "connections": limit_connections,
             "mib": round2(fetched.bytes as f64 / 1048576.0),
             "seconds": round2(fetched.seconds),
             "records_per_s": round2(limit_rate),
@@ -681,10 +692,13 @@ pub async fn run(s: &Settings) -> Result<Map<String, Value>> {
     if operator_has_usage(&s.operator) {
         let resources: Arc<Mutex<Resources>> = Arc::default();
         let client = local_client(&s.kubeconfig).await?;
+        let connections_before = world.connections();
         let measured = operator_phase(s, &month, &world, &client, &resources).await;
+        let connections = world.connections() - connections_before;
         let cleaned = cleanup(&client, &resources).await;
         results.insert("cleanup".into(), cleaned);
-        let measured = measured?;
+        let mut measured = measured?;
+        measured["connections"] = json!(connections);
         let rate = measured["records_per_s"].as_f64().unwrap_or(0.0);
         results.insert(
             "ratio_limit_to_operator".into(),
@@ -731,22 +745,24 @@ pub fn print_summary(results: &Map<String, Value>) {
         get(&["month", "records"])
     );
     println!(
-        "  limit:    {} records/s ({} pages, {} MiB, {} s; bench process CPU {} s, peak RSS {} MiB)",
+        "  limit:    {} records/s ({} pages, {} MiB, {} s; bench process CPU {} s, peak RSS {} MiB; {} connections)",
         get(&["limit", "records_per_s"]),
         get(&["limit", "pages"]),
         get(&["limit", "mib"]),
         get(&["limit", "seconds"]),
         get(&["limit", "bench_process_cpu_s"]),
-        get(&["limit", "bench_process_peak_rss_mib"])
+        get(&["limit", "bench_process_peak_rss_mib"]),
+        get(&["limit", "connections"])
     );
     let operator = get(&["operator"]);
     if operator.is_object() {
         println!(
-            "  operator: {} records/s ({} s, CPU {} s, bench process {} s); ratio limit/operator {} (target <= 1.5), CPU ratio {}",
+            "  operator: {} records/s ({} s, CPU {} s, bench process {} s; {} connections); ratio limit/operator {} (target <= 1.5), CPU ratio {}",
             operator["records_per_s"],
             operator["seconds"],
             operator["operator_cpu_s"],
             operator["bench_process_cpu_s"],
+            operator["connections"],
             get(&["ratio_limit_to_operator"]),
             get(&["cpu_ratio_operator_phase_to_limit"])
         );

@@ -16,7 +16,7 @@ use std::{
     net::SocketAddr,
     sync::{
         Arc, Mutex, MutexGuard,
-        atomic::{AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
     time::Duration,
 };
@@ -52,6 +52,7 @@ pub enum Mode {
 /// What the layer saw.
 #[derive(Default)]
 struct Log {
+    connections: AtomicU64,
     requests: AtomicU64,
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
@@ -87,6 +88,8 @@ pub struct Exchange {
 const NOT_FOUND: &str = r#"{"kind":"Status","apiVersion":"v1","status":"Failure","message":"the server could not find the requested resource","reason":"NotFound","code":404}"#;
 
 struct Shared {
+    /// Whether a connection serves more than one request (see [`Upstream::keep_connections`]).
+    keep_alive: AtomicBool,
     mode: Mutex<Mode>,
     /// Only requests whose path contains this get the mode; the others are answered healthy.
     scope: Mutex<Option<String>>,
@@ -133,6 +136,7 @@ impl Upstream {
             addr,
             tls,
             shared: Arc::new(Shared {
+                keep_alive: AtomicBool::new(false),
                 mode: Mutex::new(Mode::Healthy),
                 scope: Mutex::new(None),
                 log: Log::default(),
@@ -149,6 +153,10 @@ impl Upstream {
         let tls = self.tls.clone();
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
+                shared.log.connections.fetch_add(1, Ordering::SeqCst);
+                // As servers that keep connections do (nginx's tcp_nodelay): an answer's last
+                // segment is not held back until the client acknowledges the one before.
+                let _ = stream.set_nodelay(true);
                 tokio::spawn(connection(stream, tls.clone(), Arc::clone(&shared)));
             }
         });
@@ -158,6 +166,15 @@ impl Upstream {
     pub fn url(&self) -> String {
         let scheme = if self.tls.is_some() { "https" } else { "http" };
         format!("{scheme}://{}", self.addr)
+    }
+
+    /// Connections accepted from now on serve request after request, as a real stamp's and
+    /// metering system's do (the bench's usage phase: a TLS handshake per request would be
+    /// most of what it measures). By default a connection serves one request, so that
+    /// [`Upstream::refuse_connections`] takes effect at the next request; with this it does
+    /// only for new connections.
+    pub fn keep_connections(&self) {
+        self.shared.keep_alive.store(true, Ordering::SeqCst);
     }
 
     pub fn set_mode(&self, mode: Mode) {
@@ -184,6 +201,11 @@ impl Upstream {
                 retry_after: s.retry_after.clone(),
             })
             .collect()
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> u64 {
+        self.shared.log.connections.load(Ordering::SeqCst)
     }
 
     /// Requests the layer saw, whatever it answered.
@@ -255,14 +277,15 @@ impl Drop for Upstream {
 }
 
 async fn connection(stream: TcpStream, tls: Option<TlsAcceptor>, shared: Arc<Shared>) {
+    let keep_alive = shared.keep_alive.load(Ordering::SeqCst);
     let service = hyper::service::service_fn(move |request| {
         let shared = Arc::clone(&shared);
         async move { answer(request, &shared).await }
     });
-    // One request per connection, as the operator's upstreams are not asked to keep them:
-    // refusing connections then takes effect at the next request.
+    // One request per connection unless kept (the operator's tests do not ask): refusing
+    // connections then takes effect at the next request.
     let mut http = hyper::server::conn::http1::Builder::new();
-    http.keep_alive(false);
+    http.keep_alive(keep_alive);
     // Errors end this connection only (a dropped connection is one, on purpose).
     match tls {
         Some(acceptor) => {
