@@ -136,6 +136,8 @@ struct Scenario {
     operator: Option<Operator>,
     /// `--usage-delay`: windows ending later than this long ago wait.
     usage_delay: String,
+    /// `--usage-interval`: how long a pass waits for the next when no usageSource changes.
+    usage_interval: String,
     /// The hour the emulator started in: the stamp's relative times count from it.
     origin: DateTime<Utc>,
     catalog_file: PathBuf,
@@ -175,6 +177,7 @@ impl Scenario {
             world,
             operator: None,
             usage_delay: "0s".to_string(),
+            usage_interval: "1s".to_string(),
             origin: hour(started),
             catalog_file,
             plan,
@@ -202,7 +205,7 @@ impl Scenario {
             "--usage-sink",
             &format!("{url}/events"),
             "--usage-interval",
-            "1s",
+            &self.usage_interval,
             "--usage-delay",
             &self.usage_delay,
             "--usage-timeout",
@@ -242,21 +245,34 @@ impl Scenario {
 
     /// Creates the Registration (usage from `start`) and its customers, two of them attached.
     async fn create_from(&self, start: DateTime<Utc>) {
+        self.create_objects(Some(self.usage_source(start))).await;
+    }
+
+    /// `spec.usageSource`: the emulator's stamp, read from `start`.
+    fn usage_source(&self, start: DateTime<Utc>) -> serde_json::Value {
+        json!({
+            "endpoint": self.world.url(),
+            "providerSubscriptionId": PROVIDER,
+            "startTime": start.to_rfc3339(),
+        })
+    }
+
+    /// [`Self::create_from`], the Registration with `usage_source` or none.
+    async fn create_objects(&self, usage_source: Option<serde_json::Value>) {
+        let mut spec = json!({
+            "subscriptionId": REG_SUB,
+            "resourceGroup": "azurestack",
+            "cloudId": CLOUD,
+            "billingModel": "PayAsYouUse",
+        });
+        if let Some(source) = usage_source {
+            spec["usageSource"] = source;
+        }
         let registration: Registration = serde_json::from_value(json!({
             "apiVersion": "csp.azurestack.io/v1alpha1",
             "kind": "Registration",
             "metadata": {"name": "stack"},
-            "spec": {
-                "subscriptionId": REG_SUB,
-                "resourceGroup": "azurestack",
-                "cloudId": CLOUD,
-                "billingModel": "PayAsYouUse",
-                "usageSource": {
-                    "endpoint": self.world.url(),
-                    "providerSubscriptionId": PROVIDER,
-                    "startTime": start.to_rfc3339(),
-                },
-            }
+            "spec": spec,
         }))
         .expect("registration");
         self.ns
@@ -624,10 +640,11 @@ async fn assert_status_totals_by_month(s: &Scenario, registration: Registration)
 #[tokio::test]
 async fn killed_at_random_moments_48_windows_are_totalled_exactly_once() {
     let mut s = Scenario::with_plan("usage-kill", TWO_DAYS).await;
-    // Slow pages spread the 48 windows over seconds, so that the kills land inside them.
+    // Slow pages spread the 48 windows over seconds, so that the kills land inside them (two
+    // windows are read at once).
     s.world.upstream.set_mode_for(
         "subscriberUsageAggregates",
-        Mode::Delay(Duration::from_millis(120)),
+        Mode::Delay(Duration::from_millis(250)),
     );
     s.create().await;
     let api = s.ns.api::<Registration>();
@@ -1023,5 +1040,30 @@ async fn catching_up_writes_each_customer_once_per_group_not_once_per_window() {
     eprintln!("{windows} windows caught up with {writes} usage status writes");
 
     // And the totals are exact.
+    assert_status_totals_by_month(&s, registration).await;
+}
+
+#[tokio::test]
+async fn a_usage_source_set_is_read_at_once_not_an_interval_later() {
+    let mut s = Scenario::with_plan("usage-prompt", TWO_DAYS).await;
+    s.usage_interval = "1h".to_string();
+    s.create_objects(None).await;
+    s.start_operator();
+    // The first pass finds no usageSource; the next is an hour away.
+    let operator = s.operator.as_ref().expect("operator runs");
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while !operator.logs().contains("usage pass done") {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the usage controller's first pass within 60 s");
+    let start = s.origin - TimeDelta::hours(s.plan.windows);
+    let patch = json!({"spec": {"usageSource": s.usage_source(start)}});
+    s.ns.api::<Registration>()
+        .patch("stack", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("set spec.usageSource");
+    let registration = s.wait_caught_up().await;
     assert_status_totals_by_month(&s, registration).await;
 }

@@ -1,4 +1,5 @@
-//! The usage controller (DESIGN.md §9), thin: every `--usage-interval`, per Registration with
+//! The usage controller (DESIGN.md §9), thin: every `--usage-interval` (and as soon as a
+//! `spec.usageSource` is set or changed), per Registration with
 //! `spec.usageSource`, the due windows in order from `status.usage.ingestedThrough`, in groups
 //! while catching up (`usage::catch_up`, bounded by [`GROUP_MIN`]): directory once per group →
 //! each window's pages fetched and validated ahead, decided by `usage::ingest`, its events
@@ -20,8 +21,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tokio::sync::mpsc;
-
 use chrono::{DateTime, SecondsFormat, Utc};
 use futures::{StreamExt, TryStreamExt};
 use kube::{
@@ -32,11 +31,13 @@ use kube::{
 use serde_json::json;
 use tracing::{debug, info, instrument, warn};
 
+mod pages;
+
 use super::{Context, ObjKey};
 use crate::{
     api::{
         Condition, CustomerSubscription, Registration, RegistrationUsageStatus, RejectedRecords,
-        UsageTotals,
+        UsageSource, UsageTotals,
     },
     conditions::{self, USAGE},
     guid::Guid,
@@ -48,9 +49,8 @@ use crate::{
         cloudevents::{Batch, EventWriter, Origin},
         ingest::{self, WindowIngest},
         rate_card::RateCard,
-        record::{PageRef, Rejection, UsageRecord, validate_view},
         totals::MonthToDate,
-        window::{Window, due_windows, first_checkpoint},
+        window::{Window, first_checkpoint},
     },
     usage_io::{SinkClient, SinkError, SourceClient, SourceEndpoint},
 };
@@ -175,6 +175,7 @@ pub async fn run(
         }
     }
     loop {
+        let passed = usage_sources(&ctx);
         for registration in ctx.registrations.all() {
             if registration.spec.usage_source.is_none()
                 || registration.metadata.deletion_timestamp.is_some()
@@ -186,9 +187,43 @@ pub async fn run(
                 _ = process(&ctx, &usage, &registration) => {}
             }
         }
+        debug!(registrations = passed.len(), "usage pass done");
         tokio::select! {
             _ = &mut shutdown => return,
-            _ = tokio::time::sleep(usage.interval) => {}
+            _ = next_pass(&ctx, usage.interval, &passed) => {}
+        }
+    }
+}
+
+/// How often the wait for the next pass looks whether a `spec.usageSource` changed.
+const SOURCE_CHANGE_POLL: Duration = Duration::from_secs(1);
+
+/// Each Registration's `spec.usageSource` in the cache, in key order.
+fn usage_sources(ctx: &Context) -> Vec<(ObjKey, UsageSource)> {
+    let mut sources: Vec<_> = ctx
+        .registrations
+        .all()
+        .iter()
+        .filter(|r| r.metadata.deletion_timestamp.is_none())
+        .filter_map(|r| Some((ObjKey::of(r.as_ref()), r.spec.usage_source.clone()?)))
+        .collect();
+    sources.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    sources
+}
+
+/// Waits `interval`, or until a `spec.usageSource` differs from the pass's (one set, changed or
+/// removed): with the default of 5 minutes, a partner who sets one would otherwise wait that
+/// long for the first window. Only the cache is read.
+async fn next_pass(ctx: &Context, interval: Duration, passed: &[(ObjKey, UsageSource)]) {
+    let due = tokio::time::Instant::now() + interval;
+    loop {
+        let left = due.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        tokio::time::sleep(left.min(SOURCE_CHANGE_POLL)).await;
+        if usage_sources(ctx) != passed {
+            return;
         }
     }
 }
@@ -625,7 +660,7 @@ async fn forward(
     group: &mut CatchUp<Party>,
 ) -> Result<(), (Window, Failure)> {
     let context = setup.context(usage);
-    let (mut pages, _fetching) = prefetch(usage, endpoint, &setup.directory, first, at);
+    let mut pages = pages::prefetch(usage, endpoint, &setup.directory, first, at);
     let mut forwarder = Forwarder::new(ctx, usage);
     let mut writer = EventWriter::new(&setup.origin)
         .map_err(|e| (first, Failure::Sink(format!("cannot write an event: {e}"))))?;
@@ -668,100 +703,6 @@ async fn forward(
         }
     }
     forwarder.settle(group).await
-}
-
-/// A page of a window's records, fetched, parsed and validated ahead of its use (in the
-/// windows' order).
-struct Fetched {
-    /// Each record as [`validate_view`] found it.
-    records: Vec<Result<UsageRecord, Rejection>>,
-    /// The window's last page.
-    last: bool,
-}
-
-/// Aborts the task when dropped (a group that ends, or a controller shut down).
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-/// Pages ahead of the one being decided: the fetch, parse and validation of the next pages
-/// run on a task of their own, beside the deciding and forwarding of this one (a page is about
-/// 0.8 MB of JSON, its validated records about a fifth of that, so two ahead bound what is held).
-const PAGES_AHEAD: usize = 1;
-
-/// Fetches, parses and validates the pages of the windows due from `first`, in order, a page
-/// ahead of the consumer; an error ends the stream.
-fn prefetch(
-    usage: &UsageMode,
-    endpoint: &SourceEndpoint,
-    directory: &Arc<Directory>,
-    first: Window,
-    at: DateTime<Utc>,
-) -> (mpsc::Receiver<Result<Fetched, Failure>>, AbortOnDrop) {
-    let (tx, rx) = mpsc::channel(PAGES_AHEAD);
-    let (source, endpoint, delay) = (usage.source.clone(), endpoint.clone(), usage.delay);
-    let directory = directory.clone();
-    let task = tokio::spawn(async move {
-        for window in due_windows(first.start, at, delay) {
-            let mut continuation: Option<String> = None;
-            loop {
-                let page = fetch_page(
-                    &source,
-                    &endpoint,
-                    &directory,
-                    window,
-                    continuation.as_deref(),
-                )
-                .await;
-                let (records, next) = match page {
-                    Ok(page) => page,
-                    Err(failure) => {
-                        let _ = tx.send(Err(failure)).await;
-                        return;
-                    }
-                };
-                continuation = next.filter(|t| !t.is_empty());
-                let last = continuation.is_none();
-                if tx.send(Ok(Fetched { records, last })).await.is_err() {
-                    return;
-                }
-                if last {
-                    break;
-                }
-            }
-        }
-    });
-    (rx, AbortOnDrop(task))
-}
-
-/// One page: its records validated against `directory`, and its continuation token.
-async fn fetch_page(
-    source: &SourceClient,
-    endpoint: &SourceEndpoint,
-    directory: &Directory,
-    window: Window,
-    continuation: Option<&str>,
-) -> Result<(Vec<Result<UsageRecord, Rejection>>, Option<String>), Failure> {
-    let body = source
-        .records_page(endpoint, window.start, window.end, continuation)
-        .await
-        .map_err(|e| Failure::Source(e.to_string()))?;
-    let page: PageRef<'_> = serde_json::from_slice(&body).map_err(|e| {
-        Failure::Source(format!(
-            "a page of {} is not the documented JSON: {e}",
-            endpoint.endpoint
-        ))
-    })?;
-    let records = page
-        .value
-        .iter()
-        .map(|raw| validate_view(&raw.view(), directory))
-        .collect();
-    Ok((records, page.continuation_token))
 }
 
 /// One batch POST in flight at a time, the next batch built meanwhile; a window is folded into
