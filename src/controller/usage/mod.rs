@@ -13,7 +13,7 @@
 //! alone, and this one leaves theirs alone.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     sync::{
         Arc, Mutex, PoisonError,
         atomic::{AtomicBool, Ordering},
@@ -705,12 +705,18 @@ async fn forward(
     forwarder.settle(group).await
 }
 
-/// One batch POST in flight at a time, the next batch built meanwhile; a window is folded into
-/// the group once its last batch is acknowledged.
+/// Batch POSTs in flight at once: while the sink reads one, the next is on its way, and the
+/// next after it is built. Acknowledged in the order sent, so a window is folded only after
+/// every batch before its last.
+const BATCHES_IN_FLIGHT: usize = 2;
+
+/// Up to [`BATCHES_IN_FLIGHT`] batch POSTs in flight, the next batch built meanwhile; a window
+/// is folded into the group once its last batch is acknowledged.
 struct Forwarder<'a> {
     ctx: &'a Context,
     usage: &'a UsageMode,
-    in_flight: Option<InFlight>,
+    /// Oldest first.
+    in_flight: VecDeque<InFlight>,
 }
 
 struct InFlight {
@@ -727,14 +733,24 @@ impl<'a> Forwarder<'a> {
         Self {
             ctx,
             usage,
-            in_flight: None,
+            in_flight: VecDeque::with_capacity(BATCHES_IN_FLIGHT),
         }
     }
 
-    /// Waits for the batch in flight; its window, when complete, is folded into `group`.
+    /// Waits for every batch in flight; each window they complete is folded into `group`.
     async fn settle(&mut self, group: &mut CatchUp<Party>) -> Result<(), (Window, Failure)> {
-        let Some(in_flight) = self.in_flight.take() else {
-            return Ok(());
+        while self.settle_oldest(group).await? {}
+        Ok(())
+    }
+
+    /// Waits for the oldest batch in flight (`false`: there was none); its window, when
+    /// complete, is folded into `group`.
+    async fn settle_oldest(
+        &mut self,
+        group: &mut CatchUp<Party>,
+    ) -> Result<bool, (Window, Failure)> {
+        let Some(in_flight) = self.in_flight.pop_front() else {
+            return Ok(false);
         };
         let result = match in_flight.task.await {
             Ok(result) => result,
@@ -757,11 +773,11 @@ impl<'a> Forwarder<'a> {
         if let Some(done) = in_flight.completes {
             group.fold_ingest(&done, party_of);
         }
-        Ok(())
+        Ok(true)
     }
 
-    /// Sends `batch` of `window` once the batch before it is acknowledged; `completes` is the
-    /// window when `batch` is its last.
+    /// Sends `batch` of `window` once fewer than [`BATCHES_IN_FLIGHT`] are unacknowledged;
+    /// `completes` is the window when `batch` is its last.
     async fn send(
         &mut self,
         group: &mut CatchUp<Party>,
@@ -769,21 +785,25 @@ impl<'a> Forwarder<'a> {
         batch: Batch,
         completes: Option<WindowIngest>,
     ) -> Result<(), (Window, Failure)> {
-        self.settle(group).await?;
         let sink = match &self.usage.sink {
             Some(sink) if !batch.is_empty() => sink.clone(),
             _ => {
+                // Nothing to send: the window is complete once the batches before are.
+                self.settle(group).await?;
                 if let Some(done) = completes {
                     group.fold_ingest(&done, party_of);
                 }
                 return Ok(());
             }
         };
+        while self.in_flight.len() >= BATCHES_IN_FLIGHT {
+            self.settle_oldest(group).await?;
+        }
         let task = tokio::spawn(async move {
             let events = batch.events();
             sink.send(batch.into_body(), events).await
         });
-        self.in_flight = Some(InFlight {
+        self.in_flight.push_back(InFlight {
             window,
             task,
             completes,
