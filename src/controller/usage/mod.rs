@@ -917,23 +917,41 @@ async fn apply_customer(
     if current_totals(usage, &key, cached).as_ref() == Some(&next) {
         return Ok(());
     }
+    if apply_status::<CustomerSubscription>(ctx, &key, json!({"usage": next})).await? {
+        usage.written().customers.insert(key, next);
+    }
+    Ok(())
+}
+
+/// Applies `status` to the `K` named by `key` under [`MANAGER`]: `false` when it is gone
+/// (deleted meanwhile: its usage is in the sink's events, there is no status to total).
+async fn apply_status<K>(
+    ctx: &Context,
+    key: &ObjKey,
+    status: serde_json::Value,
+) -> Result<bool, Failure>
+where
+    K: kube::Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
     let body = json!({
-        "apiVersion": TypeMeta::resource::<CustomerSubscription>().api_version,
-        "kind": TypeMeta::resource::<CustomerSubscription>().kind,
-        "status": {"usage": next},
+        "apiVersion": TypeMeta::resource::<K>().api_version,
+        "kind": TypeMeta::resource::<K>().kind,
+        "status": status,
     });
-    let api: Api<CustomerSubscription> = Api::namespaced(ctx.client.clone(), &key.namespace);
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &key.namespace);
     match api
         .patch_status(
-            &object.name_any(),
+            &key.name,
             &PatchParams::apply(MANAGER).force(),
             &Patch::Apply(body),
         )
         .await
     {
         Ok(_) => {}
-        // Deleted meanwhile: its usage is in the sink's events, there is no status to total.
-        Err(kube::Error::Api(status)) if status.code == 404 => return Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => return Ok(false),
         Err(error) => {
             return Err(Failure::Write(format!(
                 "{}/{}: {error}",
@@ -942,8 +960,7 @@ async fn apply_customer(
         }
     }
     ctx.metrics.status_written(USAGE_LABEL);
-    usage.written().customers.insert(key, next);
-    Ok(())
+    Ok(true)
 }
 
 async fn apply_registration(
@@ -994,30 +1011,8 @@ async fn apply_registration(
     if let Some(usage_body) = usage_body {
         status["usage"] = json!(usage_body);
     }
-    let body = json!({
-        "apiVersion": TypeMeta::resource::<Registration>().api_version,
-        "kind": TypeMeta::resource::<Registration>().kind,
-        "status": status,
-    });
-    let api: Api<Registration> = Api::namespaced(ctx.client.clone(), &key.namespace);
-    match api
-        .patch_status(
-            &registration.name_any(),
-            &PatchParams::apply(MANAGER).force(),
-            &Patch::Apply(body),
-        )
-        .await
-    {
-        Ok(_) => {}
-        Err(kube::Error::Api(status)) if status.code == 404 => return Ok(()),
-        Err(error) => {
-            return Err(Failure::Write(format!(
-                "{}/{}: {error}",
-                key.namespace, key.name
-            )));
-        }
+    if apply_status::<Registration>(ctx, &key, status).await? {
+        usage.written().registrations.insert(key, next.clone());
     }
-    ctx.metrics.status_written(USAGE_LABEL);
-    usage.written().registrations.insert(key, next.clone());
     Ok(())
 }
