@@ -447,9 +447,9 @@ enum Party {
 /// [`GROUP_MAX`], and [`GROUP_PER_COMMIT`] times as long as the Registration's last commit took
 /// (before its first, as [`COMMIT_PER_CUSTOMER`] estimates it); and never before the group
 /// before it is written. Every customer is written once per group, not once per window, and a
-/// group's statuses are written while the next group is read (its
-/// fold starting from the totals being written), so while catching up the writes are off the
-/// clock but for the last group's. The checkpoint still moves only once every customer of a
+/// group's statuses are written while the next group is read (its fold starting from the
+/// totals being written), so while catching up the writes are off the clock but for the last
+/// group's. The checkpoint still moves only once every customer of a
 /// group is written, and a group is written only after the group before it: a crash at any
 /// moment re-does the windows after the checkpoint, whose events the sink de-duplicates and
 /// whose totals each customer's `through` guards. A group ends within a minute so that
