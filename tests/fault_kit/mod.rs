@@ -25,12 +25,12 @@ use crate::common::reasons::{customer_reason, registration_reason};
 
 // ---- the API server of the local control plane ----
 
-/// The kube-apiserver of the local control plane (`make cluster-up`), stopped and started by
-/// `hack/apiserver-restart.sh` with its own command line, so that it comes back on the same
-/// address with the same certificates and etcd.
 /// How long the restarted kube-apiserver may take to be ready, in seconds.
 const APISERVER_START_TIMEOUT_S: &str = "240";
 
+/// The kube-apiserver of the local control plane (`make cluster-up`), stopped and started by
+/// `hack/apiserver-restart.sh` with its own command line, so that it comes back on the same
+/// address with the same certificates and etcd.
 #[derive(Clone)]
 pub struct ApiServer {
     cluster_dir: PathBuf,
