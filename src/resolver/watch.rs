@@ -242,7 +242,8 @@ mod tests {
         let gone: Read = Err("cannot read".to_owned());
         // (what the poll saw last, what the file reads as, one read after another;
         //  what the poll settles on, reads done)
-        let cases: Vec<(Option<&Read>, Vec<&Read>, Option<&Read>, usize)> = vec![
+        type Case<'r> = (Option<&'r Read>, Vec<&'r Read>, Option<&'r Read>, usize);
+        let cases: Vec<Case> = vec![
             (Some(&a), vec![&a], None, 1),
             (Some(&gone), vec![&gone], None, 1),
             (None, vec![&a, &a], Some(&a), 2),
