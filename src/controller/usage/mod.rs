@@ -482,6 +482,16 @@ struct ReadGroup {
     group: CatchUp<Party>,
     failure: Option<(Window, Failure)>,
     started: Instant,
+    waited: Waited,
+}
+
+/// How long a group's reading waited, by what it waited for: where a catch-up's time goes.
+#[derive(Debug, Default)]
+struct Waited {
+    /// For the next page (fetched, parsed and validated on the fetch tasks).
+    for_source: Duration,
+    /// For the sink to acknowledge a batch, before the next could be sent.
+    for_sink: Duration,
 }
 
 /// When a group being read ends (after a window): once the group before it is written and
@@ -629,14 +639,25 @@ async fn read_group(
     }
     let registration_start = registration_start.map_err(|failure| (first, failure))?;
     group.party(Party::Registration, registration_start);
-    let failure = forward(ctx, usage, &setup, endpoint, first, at, end, &mut group)
-        .await
-        .err();
+    let mut waited = Waited::default();
+    let failure = forward(
+        ctx,
+        usage,
+        &setup,
+        endpoint,
+        (first, at),
+        end,
+        &mut group,
+        &mut waited,
+    )
+    .await
+    .err();
     Ok(ReadGroup {
         setup,
         group,
         failure,
         started,
+        waited,
     })
 }
 
@@ -656,6 +677,8 @@ async fn write_group(
     debug!(
         windows = read.group.windows(),
         seconds = read.started.elapsed().as_secs_f64(),
+        waited_for_source_seconds = read.waited.for_source.as_secs_f64(),
+        waited_for_sink_seconds = read.waited.for_sink.as_secs_f64(),
         commit_seconds = committing.elapsed().as_secs_f64(),
         "usage group written"
     );
@@ -671,10 +694,10 @@ async fn forward(
     usage: &UsageMode,
     setup: &Setup,
     endpoint: &SourceEndpoint,
-    first: Window,
-    at: DateTime<Utc>,
+    (first, at): (Window, DateTime<Utc>),
     end: &GroupEnd<'_>,
     group: &mut CatchUp<Party>,
+    waited: &mut Waited,
 ) -> Result<(), (Window, Failure)> {
     let context = setup.context(usage);
     let mut pages = pages::prefetch(usage, endpoint, &setup.directory, first, at);
@@ -684,7 +707,12 @@ async fn forward(
     let mut decided = WindowIngest::new(first);
     let mut batch = Batch::with_capacity(BATCH_BYTES);
     let mut page_count = 0u64;
-    while let Some(fetched) = pages.recv().await {
+    loop {
+        let waiting = Instant::now();
+        let Some(fetched) = pages.recv().await else {
+            break;
+        };
+        waited.for_source += waiting.elapsed();
         let fetched = match fetched {
             Ok(fetched) => fetched,
             Err(failure) => {
@@ -704,7 +732,9 @@ async fn forward(
                 })?;
             if written && batch.events() >= BATCH {
                 let full = std::mem::replace(&mut batch, Batch::with_capacity(BATCH_BYTES));
+                let waiting = Instant::now();
                 forwarder.send(group, decided.window(), full, None).await?;
+                waited.for_sink += waiting.elapsed();
             }
         }
         if fetched.last {
@@ -713,7 +743,9 @@ async fn forward(
             page_count = 0;
             let done = std::mem::replace(&mut decided, WindowIngest::new(window.next()));
             let rest = std::mem::replace(&mut batch, Batch::with_capacity(BATCH_BYTES));
+            let waiting = Instant::now();
             forwarder.send(group, window, rest, Some(done)).await?;
+            waited.for_sink += waiting.elapsed();
             if end.reached(usage, setup.customers.len()) {
                 break;
             }
