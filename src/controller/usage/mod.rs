@@ -686,7 +686,7 @@ async fn write_group(
 }
 
 /// The group's windows, from `first`, until `end` is reached after a window: pages fetched
-/// and validated ahead, records decided, batches forwarded one in flight, each window folded
+/// and validated ahead, records decided, batches forwarded several in flight, each window folded
 /// into `group` once its batches are all acknowledged. `Err` names the window that failed.
 #[allow(clippy::too_many_arguments)]
 async fn forward(
@@ -754,10 +754,11 @@ async fn forward(
     forwarder.settle(group).await
 }
 
-/// Batch POSTs in flight at once: while the sink reads one, the next is on its way, and the
-/// next after it is built. Acknowledged in the order sent, so a window is folded only after
-/// every batch before its last.
-const BATCHES_IN_FLIGHT: usize = 2;
+/// Batch POSTs in flight at once, each about 0.3 MB: while the sink reads some, the next are on
+/// their way and another is built. Acknowledged in the order sent, so a window is folded only
+/// after every batch before its last. With two in flight the consumer waited 9.5 s of a
+/// month's 27 s for acknowledgements; with eight (and four pages ahead), 5.7 s of 20 s.
+const BATCHES_IN_FLIGHT: usize = 8;
 
 /// Up to [`BATCHES_IN_FLIGHT`] batch POSTs in flight, the next batch built meanwhile; a window
 /// is folded into the group once its last batch is acknowledged.
