@@ -71,8 +71,11 @@ async fn usage_report(
 /// threshold to the largest block freed so far, so after the first large free such blocks
 /// come from the heap instead, and what they leave behind stays resident: at N = 10,000 that
 /// was 2–4 MiB of the operator's resident memory (docs/benchmarks.md, R10). Fixing the
-/// threshold turns that adjustment off; no Rust allocator crate offers less than replacing
-/// the allocator, which measured worse here.
+/// threshold turns that adjustment off, and leaves glibc giving back the top of the heap above
+/// 128 KiB free: that costs a usage catch-up, which frees and takes back hundreds of KiB a page,
+/// about 3.6 s of its 18 s of CPU in page faults (U7), and keeping 16 MiB instead cost local
+/// mode 1 MiB of its peak; memory at rest wins. No Rust allocator crate offers less than
+/// replacing the allocator, which measured worse here.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn return_large_blocks_to_the_system() {
     const MMAP_THRESHOLD: libc::c_int = 512 * 1024;
