@@ -2,8 +2,9 @@
 //! `spec.usageSource` is set or changed), per Registration with
 //! `spec.usageSource`, the due windows in order from `status.usage.ingestedThrough`, in groups
 //! while catching up (`usage::catch_up`, bounded by [`GROUP_MIN`]): directory once per group →
-//! each window's pages fetched and validated ahead, decided by `usage::ingest`, its events
-//! written straight into CloudEvents batches to the sink, its usage folded in memory → only
+//! each window's pages fetched, validated and decided by `usage::ingest` ahead on two tasks
+//! (`read_ahead`), its events written straight into CloudEvents batches, forwarded to the sink
+//! in the windows' order, its usage folded in memory once acknowledged → only
 //! once every batch of the group was acknowledged, each changed CustomerSubscription's
 //! `status.usage` once (guarded by `through`), then the Registration's `status.usage` and
 //! `Usage` condition; the next group is read meanwhile, and written after.
@@ -31,7 +32,9 @@ use kube::{
 use serde_json::json;
 use tracing::{debug, info, instrument, warn};
 
-mod pages;
+mod read_ahead;
+
+use read_ahead::{Decided, Decisions};
 
 use super::{Context, ObjKey};
 use crate::{
@@ -46,8 +49,8 @@ use crate::{
     usage::{
         attribution::{Attachment, Attachments, BilledTo, Directory},
         catch_up::CatchUp,
-        cloudevents::{Batch, EventWriter, Origin},
-        ingest::{self, WindowIngest},
+        cloudevents::{Batch, Origin},
+        ingest::WindowIngest,
         rate_card::RateCard,
         totals::MonthToDate,
         window::{Window, first_checkpoint},
@@ -488,8 +491,8 @@ struct ReadGroup {
 /// How long a group's reading waited, by what it waited for: where a catch-up's time goes.
 #[derive(Debug, Default)]
 struct Waited {
-    /// For the next page (fetched, parsed and validated on the fetch tasks).
-    for_source: Duration,
+    /// For the next batch (fetched, validated and decided on the reading tasks).
+    for_batches: Duration,
     /// For the sink to acknowledge a batch, before the next could be sent.
     for_sink: Duration,
 }
@@ -511,11 +514,8 @@ impl GroupEnd<'_> {
 
 /// What a group's windows are decided against, read once per group.
 struct Setup {
-    origin: Origin,
-    /// Shared with the task that fetches and validates the pages.
-    directory: Arc<Directory>,
-    attachments: Attachments,
-    registration_subscription: Guid,
+    /// Shared with the tasks that read and decide the windows.
+    decisions: Arc<Decisions>,
     customers: HashMap<String, Arc<CustomerSubscription>>,
 }
 
@@ -568,26 +568,19 @@ impl Setup {
             ))
         })?;
         Ok(Self {
-            origin: Origin {
-                namespace,
-                name,
-                cloud_id,
-            },
-            directory: Arc::new(directory),
-            attachments,
-            registration_subscription,
+            decisions: Arc::new(Decisions {
+                origin: Origin {
+                    namespace,
+                    name,
+                    cloud_id,
+                },
+                directory,
+                attachments,
+                registration_subscription,
+                rate_card: usage.rate_card.clone(),
+            }),
             customers,
         })
-    }
-
-    fn context<'a>(&'a self, usage: &'a UsageMode) -> ingest::Context<'a> {
-        ingest::Context {
-            origin: &self.origin,
-            directory: &self.directory,
-            attachments: &self.attachments,
-            registration_subscription: self.registration_subscription,
-            rate_card: usage.rate_card.as_deref(),
-        }
     }
 }
 
@@ -677,7 +670,7 @@ async fn write_group(
     debug!(
         windows = read.group.windows(),
         seconds = read.started.elapsed().as_secs_f64(),
-        waited_for_source_seconds = read.waited.for_source.as_secs_f64(),
+        waited_for_batches_seconds = read.waited.for_batches.as_secs_f64(),
         waited_for_sink_seconds = read.waited.for_sink.as_secs_f64(),
         commit_seconds = committing.elapsed().as_secs_f64(),
         "usage group written"
@@ -685,9 +678,9 @@ async fn write_group(
     Ok(())
 }
 
-/// The group's windows, from `first`, until `end` is reached after a window: pages fetched
-/// and validated ahead, records decided, batches forwarded several in flight, each window folded
-/// into `group` once its batches are all acknowledged. `Err` names the window that failed.
+/// The group's windows, from `first`, until `end` is reached after a window: read and decided
+/// ahead ([`read_ahead`]), their batches forwarded several in flight, each window folded into
+/// `group` once its batches are all acknowledged. `Err` names the window that failed.
 #[allow(clippy::too_many_arguments)]
 async fn forward(
     ctx: &Context,
@@ -699,56 +692,31 @@ async fn forward(
     group: &mut CatchUp<Party>,
     waited: &mut Waited,
 ) -> Result<(), (Window, Failure)> {
-    let context = setup.context(usage);
-    let mut pages = pages::prefetch(usage, endpoint, &setup.directory, first, at);
+    let mut decided = read_ahead::read_ahead(usage, endpoint, &setup.decisions, first, at);
     let mut forwarder = Forwarder::new(ctx, usage);
-    let mut writer = EventWriter::new(&setup.origin)
-        .map_err(|e| (first, Failure::Sink(format!("cannot write an event: {e}"))))?;
-    let mut decided = WindowIngest::new(first);
-    let mut batch = Batch::with_capacity(BATCH_BYTES);
-    let mut page_count = 0u64;
     loop {
         let waiting = Instant::now();
-        let Some(fetched) = pages.recv().await else {
+        let Some(next) = decided.recv().await else {
             break;
         };
-        waited.for_source += waiting.elapsed();
-        let fetched = match fetched {
-            Ok(fetched) => fetched,
-            Err(failure) => {
+        waited.for_batches += waiting.elapsed();
+        let Decided {
+            window,
+            batch,
+            completes,
+        } = match next {
+            Ok(next) => next,
+            Err(failed) => {
                 forwarder.settle(group).await?;
-                return Err((decided.window(), failure));
+                return Err(failed);
             }
         };
-        page_count += 1;
-        for validated in fetched.records {
-            let written = decided
-                .ingest_into(&context, validated, &mut writer, &mut batch)
-                .map_err(|e| {
-                    (
-                        decided.window(),
-                        Failure::Sink(format!("cannot write an event: {e}")),
-                    )
-                })?;
-            if written && batch.events() >= BATCH {
-                let full = std::mem::replace(&mut batch, Batch::with_capacity(BATCH_BYTES));
-                let waiting = Instant::now();
-                forwarder.send(group, decided.window(), full, None).await?;
-                waited.for_sink += waiting.elapsed();
-            }
-        }
-        if fetched.last {
-            let window = decided.window();
-            debug!(window = %rfc3339(window.start), pages = page_count, forwarded = decided.outcomes.forwarded, "window decided");
-            page_count = 0;
-            let done = std::mem::replace(&mut decided, WindowIngest::new(window.next()));
-            let rest = std::mem::replace(&mut batch, Batch::with_capacity(BATCH_BYTES));
-            let waiting = Instant::now();
-            forwarder.send(group, window, rest, Some(done)).await?;
-            waited.for_sink += waiting.elapsed();
-            if end.reached(usage, setup.customers.len()) {
-                break;
-            }
+        let window_done = completes.is_some();
+        let waiting = Instant::now();
+        forwarder.send(group, window, batch, completes).await?;
+        waited.for_sink += waiting.elapsed();
+        if window_done && end.reached(usage, setup.customers.len()) {
+            break;
         }
     }
     forwarder.settle(group).await
@@ -938,8 +906,8 @@ async fn commit(
         ctx.metrics.usage_window("done");
     }
     ctx.metrics.set_usage_lag(
-        &setup.origin.namespace,
-        &setup.origin.name,
+        &setup.decisions.origin.namespace,
+        &setup.decisions.origin.name,
         (now(ctx) - through).num_milliseconds().max(0) as f64 / 1000.0,
     );
     Ok(())
