@@ -142,8 +142,10 @@ pub(super) fn read_ahead(
         let (source, endpoint) = (usage.source.clone(), endpoint.clone());
         let decisions = decisions.clone();
         tasks.push(AbortOnDrop(tokio::spawn(async move {
+            let mut body = Vec::new();
             for window in windows {
-                let read = read_window(&source, &endpoint, &decisions, window, &tx).await;
+                let read = read_window(&source, &endpoint, &decisions, window, &mut body, &tx);
+                let read = read.await;
                 let ended = match read {
                     Ok(ended) => ended,
                     Err(failure) => {
@@ -161,13 +163,14 @@ pub(super) fn read_ahead(
     InOrder::new(chains, tasks)
 }
 
-/// Sends the window's batches to `tx`, following `continuationToken`: `Ok(true)` when nobody
-/// reads any more.
+/// Sends the window's batches to `tx`, following `continuationToken`, each page read into
+/// `body`: `Ok(true)` when nobody reads any more.
 async fn read_window(
     source: &SourceClient,
     endpoint: &SourceEndpoint,
     decisions: &Decisions,
     window: Window,
+    body: &mut Vec<u8>,
     tx: &mpsc::Sender<Read>,
 ) -> Result<bool, Failure> {
     let context = decisions.context();
@@ -177,11 +180,16 @@ async fn read_window(
     let mut continuation: Option<String> = None;
     let mut pages = 0u64;
     loop {
-        let body = source
-            .records_page(endpoint, window.start, window.end, continuation.as_deref())
+        source
+            .records_page(
+                endpoint,
+                (window.start, window.end),
+                continuation.as_deref(),
+                body,
+            )
             .await
             .map_err(|e| Failure::Source(e.to_string()))?;
-        let page: PageRef<'_> = serde_json::from_slice(&body).map_err(|e| {
+        let page: PageRef<'_> = serde_json::from_slice(body).map_err(|e| {
             Failure::Source(format!(
                 "a page of {} is not the documented JSON: {e}",
                 endpoint.endpoint
