@@ -640,11 +640,11 @@ async fn assert_status_totals_by_month(s: &Scenario, registration: Registration)
 #[tokio::test]
 async fn killed_at_random_moments_48_windows_are_totalled_exactly_once() {
     let mut s = Scenario::with_plan("usage-kill", TWO_DAYS).await;
-    // Slow pages spread the 48 windows over seconds, so that the kills land inside them (two
-    // windows are read at once).
+    // Slow pages spread the 48 windows over seconds, so that the kills land inside them (three
+    // windows are read at once: about 7.5 windows a second).
     s.world.upstream.set_mode_for(
         "subscriberUsageAggregates",
-        Mode::Delay(Duration::from_millis(250)),
+        Mode::Delay(Duration::from_millis(400)),
     );
     s.create().await;
     let api = s.ns.api::<Registration>();

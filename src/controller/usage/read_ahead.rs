@@ -4,11 +4,12 @@
 //!
 //! A window's pages are a chain: a page's `continuationToken` names the next, so one window's
 //! pages come one after another, each a round trip to the stamp. Windows are independent, so
-//! [`READ_CHAINS`] tasks take turns by window (the first task the 1st, 3rd, … window, the
-//! second the 2nd, 4th, …): while one waits for the stamp the other reads and decides, and the
-//! decisions (a month's catch-up spent about half its time in them on the forwarding task)
-//! use both cores. [`InOrder`] hands their batches on window by window, as one stream; a
-//! window's usage comes with its last batch, to be folded once the sink acknowledged it.
+//! [`READ_CHAINS`] tasks take turns by window (with three, the first task the 1st, 4th, …
+//! window, the second the 2nd, 5th, …): while one waits for the stamp the others read and
+//! decide, and the decisions (a month's catch-up spent about half its time in them on the
+//! forwarding task) use both cores. [`InOrder`] hands their batches on window by window, as
+//! one stream; a window's usage comes with its last batch, to be folded once the sink
+//! acknowledged it.
 
 use std::sync::Arc;
 
@@ -30,14 +31,16 @@ use crate::{
     usage_io::{SourceClient, SourceEndpoint},
 };
 
-/// Tasks reading windows side by side. Two keep a stamp's answer time off the clock without
-/// asking it for more than two pages at once, and decide on both cores.
-const READ_CHAINS: usize = 2;
+/// Tasks reading windows side by side, so at most this many pages asked of a stamp at once.
+/// In the usage bench (docs/benchmarks.md U8) a month took 19.0–22.2 s with two, 18.1–20.9 s
+/// with three and 17.5–24.6 s with four, whose 0.35 MB batches ahead took the RSS growth to
+/// 25–30.5 MiB of the 32 allowed (three: 21–24.7 MiB).
+const READ_CHAINS: usize = 3;
 
 /// Batches each task holds ahead of the forwarding task: about 0.35 MB each, two a page of
-/// 1,000 records. With one page ahead (before the decisions moved here) the forwarder waited
-/// 5.2 s of a month's 27 s for pages: a task that waits for its stamp cannot run ahead of a
-/// forwarder that waits for the sink.
+/// 1,000 records, nine a window of the bench's 4,000. A task whose window is not the one
+/// being forwarded stops once this many are waiting: with two or four, the forwarder waited
+/// 10–17 s of a month's 17–25 s for batches; with eight, 3–7 s.
 const BATCHES_AHEAD: usize = 8;
 
 /// What a window's records are decided against: the group's directory, attachments and
