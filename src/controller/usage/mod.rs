@@ -2,7 +2,7 @@
 //! `spec.usageSource` is set or changed), per Registration with
 //! `spec.usageSource`, the due windows in order from `status.usage.ingestedThrough`, in groups
 //! while catching up (`usage::catch_up`, bounded by [`GROUP_MIN`]): directory once per group →
-//! each window's pages fetched, validated and decided by `usage::ingest` ahead on two tasks
+//! each window's pages fetched, validated and decided by `usage::ingest` ahead on several tasks
 //! (`read_ahead`), its events written straight into CloudEvents batches, forwarded to the sink
 //! in the windows' order, its usage folded in memory once acknowledged → only
 //! once every batch of the group was acknowledged, each changed CustomerSubscription's
